@@ -1,0 +1,77 @@
+import pg from "pg";
+import { DependencyUnavailableError } from "@crm/errors";
+
+export type Pool = pg.Pool;
+export type PoolClient = pg.PoolClient;
+
+/** A connection pool with the settings every service uses: bounded size, bounded connect time, app name set. */
+export function createPool(options: { connectionString: string; max?: number; applicationName: string }): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.max ?? 10,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    application_name: options.applicationName,
+  });
+  // An idle client losing its server must not crash the process; the next checkout reconnects.
+  pool.on("error", () => {});
+  return pool;
+}
+
+export interface TransactionOptions {
+  /** The tenant of this transaction; RLS policies read it. Without one the service role sees no tenant rows. */
+  businessId?: string;
+  /** Called with the wall time of the transaction, for metrics. */
+  onTiming?: (tag: string, ms: number) => void;
+}
+
+/** Postgres error codes that mean "try again": serialization, deadlock, connection loss, shutdown. */
+const TRANSIENT_SQLSTATES = new Set(["40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006", "53300"]);
+
+/** True when an error from pg is worth retrying (network loss or a transient SQLSTATE). */
+export function isTransientDbError(error: unknown): boolean {
+  if (error instanceof DependencyUnavailableError) return true;
+  const code = (error as { code?: string } | null)?.code;
+  if (code && TRANSIENT_SQLSTATES.has(code)) return true;
+  return code === "ECONNREFUSED" || code === "ECONNRESET" || code === "ETIMEDOUT" || code === "EPIPE";
+}
+
+/**
+ * Runs `fn` in one transaction: BEGIN, tenant set with `set_config(..., true)` (transaction-local, so a pooled
+ * connection never carries a tenant into the next transaction), COMMIT, or ROLLBACK on any error. The client is
+ * always released; a client whose connection broke is destroyed rather than returned to the pool.
+ */
+export async function transaction<T>(
+  pool: pg.Pool,
+  tag: string,
+  fn: (client: pg.PoolClient) => Promise<T>,
+  options: TransactionOptions = {},
+): Promise<T> {
+  const started = performance.now();
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (error) {
+    throw new DependencyUnavailableError("postgres", `cannot connect for ${tag}`, { cause: error });
+  }
+  let broken: Error | undefined;
+  try {
+    await client.query(`BEGIN /* ${tag} */`);
+    if (options.businessId) {
+      await client.query("SELECT set_config('app.business_id', $1, true)", [options.businessId]);
+    }
+    const result = await fn(client);
+    await client.query("COMMIT");
+    return result;
+  } catch (error) {
+    try {
+      await client.query("ROLLBACK");
+    } catch (rollbackError) {
+      broken = rollbackError as Error;
+    }
+    throw error;
+  } finally {
+    client.release(broken);
+    options.onTiming?.(tag, performance.now() - started);
+  }
+}

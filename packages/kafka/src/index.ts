@@ -1,0 +1,193 @@
+import { DependencyUnavailableError } from "@crm/errors";
+import {
+  type Admin,
+  type Consumer,
+  type IHeaders,
+  Kafka,
+  logLevel,
+  Partitioners,
+  type Producer,
+  type ProducerBatch,
+} from "kafkajs";
+
+export type { Admin, Consumer, EachBatchPayload, KafkaMessage } from "kafkajs";
+
+/** Topic names of SPEC section 5. */
+export const TOPICS = {
+  raw: "events.raw.v1",
+  dlq: "events.dlq.v1",
+  contactUpdated: "contact.updated.v1",
+} as const;
+
+export interface OutgoingMessage {
+  key: string;
+  value: Buffer | string;
+  headers?: IHeaders;
+}
+
+/** What the API needs from a broker: durable, acknowledged sends. Kept small so kafkajs can be replaced. */
+export interface EventProducer {
+  /** Resolves only once every message is acknowledged by all in-sync replicas (acks=all). */
+  send(topic: string, messages: OutgoingMessage[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+type WarnLog = (message: string, extra: Record<string, unknown>) => void;
+
+/** A kafkajs client whose own logging goes to `warn` (kafkajs prints to stdout otherwise). */
+export function createKafka(options: { brokers: string[]; clientId: string; warn?: WarnLog }): Kafka {
+  const warn = options.warn ?? (() => {});
+  return new Kafka({
+    clientId: options.clientId,
+    brokers: options.brokers,
+    connectionTimeout: 3_000,
+    requestTimeout: 10_000,
+    retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 2_000 },
+    logLevel: logLevel.WARN,
+    logCreator:
+      () =>
+      ({ namespace, log }) => {
+        const { message, ...extra } = log;
+        warn(`kafkajs ${namespace}: ${message}`, extra);
+      },
+  });
+}
+
+interface Pending {
+  topic: string;
+  messages: OutgoingMessage[];
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * An idempotent, acks=all producer that coalesces concurrent sends: kafkajs sends every `send()` as its own
+ * request, so while one request is in flight, later calls queue and go out together in the next `sendBatch`.
+ * A send that cannot be acknowledged within `sendTimeoutMs` rejects with DependencyUnavailableError, so callers
+ * answer 503 instead of hanging.
+ */
+export class KafkaEventProducer implements EventProducer {
+  private readonly producer: Producer;
+  private connected: Promise<void> | undefined;
+  private queue: Pending[] = [];
+  private inFlight = false;
+
+  constructor(
+    kafka: Kafka,
+    private readonly options: { sendTimeoutMs?: number; maxBatchMessages?: number } = {},
+  ) {
+    this.producer = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1_000 },
+    });
+  }
+
+  send(topic: string, messages: OutgoingMessage[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ topic, messages, resolve, reject });
+      void this.flush();
+    });
+  }
+
+  private async ensureConnected(): Promise<void> {
+    this.connected ??= this.producer.connect().catch((error) => {
+      this.connected = undefined;
+      throw error;
+    });
+    return this.connected;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.inFlight || this.queue.length === 0) return;
+    this.inFlight = true;
+    const max = this.options.maxBatchMessages ?? 5_000;
+    const batch: Pending[] = [];
+    let count = 0;
+    while (this.queue.length > 0 && (batch.length === 0 || count + this.queue[0]!.messages.length <= max)) {
+      const next = this.queue.shift()!;
+      batch.push(next);
+      count += next.messages.length;
+    }
+    try {
+      await withTimeout(this.sendNow(batch), this.options.sendTimeoutMs ?? 5_000);
+      for (const pending of batch) pending.resolve();
+    } catch (error) {
+      const unavailable = new DependencyUnavailableError("kafka", "kafka did not acknowledge the send", {
+        cause: error,
+      });
+      for (const pending of batch) pending.reject(unavailable);
+    } finally {
+      this.inFlight = false;
+      void this.flush();
+    }
+  }
+
+  private async sendNow(batch: Pending[]): Promise<void> {
+    await this.ensureConnected();
+    const byTopic = new Map<string, OutgoingMessage[]>();
+    for (const pending of batch) {
+      const list = byTopic.get(pending.topic) ?? [];
+      list.push(...pending.messages);
+      byTopic.set(pending.topic, list);
+    }
+    const request: ProducerBatch = {
+      acks: -1,
+      topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+    };
+    await this.producer.sendBatch(request);
+  }
+
+  async close(): Promise<void> {
+    await this.producer.disconnect();
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export interface TopicSpec {
+  topic: string;
+  numPartitions: number;
+  replicationFactor?: number;
+  configEntries?: { name: string; value: string }[];
+}
+
+/** Creates the topics that do not exist yet; existing ones are left as they are. */
+export async function ensureTopics(admin: Admin, specs: TopicSpec[]): Promise<string[]> {
+  const existing = new Set(await admin.listTopics());
+  const missing = specs.filter((spec) => !existing.has(spec.topic));
+  if (missing.length > 0) {
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: missing.map((spec) => ({ replicationFactor: 1, ...spec })),
+    });
+  }
+  return missing.map((spec) => spec.topic);
+}
+
+/** The topics of SPEC section 5 with the given partition count. */
+export function pipelineTopics(partitions: number): TopicSpec[] {
+  return [
+    { topic: TOPICS.raw, numPartitions: partitions },
+    { topic: TOPICS.dlq, numPartitions: partitions },
+    { topic: TOPICS.contactUpdated, numPartitions: partitions },
+  ];
+}
+
+/** Reads header values as strings (kafkajs hands them out as Buffers). */
+export function headerString(headers: IHeaders | undefined, name: string): string | undefined {
+  const value = headers?.[name];
+  if (value === undefined) return undefined;
+  const first = Array.isArray(value) ? value[0] : value;
+  return first === undefined ? undefined : first.toString();
+}
+
+export type { Consumer as KafkaConsumer };
+export { Kafka };

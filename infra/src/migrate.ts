@@ -27,19 +27,31 @@ function credentials(url: string): { user: string; password: string } {
   return { user: decodeURIComponent(parsed.username), password: decodeURIComponent(parsed.password) };
 }
 
-async function ensureRole(client: pg.Client, role: string, password: string, attributes: string): Promise<void> {
+async function ensureRole(
+  client: pg.Client,
+  role: string,
+  password: string,
+  attributes: string,
+): Promise<void> {
   const exists = await client.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [role]);
   const verb = exists.rowCount === 0 ? "CREATE" : "ALTER";
   // Role names are our constants; the password is a literal because CREATE ROLE takes no parameters.
-  await client.query(`${verb} ROLE ${role} WITH LOGIN ${attributes} PASSWORD ${client.escapeLiteral(password)}`);
+  await client.query(
+    `${verb} ROLE ${role} WITH LOGIN ${attributes} PASSWORD ${client.escapeLiteral(password)}`,
+  );
 }
 
 /** Applies every migration not applied yet, each in its own transaction; safe to run again and concurrently. */
-export async function migrate(env = parseEnv(Env), log: (line: string) => void = console.log): Promise<string[]> {
+export async function migrate(
+  env = parseEnv(Env),
+  log: (line: string) => void = console.log,
+): Promise<string[]> {
   const service = credentials(env.DATABASE_URL);
   const debezium = credentials(env.DEBEZIUM_DATABASE_URL);
   if (service.user !== ROLES.service || debezium.user !== ROLES.debezium) {
-    throw new Error(`DATABASE_URL must use role ${ROLES.service} and DEBEZIUM_DATABASE_URL role ${ROLES.debezium}`);
+    throw new Error(
+      `DATABASE_URL must use role ${ROLES.service} and DEBEZIUM_DATABASE_URL role ${ROLES.debezium}`,
+    );
   }
   const client = new pg.Client({ connectionString: env.DATABASE_ADMIN_URL, application_name: "migrate" });
   await client.connect();
@@ -47,13 +59,21 @@ export async function migrate(env = parseEnv(Env), log: (line: string) => void =
   try {
     // One runner at a time (npm start and a test run may race).
     await client.query("SELECT pg_advisory_lock(727274)");
-    await ensureRole(client, ROLES.service, service.password, "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE");
+    await ensureRole(
+      client,
+      ROLES.service,
+      service.password,
+      "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
+    );
     await ensureRole(client, ROLES.debezium, debezium.password, "REPLICATION NOSUPERUSER NOBYPASSRLS");
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     const done = new Map(
-      (await client.query<{ version: string; checksum: string }>("SELECT version, checksum FROM schema_migrations"))
-        .rows.map((row) => [row.version, row.checksum]),
+      (
+        await client.query<{ version: string; checksum: string }>(
+          "SELECT version, checksum FROM schema_migrations",
+        )
+      ).rows.map((row) => [row.version, row.checksum]),
     );
     const files = readdirSync(MIGRATIONS_DIR)
       .filter((file) => /^\d+_.+\.sql$/.test(file))
@@ -69,7 +89,10 @@ export async function migrate(env = parseEnv(Env), log: (line: string) => void =
       await client.query("BEGIN");
       try {
         await client.query(sql);
-        await client.query("INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", [file, checksum]);
+        await client.query("INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", [
+          file,
+          checksum,
+        ]);
         await client.query("COMMIT");
       } catch (error) {
         await client.query("ROLLBACK");

@@ -3,10 +3,18 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseEnvFile } from "@crm/config";
-import { type JvmPart, jvmLogFile, resolveJars, startConnect, startKafka, startRegistry, stopJvm } from "./jvm.ts";
+import {
+  type JvmPart,
+  jvmLogFile,
+  resolveJars,
+  startConnect,
+  startKafka,
+  startRegistry,
+  stopJvm,
+} from "./jvm.ts";
+import { adminUrl, pgLogFile, startPostgres, stopPostgres, wipePostgres } from "./postgres.ts";
 import { ensureToolchain } from "./prereqs.ts";
 import { isAlive, portOpen, readPid } from "./proc.ts";
-import { adminUrl, pgLogFile, startPostgres, stopPostgres, wipePostgres } from "./postgres.ts";
 import { type StackSettings, stackSettings } from "./settings.ts";
 
 const PARTS = ["postgres", "kafka", "registry", "connect"] as const;
@@ -15,8 +23,14 @@ type Part = (typeof PARTS)[number];
 const log = (line: string) => console.log(`[stack] ${line}`);
 
 /** Development-only passwords of the roles the migrations create; overridable through the environment. */
-const SERVICE_ROLE = { user: "crm_service", password: process.env.STACK_SERVICE_PASSWORD ?? "crm_service_dev" };
-const DEBEZIUM_ROLE = { user: "crm_debezium", password: process.env.STACK_DEBEZIUM_PASSWORD ?? "crm_debezium_dev" };
+const SERVICE_ROLE = {
+  user: "crm_service",
+  password: process.env.STACK_SERVICE_PASSWORD ?? "crm_service_dev",
+};
+const DEBEZIUM_ROLE = {
+  user: "crm_debezium",
+  password: process.env.STACK_DEBEZIUM_PASSWORD ?? "crm_debezium_dev",
+};
 
 /** Secrets generated once per stack and kept across `up`s (a new JWT secret would invalidate issued tokens). */
 function stackSecrets(s: StackSettings): { jwtSecret: string; logHashSecret: string } {
@@ -53,9 +67,13 @@ function writeEnvFile(s: StackSettings): Record<string, string> {
   const text = Object.entries(env)
     .map(([k, v]) => `${k}=${v}`)
     .join("\n");
-  writeFileSync(join(s.dir, "env"), `# written by npm run stack -- up; read by every tool, test and service\n${text}\n`, {
-    mode: 0o600,
-  });
+  writeFileSync(
+    join(s.dir, "env"),
+    `# written by npm run stack -- up; read by every tool, test and service\n${text}\n`,
+    {
+      mode: 0o600,
+    },
+  );
   return env;
 }
 
@@ -106,7 +124,9 @@ async function status(s: StackSettings): Promise<boolean> {
     const open = await portOpen(s.host, portOf(s, part));
     allUp &&= alive && open;
     const state = alive ? (open ? "up" : "starting") : open ? "port taken by another process" : "down";
-    console.log(`${part.padEnd(9)} ${state.padEnd(12)} pid ${alive ? record.pid : "-"}  ${s.host}:${portOf(s, part)}`);
+    console.log(
+      `${part.padEnd(9)} ${state.padEnd(12)} pid ${alive ? record.pid : "-"}  ${s.host}:${portOf(s, part)}`,
+    );
   }
   return allUp;
 }
@@ -118,7 +138,9 @@ function logFileOf(s: StackSettings, part: Part): string {
 function logs(s: StackSettings, args: string[]): void {
   const follow = args.includes("-f");
   const parts = args.filter((a) => a !== "-f") as Part[];
-  const files = (parts.length > 0 ? parts : [...PARTS]).map((p) => logFileOf(s, p)).filter((f) => existsSync(f));
+  const files = (parts.length > 0 ? parts : [...PARTS])
+    .map((p) => logFileOf(s, p))
+    .filter((f) => existsSync(f));
   if (files.length === 0) {
     log("no logs yet");
     return;

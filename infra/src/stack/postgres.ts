@@ -67,7 +67,11 @@ function configLines(s: StackSettings, runDir: string): string {
 }
 
 /** Initializes (once), starts (unless running) and bootstraps the cluster; returns when it accepts connections. */
-export async function startPostgres(s: StackSettings, tools: Toolchain, log: (line: string) => void): Promise<void> {
+export async function startPostgres(
+  s: StackSettings,
+  tools: Toolchain,
+  log: (line: string) => void,
+): Promise<void> {
   ensureOsUser();
   const home = pgHome(s);
   const data = join(home, "data");
@@ -113,7 +117,9 @@ export async function startPostgres(s: StackSettings, tools: Toolchain, log: (li
     try {
       run(cmd, args);
     } catch (error) {
-      const tail = existsSync(pgLogFile(s)) ? readFileSync(pgLogFile(s), "utf8").split("\n").slice(-15).join("\n") : "";
+      const tail = existsSync(pgLogFile(s))
+        ? readFileSync(pgLogFile(s), "utf8").split("\n").slice(-15).join("\n")
+        : "";
       throw new Error(`postgres did not start: ${(error as Error).message}\n${tail}`);
     }
     const pid = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);

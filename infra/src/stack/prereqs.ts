@@ -12,7 +12,11 @@ export interface Toolchain {
   pgBin: string;
 }
 
-const APT_PACKAGES = { java: "openjdk-17-jre-headless", mvn: "maven", postgres: "postgresql postgresql-contrib" };
+const APT_PACKAGES = {
+  java: "openjdk-17-jre-headless",
+  mvn: "maven",
+  postgres: "postgresql postgresql-contrib",
+};
 
 function javaMajor(java: string): number | undefined {
   const result = spawnSync(java, ["-version"], { encoding: "utf8" });
@@ -68,9 +72,13 @@ function aptInstall(packages: string[], log: (line: string) => void): void {
   log(`installing with apt-get: ${packages.join(" ")}`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   run("apt-get", ["update", "-q"], { env });
-  run("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...packages.flatMap((p) => p.split(" "))], {
-    env,
-  });
+  run(
+    "apt-get",
+    ["install", "-y", "-q", "--no-install-recommends", ...packages.flatMap((p) => p.split(" "))],
+    {
+      env,
+    },
+  );
 }
 
 /**
@@ -93,7 +101,8 @@ export function ensureToolchain(log: (line: string) => void): Toolchain {
   }
   const java = findJava(17);
   const pgBin = findPgBin();
-  if (!java || !pgBin || !hasCommand("mvn")) throw new Error("prerequisites still missing after apt-get install");
+  if (!java || !pgBin || !hasCommand("mvn"))
+    throw new Error("prerequisites still missing after apt-get install");
   let java21 = findJava(21);
   if (!java21 && canApt()) {
     // Debian 13 and Ubuntu 24.04 package Java 21; Debian 12 does not, so this may fail and say so below.

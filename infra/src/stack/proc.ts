@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type SpawnOptions } from "node:child_process";
+import { type SpawnOptions, spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { join } from "node:path";
@@ -56,7 +56,11 @@ export function forgetPid(pidsDir: string, name: string): void {
 }
 
 /** Starts a long-running process detached from this one, its output appended to `logFile`. */
-export function spawnDaemon(command: string, args: string[], options: { logFile: string } & SpawnOptions): number {
+export function spawnDaemon(
+  command: string,
+  args: string[],
+  options: { logFile: string } & SpawnOptions,
+): number {
   const out = openSync(options.logFile, "a");
   const child = spawn(command, args, { ...options, detached: true, stdio: ["ignore", out, out] });
   closeSync(out);
@@ -117,11 +121,21 @@ export function portOpen(host: string, port: number, timeoutMs = 1_000): Promise
 }
 
 /** Runs a command to completion; throws with its output when it fails. */
-export function run(command: string, args: string[], options: SpawnOptions & { quiet?: boolean } = {}): string {
-  const result = spawnSync(command, args, { encoding: "utf8", ...options, stdio: ["ignore", "pipe", "pipe"] });
+export function run(
+  command: string,
+  args: string[],
+  options: SpawnOptions & { quiet?: boolean } = {},
+): string {
+  const result = spawnSync(command, args, {
+    encoding: "utf8",
+    ...options,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   if (result.error) throw result.error;
   if (result.status !== 0) {
-    throw new Error(`${command} ${args.join(" ")} failed (${result.status}):\n${result.stdout}${result.stderr}`);
+    throw new Error(
+      `${command} ${args.join(" ")} failed (${result.status}):\n${result.stdout}${result.stderr}`,
+    );
   }
   return String(result.stdout ?? "");
 }

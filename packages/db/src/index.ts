@@ -1,11 +1,15 @@
-import pg from "pg";
 import { DependencyUnavailableError } from "@crm/errors";
+import pg from "pg";
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
 
 /** A connection pool with the settings every service uses: bounded size, bounded connect time, app name set. */
-export function createPool(options: { connectionString: string; max?: number; applicationName: string }): pg.Pool {
+export function createPool(options: {
+  connectionString: string;
+  max?: number;
+  applicationName: string;
+}): pg.Pool {
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.max ?? 10,
@@ -26,7 +30,17 @@ export interface TransactionOptions {
 }
 
 /** Postgres error codes that mean "try again": serialization, deadlock, connection loss, shutdown. */
-const TRANSIENT_SQLSTATES = new Set(["40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006", "53300"]);
+const TRANSIENT_SQLSTATES = new Set([
+  "40001",
+  "40P01",
+  "57P01",
+  "57P02",
+  "57P03",
+  "08000",
+  "08003",
+  "08006",
+  "53300",
+]);
 
 /** True when an error from pg is worth retrying (network loss or a transient SQLSTATE). */
 export function isTransientDbError(error: unknown): boolean {
@@ -73,5 +87,31 @@ export async function transaction<T>(
   } finally {
     client.release(broken);
     options.onTiming?.(tag, performance.now() - started);
+  }
+}
+
+/**
+ * Refuses to run as a role that could read across tenants: a superuser, a BYPASSRLS role, or the owner of a
+ * tenant table (owners skip RLS unless it is forced; we force it, but owning is still more than a service needs).
+ */
+export async function assertCannotBypassRls(pool: pg.Pool): Promise<void> {
+  const { rows } = await pool.query<{
+    rolname: string;
+    rolsuper: boolean;
+    rolbypassrls: boolean;
+    owned: number;
+  }>(
+    `SELECT r.rolname, r.rolsuper, r.rolbypassrls,
+            (SELECT count(*)::int FROM pg_class c WHERE c.relowner = r.oid AND c.relkind = 'r') AS owned
+     FROM pg_roles r WHERE r.rolname = current_user`,
+  );
+  const role = rows[0];
+  if (!role) throw new Error("cannot read the current role");
+  if (role.rolsuper || role.rolbypassrls || role.owned > 0) {
+    throw new Error(
+      `refusing to start: role ${role.rolname} can bypass row level security ` +
+        `(superuser=${role.rolsuper}, bypassrls=${role.rolbypassrls}, owns ${role.owned} tables); ` +
+        "use the service role (DATABASE_URL)",
+    );
   }
 }

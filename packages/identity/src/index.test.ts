@@ -28,7 +28,8 @@ describe("normalizePhone", () => {
 });
 
 describe("normalizeExternalId", () => {
-  it("trims and keeps case", () => expect(normalizeExternalId(" Acct_42 ")).toEqual({ ok: true, value: "Acct_42" }));
+  it("trims and keeps case", () =>
+    expect(normalizeExternalId(" Acct_42 ")).toEqual({ ok: true, value: "Acct_42" }));
   it("rejects empty and over-long values", () => {
     expect(normalizeExternalId("  ").ok).toBe(false);
     expect(normalizeExternalId("x".repeat(256)).ok).toBe(false);

@@ -1,4 +1,4 @@
-import { parsePhoneNumberFromString, type CountryCode } from "libphonenumber-js/max";
+import { type CountryCode, parsePhoneNumberFromString } from "libphonenumber-js/max";
 
 /** The identifier kinds of SPEC 7, highest priority first. */
 export const IDENTIFIER_PRIORITY = ["external_id", "email", "phone"] as const;
@@ -7,7 +7,8 @@ export type IdentifierType = (typeof IDENTIFIER_PRIORITY)[number];
 export type Normalized<T> = { ok: true; value: T } | { ok: false; reason: string };
 
 // Pragmatic RFC 5322 subset: one @, a dot-atom-ish local part, a domain with a dot and a 2+ letter TLD.
-const EMAIL = /^[^\s@"(),:;<>[\\\]]{1,64}@(?:[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?\.)+[\p{L}]{2,63}$/u;
+const EMAIL =
+  /^[^\s@"(),:;<>[\\\]]{1,64}@(?:[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?\.)+[\p{L}]{2,63}$/u;
 
 /** Email: trim, Unicode NFKC, lowercase, syntax check (SPEC 7.1). */
 export function normalizeEmail(raw: string): Normalized<string> {
@@ -22,7 +23,7 @@ export function normalizeEmail(raw: string): Normalized<string> {
  */
 export function normalizePhone(raw: string, defaultCountry = "US"): Normalized<string> {
   const parsed = parsePhoneNumberFromString(raw.trim(), defaultCountry.toUpperCase() as CountryCode);
-  if (!parsed || !parsed.isPossible()) return { ok: false, reason: "not a possible phone number" };
+  if (!parsed?.isPossible()) return { ok: false, reason: "not a possible phone number" };
   const value = parsed.number;
   if (!/^\+[1-9]\d{6,14}$/.test(value)) return { ok: false, reason: "not a possible phone number" };
   return { ok: true, value };

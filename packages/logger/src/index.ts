@@ -1,5 +1,5 @@
 import { createHmac } from "node:crypto";
-import { pino, type Logger } from "pino";
+import { type Logger, pino } from "pino";
 
 export type { Logger } from "pino";
 
@@ -25,7 +25,10 @@ const REDACT = [
 ];
 
 /** A structured JSON logger (pino) named after the service. LOG_LEVEL overrides the level. */
-export function createLogger(service: string, options: { level?: string; destination?: pino.DestinationStream } = {}): Logger {
+export function createLogger(
+  service: string,
+  options: { level?: string; destination?: pino.DestinationStream } = {},
+): Logger {
   return pino(
     {
       name: service,

@@ -1,0 +1,236 @@
+import { randomUUID } from "node:crypto";
+import { stackEnv } from "@crm/config";
+import { createKafka, headerString, type Kafka } from "@crm/kafka";
+import { SignJWT } from "jose";
+import type pg from "pg";
+
+/** Endpoints of the stack the tests run against (.stack/env under the process environment). */
+export function testEnv() {
+  const env = stackEnv();
+  const need = (name: string) => {
+    const value = env[name];
+    if (!value) throw new Error(`${name} is not set: the vitest globalSetup should have started the stack`);
+    return value;
+  };
+  return {
+    databaseUrl: need("DATABASE_URL"),
+    adminUrl: need("DATABASE_ADMIN_URL"),
+    brokers: need("KAFKA_BROKERS").split(","),
+    connectUrl: need("CONNECT_URL"),
+    registryUrl: need("SCHEMA_REGISTRY_URL"),
+    jwtSecret: need("JWT_SECRET"),
+    logHashSecret: need("LOG_HASH_SECRET"),
+  };
+}
+
+/** A fresh business with its owner (and optionally team members), created as the admin role. */
+export async function createBusiness(
+  admin: pg.Pool | pg.Client,
+  options: { country?: string; team?: string[]; plan?: string } = {},
+): Promise<{ businessId: string; ownerId: string }> {
+  const businessId = randomUUID();
+  const ownerId = randomUUID();
+  await admin.query(
+    "INSERT INTO businesses (id, name, owner_id, plan, default_country) VALUES ($1, $2, $3, $4, $5)",
+    [
+      businessId,
+      `test ${businessId.slice(0, 8)}`,
+      ownerId,
+      options.plan ?? "standard",
+      options.country ?? "US",
+    ],
+  );
+  for (const userId of options.team ?? []) {
+    await admin.query("INSERT INTO business_team (business_id, user_id) VALUES ($1, $2)", [
+      businessId,
+      userId,
+    ]);
+  }
+  return { businessId, ownerId };
+}
+
+/** An HS256 user token as Supabase issues them (`aud: authenticated`). */
+export async function signUserToken(
+  secret: string,
+  userId: string,
+  options: { expiresIn?: string; audience?: string } = {},
+): Promise<string> {
+  return new SignJWT({ role: "authenticated" })
+    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+    .setSubject(userId)
+    .setAudience(options.audience ?? "authenticated")
+    .setIssuedAt()
+    .setExpirationTime(options.expiresIn ?? "10m")
+    .sign(new TextEncoder().encode(secret));
+}
+
+/** Polls `fn` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await fn();
+      if (value !== undefined) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ""}`,
+  );
+}
+
+export interface ProbedMessage {
+  partition: number;
+  offset: string;
+  key: string | undefined;
+  headers: Record<string, string | undefined>;
+  value: unknown;
+}
+
+/**
+ * Reads a topic from the end offsets it had when the probe started, so a test sees what it caused and not the
+ * topic's history. Values are parsed as JSON (after a schema-registry frame, if present).
+ */
+export class TopicProbe {
+  readonly messages: ProbedMessage[] = [];
+  private readonly kafka: Kafka;
+  private consumer: ReturnType<Kafka["consumer"]> | undefined;
+
+  constructor(
+    brokers: string[],
+    private readonly topic: string,
+  ) {
+    this.kafka = createKafka({ brokers, clientId: "test-probe" });
+  }
+
+  async start(): Promise<this> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    const offsets = await admin.fetchTopicOffsets(this.topic);
+    await admin.disconnect();
+    const consumer = this.kafka.consumer({ groupId: `test-probe-${randomUUID()}`, maxWaitTimeInMs: 100 });
+    this.consumer = consumer;
+    await consumer.connect();
+    await consumer.subscribe({ topic: this.topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ partition, message }) => {
+        const headers: Record<string, string | undefined> = {};
+        for (const name of Object.keys(message.headers ?? {}))
+          headers[name] = headerString(message.headers, name);
+        let value: unknown = null;
+        if (message.value) {
+          const bytes =
+            message.value[0] === 0 && message.value.length > 5 ? message.value.subarray(5) : message.value;
+          try {
+            value = JSON.parse(bytes.toString("utf8"));
+          } catch {
+            value = bytes.toString("utf8");
+          }
+        }
+        this.messages.push({
+          partition,
+          offset: message.offset,
+          key: message.key?.toString(),
+          headers,
+          value,
+        });
+      },
+    });
+    for (const { partition, offset } of offsets) consumer.seek({ topic: this.topic, partition, offset });
+    return this;
+  }
+
+  /** Waits until `predicate` matches `count` messages, and returns them. */
+  async waitFor(
+    predicate: (m: ProbedMessage) => boolean,
+    count = 1,
+    timeoutMs = 30_000,
+  ): Promise<ProbedMessage[]> {
+    return eventually(
+      `${count} message(s) on ${this.topic}`,
+      async () => {
+        const found = this.messages.filter(predicate);
+        return found.length >= count ? found : undefined;
+      },
+      timeoutMs,
+    );
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer?.disconnect();
+  }
+}
+
+export interface RunningService {
+  url: string;
+  output: () => string;
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+}
+
+/**
+ * Starts a service's real entry point (`src/main.ts`) as a child process with `env` over the stack environment,
+ * and waits until `healthUrl` answers. Output is kept for assertions (e.g. that logs hold no PII).
+ */
+export async function startService(options: {
+  entry: string;
+  env: Record<string, string>;
+  healthUrl: string;
+  timeoutMs?: number;
+}): Promise<RunningService> {
+  const { spawn } = await import("node:child_process");
+  const { repoRoot } = await import("@crm/config");
+  const child = spawn(process.execPath, ["--import", "tsx", options.entry], {
+    cwd: repoRoot(),
+    env: { ...process.env, ...stackEnv(), LOG_LEVEL: "info", ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (chunk) => (output += chunk));
+  child.stderr.on("data", (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  try {
+    await eventually(
+      `${options.entry} health`,
+      async () => {
+        if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode}:\n${output}`);
+        const res = await fetch(options.healthUrl, { signal: AbortSignal.timeout(1_000) }).catch(
+          () => undefined,
+        );
+        return res?.ok ? true : undefined;
+      },
+      options.timeoutMs ?? 60_000,
+    );
+  } catch (error) {
+    child.kill("SIGKILL");
+    throw new Error(`${(error as Error).message}\n--- output ---\n${output}`);
+  }
+  return {
+    url: new URL(options.healthUrl).origin,
+    output: () => output,
+    stop: async (signal = "SIGTERM") => {
+      if (child.exitCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** A TCP port nobody listens on right now. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}

@@ -1,0 +1,133 @@
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+
+const CONFIG_FILE = fileURLToPath(new URL("../connector.json", import.meta.url));
+
+export interface ConnectorSpec {
+  name: string;
+  config: Record<string, string>;
+}
+
+/** The checked-in connector config with the database placeholders filled from DEBEZIUM_DATABASE_URL. */
+export function connectorSpec(debeziumDatabaseUrl: string): ConnectorSpec {
+  const url = new URL(debeziumDatabaseUrl);
+  const values: Record<string, string> = {
+    DB_HOST: url.hostname,
+    DB_PORT: url.port || "5432",
+    DB_USER: decodeURIComponent(url.username),
+    DB_PASSWORD: decodeURIComponent(url.password),
+    DB_NAME: url.pathname.replace(/^\//, ""),
+  };
+  const spec = JSON.parse(readFileSync(CONFIG_FILE, "utf8")) as ConnectorSpec;
+  for (const [key, value] of Object.entries(spec.config)) {
+    spec.config[key] = value.replace(/\$\{(\w+)\}/g, (whole, name: string) => values[name] ?? whole);
+  }
+  return spec;
+}
+
+interface ConnectorStatus {
+  connector: { state: string; trace?: string };
+  tasks: { id: number; state: string; trace?: string }[];
+}
+
+async function connectFetch(connectUrl: string, path: string, init?: RequestInit): Promise<Response> {
+  return fetch(`${connectUrl}${path}`, {
+    ...init,
+    headers: { "content-type": "application/json", accept: "application/json" },
+    signal: AbortSignal.timeout(15_000),
+  });
+}
+
+export async function connectorStatus(
+  connectUrl: string,
+  name: string,
+): Promise<ConnectorStatus | undefined> {
+  const res = await connectFetch(connectUrl, `/connectors/${name}/status`);
+  if (res.status === 404) return undefined;
+  if (!res.ok) throw new Error(`connect status ${res.status}: ${await res.text()}`);
+  return (await res.json()) as ConnectorStatus;
+}
+
+/**
+ * Creates or updates the connector (PUT /connectors/<name>/config is both), skipping the call when the running
+ * config already equals ours, then waits until the connector and its task are RUNNING. A FAILED state throws
+ * with the connector's own error text.
+ */
+export async function registerConnector(
+  connectUrl: string,
+  spec: ConnectorSpec,
+  options: { timeoutMs?: number; log?: (line: string) => void } = {},
+): Promise<"created" | "updated" | "unchanged"> {
+  const log = options.log ?? (() => {});
+  const current = await connectFetch(connectUrl, `/connectors/${spec.name}/config`);
+  let action: "created" | "updated" | "unchanged";
+  if (current.ok) {
+    const existing = (await current.json()) as Record<string, string>;
+    const { name: _name, ...existingConfig } = existing;
+    action = sameConfig(existingConfig, spec.config) ? "unchanged" : "updated";
+  } else {
+    action = "created";
+  }
+  if (action !== "unchanged") {
+    const res = await connectFetch(connectUrl, `/connectors/${spec.name}/config`, {
+      method: "PUT",
+      body: JSON.stringify(spec.config),
+    });
+    if (!res.ok) throw new Error(`connector ${spec.name} rejected (${res.status}): ${await res.text()}`);
+  }
+  log(`connector ${spec.name}: ${action}`);
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  let last = "";
+  while (Date.now() < deadline) {
+    const status = await connectorStatus(connectUrl, spec.name).catch(() => undefined);
+    if (status) {
+      const failed = [status.connector, ...status.tasks].find((s) => s.state === "FAILED");
+      if (failed) throw new Error(`connector ${spec.name} FAILED:\n${failed.trace ?? "(no trace)"}`);
+      last = `${status.connector.state}/${status.tasks.map((t) => t.state).join(",") || "no tasks"}`;
+      if (
+        status.connector.state === "RUNNING" &&
+        status.tasks.length > 0 &&
+        status.tasks.every((t) => t.state === "RUNNING")
+      ) {
+        return action;
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  throw new Error(`connector ${spec.name} not RUNNING in time (last state ${last || "unknown"})`);
+}
+
+function sameConfig(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const key of keys) if (a[key] !== b[key]) return false;
+  return true;
+}
+
+export interface SlotHealth {
+  slot_name: string;
+  active: boolean;
+  wal_status: string | null;
+  lag_bytes: number | null;
+}
+
+/** Replication slot health (SPEC 8): bytes of WAL the slot still holds back, and `wal_status`. */
+export async function slotHealth(
+  adminDatabaseUrl: string,
+  slot = "crm_outbox",
+): Promise<SlotHealth | undefined> {
+  const client = new pg.Client({ connectionString: adminDatabaseUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query<SlotHealth>(
+      `SELECT slot_name, active, wal_status,
+              pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes
+       FROM pg_replication_slots WHERE slot_name = $1`,
+      [slot],
+    );
+    const row = rows[0];
+    return row ? { ...row, lag_bytes: row.lag_bytes === null ? null : Number(row.lag_bytes) } : undefined;
+  } finally {
+    await client.end();
+  }
+}

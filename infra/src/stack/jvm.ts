@@ -9,7 +9,7 @@ import type { StackSettings } from "./settings.ts";
 
 export type JvmPart = "kafka" | "connect" | "registry";
 
-const libDir = (s: StackSettings) => join(s.dir, "lib");
+const libDir = (s: StackSettings) => s.lib;
 const logFile = (s: StackSettings, part: string) => join(s.logs, `${part}.log`);
 const pomFile = (s: StackSettings) => join(s.root, "infra", "java", "pom.xml");
 
@@ -24,7 +24,7 @@ export function resolveJars(s: StackSettings, tools: Toolchain, log: (line: stri
   if (existsSync(stamp) && readFileSync(stamp, "utf8") === hash) return;
   log("resolving Kafka, Connect, Debezium and Apicurio from Maven (first run only)...");
   rmSync(libDir(s), { recursive: true, force: true });
-  run(tools.mvn, ["-q", "-B", "-f", pomFile(s), "package", `-Dstack.dir=${s.dir}`]);
+  run(tools.mvn, ["-q", "-B", "-f", pomFile(s), "package", `-Dstack.lib.dir=${s.lib}`]);
   writeFileSync(stamp, hash);
 }
 
@@ -208,6 +208,8 @@ export async function startRegistry(s: StackSettings, tools: Toolchain): Promise
       ...jvmOptions(s, s.registryHeap, true),
       `-Dquarkus.http.port=${s.registryPort}`,
       `-Dquarkus.http.host=${s.host}`,
+      `-Dquarkus.management.port=${s.registryManagementPort}`,
+      `-Dquarkus.management.host=${s.host}`,
       "-jar",
       join(libDir(s), "apicurio", "quarkus-run.jar"),
     ],

@@ -5,6 +5,8 @@ import { repoRoot, stackDir } from "@crm/config";
 export interface StackSettings {
   root: string;
   dir: string;
+  /** Jars resolved from Maven (a cache, not state); STACK_LIB_DIR lets several stacks share one. */
+  lib: string;
   logs: string;
   pids: string;
   host: string;
@@ -13,6 +15,8 @@ export interface StackSettings {
   controllerPort: number;
   connectPort: number;
   registryPort: number;
+  /** Apicurio's Quarkus management interface (health, metrics). */
+  registryManagementPort: number;
   ingestPort: number;
   workerPort: number;
   kafkaHeap: string;
@@ -28,6 +32,7 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env): StackSettin
   return {
     root: repoRoot(),
     dir,
+    lib: env.STACK_LIB_DIR ?? join(dir, "lib"),
     logs: join(dir, "logs"),
     pids: join(dir, "pids"),
     host: "127.0.0.1",
@@ -36,6 +41,7 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env): StackSettin
     controllerPort: int("STACK_KAFKA_CONTROLLER_PORT", 9093),
     connectPort: int("STACK_CONNECT_PORT", 8083),
     registryPort: int("STACK_REGISTRY_PORT", 8081),
+    registryManagementPort: int("STACK_REGISTRY_MANAGEMENT_PORT", int("STACK_REGISTRY_PORT", 8081) + 1000),
     ingestPort: int("STACK_INGEST_PORT", 8080),
     workerPort: int("STACK_WORKER_PORT", 8091),
     // Heaps are capped so Postgres + 3 JVMs + the Node services + the tests fit in a few GiB.

@@ -45,7 +45,6 @@ async function startCompose(root: string): Promise<() => Promise<void>> {
   const { DockerComposeEnvironment, Wait } = await import("testcontainers");
   console.log("[tests] Docker engine found: starting docker-compose.yml with testcontainers");
   const environment = await new DockerComposeEnvironment(root, "docker-compose.yml")
-    .withProfiles("infra")
     .withWaitStrategy("connect-1", Wait.forHttp("/connectors", 8083))
     .up();
   Object.assign(process.env, {

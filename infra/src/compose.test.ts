@@ -16,7 +16,16 @@ describe("docker-compose.yml", () => {
 
   it("has every part of the stack and the three services", () => {
     expect(Object.keys(compose.services)).toEqual(
-      expect.arrayContaining(["postgres", "kafka", "connect", "registry", "kafka-ui", "ingest-api", "resolver-worker", "outbox-connector"]),
+      expect.arrayContaining([
+        "postgres",
+        "kafka",
+        "connect",
+        "registry",
+        "kafka-ui",
+        "ingest-api",
+        "resolver-worker",
+        "outbox-connector",
+      ]),
     );
   });
 
@@ -36,6 +45,8 @@ describe("docker-compose.yml", () => {
   });
 
   it("gives the services the role the migrations create", () => {
-    expect(String(compose.services["ingest-api"]?.environment?.DATABASE_URL)).toMatch(/^postgres:\/\/crm_service:/);
+    expect(String(compose.services["ingest-api"]?.environment?.DATABASE_URL)).toMatch(
+      /^postgres:\/\/crm_service:/,
+    );
   });
 });

@@ -53,7 +53,10 @@ async function waitHealthy(url: string, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`${url} exited with ${child.exitCode}`);
-    const ok = await fetch(url, { signal: AbortSignal.timeout(1_000) }).then((r) => r.ok, () => false);
+    const ok = await fetch(url, { signal: AbortSignal.timeout(1_000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) return;
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
@@ -79,7 +82,10 @@ async function main(): Promise<void> {
 
   const api = startService("ingest-api", "services/ingest-api/src/main.ts", {});
   const worker = startService("resolver-worker", "services/resolver-worker/src/main.ts", {});
-  await Promise.all([waitHealthy(`${env.INGEST_URL}/healthz`, api), waitHealthy(`${env.WORKER_URL}/healthz`, worker)]);
+  await Promise.all([
+    waitHealthy(`${env.INGEST_URL}/healthz`, api),
+    waitHealthy(`${env.WORKER_URL}/healthz`, worker),
+  ]);
 
   const { createKafka } = await import("@crm/kafka");
   const kafka = createKafka({ brokers: env.KAFKA_BROKERS!.split(","), clientId: "demo" });
@@ -95,23 +101,50 @@ async function main(): Promise<void> {
     eachMessage: async ({ message }) => {
       if (message.headers?.business_id?.toString() !== DEMO.businessId) return;
       const value = JSON.parse(message.value?.toString() ?? "{}");
-      seen.push({ key: message.key?.toString() ?? "", type: String(message.headers?.type), version: value.version, change: value.change });
+      seen.push({
+        key: message.key?.toString() ?? "",
+        type: String(message.headers?.type),
+        version: value.version,
+        change: value.change,
+      });
     },
   });
-  for (const { partition, offset } of startOffsets) consumer.seek({ topic: TOPICS.contactUpdated, partition, offset });
+  for (const { partition, offset } of startOffsets)
+    consumer.seek({ topic: TOPICS.contactUpdated, partition, offset });
 
   const secret = new TextEncoder().encode(env.JWT_SECRET);
   const token = (sub: string) =>
-    new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject(sub).setAudience("authenticated").setExpirationTime("12h").sign(secret);
+    new SignJWT({})
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject(sub)
+      .setAudience("authenticated")
+      .setExpirationTime("12h")
+      .sign(secret);
   const ownerToken = await token(DEMO.ownerId);
   const run = Date.now().toString(36);
   const email = `alice.${run}@example.com`;
   const phone = `+1555${String(Date.now() % 10_000_000).padStart(7, "0")}`;
   const steps: [string, string, unknown][] = [
-    ["signup with an email", ownerToken, { type: "signup", contact: { email: email.toUpperCase(), name: "Alice" } }],
-    ["a purchase known only by phone", ownerToken, { type: "purchase", contact: { phone }, props: { amount: 4.5 } }],
-    ["login with email + phone + account id (merges the two)", ownerToken, { type: "login", contact: { external_id: `acct_${run}`, email, phone } }],
-    ["an outsider writing for the demo business", await token(DEMO.outsiderId), { type: "spoof", business_id: DEMO.businessId }],
+    [
+      "signup with an email",
+      ownerToken,
+      { type: "signup", contact: { email: email.toUpperCase(), name: "Alice" } },
+    ],
+    [
+      "a purchase known only by phone",
+      ownerToken,
+      { type: "purchase", contact: { phone }, props: { amount: 4.5 } },
+    ],
+    [
+      "login with email + phone + account id (merges the two)",
+      ownerToken,
+      { type: "login", contact: { external_id: `acct_${run}`, email, phone } },
+    ],
+    [
+      "an outsider writing for the demo business",
+      await token(DEMO.outsiderId),
+      { type: "spoof", business_id: DEMO.businessId },
+    ],
   ];
   for (const [label, bearer, body] of steps) {
     const res = await fetch(`${env.INGEST_URL}/v1/track`, {
@@ -131,7 +164,9 @@ async function main(): Promise<void> {
   );
   say("contacts touched by this demo run:");
   for (const c of contacts.rows) {
-    say(`  ${c.id} v${c.version} ${c.merged_into ? `merged into ${c.merged_into}` : `ext=${c.external_id} email=${c.email} phone=${c.phone} name=${c.name}`}`);
+    say(
+      `  ${c.id} v${c.version} ${c.merged_into ? `merged into ${c.merged_into}` : `ext=${c.external_id} email=${c.email} phone=${c.phone} name=${c.name}`}`,
+    );
   }
   say(`messages on ${TOPICS.contactUpdated} for the demo business: ${seen.length}`);
   for (const m of seen) say(`  key=${m.key} ${m.type} version=${m.version}`);
@@ -139,10 +174,16 @@ async function main(): Promise<void> {
   await admin.end();
 
   say("");
-  say(`pipeline running. API ${env.INGEST_URL}, worker metrics ${env.WORKER_URL}/metrics, Connect ${env.CONNECT_URL}`);
+  say(
+    `pipeline running. API ${env.INGEST_URL}, worker metrics ${env.WORKER_URL}/metrics, Connect ${env.CONNECT_URL}`,
+  );
   say(`try: curl -X POST ${env.INGEST_URL}/v1/track -H 'authorization: Bearer ${ownerToken}' \\`);
-  say(`       -H 'content-type: application/json' -d '{"type":"hello","contact":{"email":"you@example.com"}}'`);
-  say(`Ctrl-C stops the services${stackWasUp ? " (the stack was already running and stays up)" : " and the stack"}.`);
+  say(
+    `       -H 'content-type: application/json' -d '{"type":"hello","contact":{"email":"you@example.com"}}'`,
+  );
+  say(
+    `Ctrl-C stops the services${stackWasUp ? " (the stack was already running and stays up)" : " and the stack"}.`,
+  );
 
   let stopping = false;
   const stop = async () => {
@@ -150,7 +191,9 @@ async function main(): Promise<void> {
     stopping = true;
     say("stopping...");
     for (const child of children) child.kill("SIGTERM");
-    await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : undefined)));
+    await Promise.all(
+      children.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : undefined)),
+    );
     if (!stackWasUp) npm(["stack", "--", "down"]);
     process.exit(0);
   };

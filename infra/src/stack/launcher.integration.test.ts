@@ -37,7 +37,10 @@ function recordedPids(): Record<string, PidRecord> {
   const pidsDir = join(dir, "pids");
   if (!existsSync(pidsDir)) return {};
   return Object.fromEntries(
-    readdirSync(pidsDir).map((file) => [file.replace(/\.pid$/, ""), JSON.parse(readFileSync(join(pidsDir, file), "utf8"))]),
+    readdirSync(pidsDir).map((file) => [
+      file.replace(/\.pid$/, ""),
+      JSON.parse(readFileSync(join(pidsDir, file), "utf8")),
+    ]),
   );
 }
 

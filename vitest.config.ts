@@ -8,6 +8,7 @@ export default defineConfig({
       {
         test: {
           name: "unit",
+          sequence: { groupOrder: 0 },
           include: ["**/src/**/*.test.ts", "infra/**/*.test.ts"],
           exclude: ["**/node_modules/**", "**/*.integration.test.ts"],
         },
@@ -15,6 +16,8 @@ export default defineConfig({
       {
         test: {
           name: "integration",
+          // after the unit tests, with its own worker limit
+          sequence: { groupOrder: 1 },
           include: ["**/*.integration.test.ts"],
           exclude: ["**/node_modules/**"],
           globalSetup: ["packages/testing/src/global-setup.ts"],

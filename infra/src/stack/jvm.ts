@@ -145,15 +145,18 @@ export async function startKafka(s: StackSettings, tools: Toolchain): Promise<vo
 // ---- Kafka Connect (distributed) with Debezium on plugin.path ----
 
 function connectProperties(s: StackSettings): string {
+  // The default cluster keeps Connect's conventional topic names; any other group gets its own.
+  const topic = (kind: string) =>
+    s.connectGroup === "crm-connect" ? `_connect-${kind}` : `_${s.connectGroup}-${kind}`;
   return [
     `bootstrap.servers=${s.host}:${s.kafkaPort}`,
-    "group.id=crm-connect",
+    `group.id=${s.connectGroup}`,
     "key.converter=org.apache.kafka.connect.storage.StringConverter",
     "value.converter=org.apache.kafka.connect.json.JsonConverter",
     "value.converter.schemas.enable=false",
-    "config.storage.topic=_connect-configs",
-    "offset.storage.topic=_connect-offsets",
-    "status.storage.topic=_connect-status",
+    `config.storage.topic=${topic("configs")}`,
+    `offset.storage.topic=${topic("offsets")}`,
+    `status.storage.topic=${topic("status")}`,
     "config.storage.replication.factor=1",
     "offset.storage.replication.factor=1",
     "offset.storage.partitions=5",

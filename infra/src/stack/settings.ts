@@ -17,6 +17,8 @@ export interface StackSettings {
   registryPort: number;
   /** Apicurio's Quarkus management interface (health, metrics). */
   registryManagementPort: number;
+  /** Connect's group.id; a second Connect cluster on the same Kafka needs its own (and gets its own topics). */
+  connectGroup: string;
   ingestPort: number;
   workerPort: number;
   kafkaHeap: string;
@@ -42,6 +44,7 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env): StackSettin
     connectPort: int("STACK_CONNECT_PORT", 8083),
     registryPort: int("STACK_REGISTRY_PORT", 8081),
     registryManagementPort: int("STACK_REGISTRY_MANAGEMENT_PORT", int("STACK_REGISTRY_PORT", 8081) + 1000),
+    connectGroup: env.STACK_CONNECT_GROUP ?? "crm-connect",
     ingestPort: int("STACK_INGEST_PORT", 8080),
     workerPort: int("STACK_WORKER_PORT", 8091),
     // Heaps are capped so Postgres + 3 JVMs + the Node services + the tests fit in a few GiB.

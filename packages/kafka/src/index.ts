@@ -29,6 +29,8 @@ export interface OutgoingMessage {
 export interface EventProducer {
   /** Resolves only once every message is acknowledged by all in-sync replicas (acks=all). */
   send(topic: string, messages: OutgoingMessage[]): Promise<void>;
+  /** Rejects when the broker cannot be reached within a short bound (readiness probes). */
+  checkReady?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -67,16 +69,22 @@ interface Pending {
  * answer 503 instead of hanging.
  */
 export class KafkaEventProducer implements EventProducer {
-  private readonly producer: Producer;
+  private producer: Producer;
   private connected: Promise<void> | undefined;
+  private admin: Admin | undefined;
+  private adminConnected: Promise<void> | undefined;
   private queue: Pending[] = [];
   private inFlight = false;
 
   constructor(
-    kafka: Kafka,
+    private readonly kafka: Kafka,
     private readonly options: { sendTimeoutMs?: number; maxBatchMessages?: number } = {},
   ) {
-    this.producer = kafka.producer({
+    this.producer = this.newProducer();
+  }
+
+  private newProducer(): Producer {
+    return this.kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
       createPartitioner: Partitioners.DefaultPartitioner,
@@ -84,9 +92,62 @@ export class KafkaEventProducer implements EventProducer {
     });
   }
 
+  async checkReady(): Promise<void> {
+    try {
+      this.admin ??= this.kafka.admin();
+      const admin = this.admin;
+      this.adminConnected ??= admin.connect().catch((error) => {
+        this.adminConnected = undefined;
+        throw error;
+      });
+      await withTimeout(
+        this.adminConnected.then(() => admin.describeCluster()),
+        this.options.sendTimeoutMs ?? 5_000,
+      );
+    } catch (error) {
+      throw new DependencyUnavailableError("kafka", "kafka is not reachable", { cause: error });
+    }
+  }
+
+  /**
+   * Drops the producer after a failed or timed-out send: disconnecting aborts whatever kafkajs still retries in
+   * the background (so nothing is acknowledged later for a request already answered 503), and the next send
+   * starts from a fresh connection and producer id.
+   */
+  private resetProducer(): void {
+    const old = this.producer;
+    this.producer = this.newProducer();
+    this.connected = undefined;
+    // Not awaited: against a hung broker the disconnect itself may hang, and the queue must keep moving.
+    void old.disconnect().catch(() => {});
+  }
+
   send(topic: string, messages: OutgoingMessage[]): Promise<void> {
+    const timeoutMs = this.options.sendTimeoutMs ?? 5_000;
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ topic, messages, resolve, reject });
+      // The bound runs from the call, not from when its batch leaves: a send queued behind a hung batch still
+      // answers within timeoutMs.
+      const timer = setTimeout(() => {
+        this.queue = this.queue.filter((p) => p !== pending);
+        reject(
+          new DependencyUnavailableError("kafka", "kafka did not acknowledge the send", {
+            cause: new Error(`timed out after ${timeoutMs} ms`),
+          }),
+        );
+      }, timeoutMs);
+      const pending: Pending = {
+        topic,
+        messages,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      };
+      this.queue.push(pending);
       void this.flush();
     });
   }
@@ -118,6 +179,7 @@ export class KafkaEventProducer implements EventProducer {
         cause: error,
       });
       for (const pending of batch) pending.reject(unavailable);
+      this.resetProducer();
     } finally {
       this.inFlight = false;
       void this.flush();
@@ -140,7 +202,7 @@ export class KafkaEventProducer implements EventProducer {
   }
 
   async close(): Promise<void> {
-    await this.producer.disconnect();
+    await Promise.all([this.producer.disconnect(), this.admin?.disconnect()]);
   }
 }
 

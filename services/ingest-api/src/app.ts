@@ -6,37 +6,95 @@ import { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { createAuthenticator, type JwtOptions } from "./auth.ts";
 import type { AppVariables } from "./http.ts";
+import type { IdempotencyStore } from "./idempotency.ts";
+import type { RateLimits } from "./ingest.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
+import { RateLimiter } from "./rate-limit.ts";
+import { batchRoutes } from "./routes/batch.ts";
 import { trackRoutes } from "./routes/track.ts";
 import type { TenantDirectory } from "./tenant-directory.ts";
+import { openApiDocument } from "./track-schema.ts";
 
 export interface AppDeps {
   producer: EventProducer;
   directory: TenantDirectory;
+  idempotency: IdempotencyStore;
   jwt: JwtOptions;
   logger: Logger;
   logHashSecret: string;
+  /** Defaults: users 20 events/s (seed), ingest keys 5,000 events/s whatever the plan. */
+  limits?: RateLimits;
+  /** Defaults to a limiter that enforces the whole limit (one instance). */
+  limiter?: RateLimiter;
+  metrics?: Metrics;
+  /** What /readyz checks besides Kafka (e.g. `postgres`); each rejects when its dependency is unreachable. */
+  readinessChecks?: Record<string, () => Promise<unknown>>;
+  /** True once shutdown began: /readyz turns 503 so balancers stop sending. */
+  isShuttingDown?: () => boolean;
 }
+
+const DEFAULT_LIMITS: RateLimits = { userPerSecond: 20, keyPerSecond: () => 5_000 };
 
 /** The ingest HTTP API (SPEC 4). Never listens: main.ts serves it, tests call `app.request()`. */
 export function createApp(deps: AppDeps) {
   const app = new Hono<{ Variables: AppVariables }>();
   const authenticate = createAuthenticator({ jwt: deps.jwt, directory: deps.directory });
+  const metrics = deps.metrics ?? createMetrics();
+  const ingest = {
+    ...deps,
+    metrics,
+    limits: deps.limits ?? DEFAULT_LIMITS,
+    limiter: deps.limiter ?? new RateLimiter(),
+  };
 
   app.use(async function requestId(c, next) {
     const incoming = c.req.header("x-request-id");
     const id = incoming && /^[\w.-]{1,64}$/.test(incoming) ? incoming : randomUUID();
     c.set("requestId", id);
     c.header("x-request-id", id);
+    const stop = metrics.requestSeconds.startTimer();
     await next();
+    // routePath is the matched pattern, never the raw URL, so the label set stays bounded.
+    const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
+    stop({ method: c.req.method, route });
+    metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) });
   });
 
   app.get("/healthz", (c) => c.json({ ok: true }));
+
+  app.get("/readyz", async (c) => {
+    if (deps.isShuttingDown?.()) return c.json({ ok: false, checks: { shutting_down: false } }, 503);
+    const checks: Record<string, () => Promise<unknown>> = {
+      ...(deps.producer.checkReady ? { kafka: () => deps.producer.checkReady!() } : {}),
+      ...deps.readinessChecks,
+    };
+    const results = await Promise.all(
+      Object.entries(checks).map(async ([name, check]) => {
+        const ok = await check().then(
+          () => true,
+          () => false,
+        );
+        return [name, ok] as const;
+      }),
+    );
+    const ok = results.every(([, up]) => up);
+    return c.json({ ok, checks: Object.fromEntries(results) }, ok ? 200 : 503);
+  });
+
+  app.get("/metrics", async (c) => {
+    c.header("content-type", metrics.registry.contentType);
+    return c.body(await metrics.registry.metrics());
+  });
+
+  const openApi = openApiDocument();
+  app.get("/openapi.json", (c) => c.json(openApi));
 
   app.use("/v1/*", async function requireCaller(c, next) {
     c.set("caller", await authenticate(c.req.header("authorization")));
     await next();
   });
-  app.route("/v1", trackRoutes(deps));
+  app.route("/v1", trackRoutes(ingest));
+  app.route("/v1", batchRoutes(ingest));
 
   app.notFound((c) => c.json({ ok: false, error: { code: "not_found", message: "no such route" } }, 404));
 

@@ -1,16 +1,30 @@
 import { createHash } from "node:crypto";
-import { HttpError } from "@crm/errors";
-import { errors, jwtVerify } from "jose";
+import { DependencyUnavailableError, HttpError } from "@crm/errors";
+import {
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  errors,
+  type JWTVerifyGetKey,
+  jwtVerify,
+  type ProtectedHeaderParameters,
+} from "jose";
 import type { BusinessAccess, TenantDirectory } from "./tenant-directory.ts";
 
 export type Caller =
   | { kind: "user"; id: string; businesses: () => Promise<BusinessAccess[]> }
   | { kind: "ingest_key"; id: string; business: BusinessAccess };
 
+export type JwtAlgorithm = "HS256" | "RS256" | "ES256";
+
 export interface JwtOptions {
+  /** HS256 secret. */
   secret: string;
   audience: string;
   issuer?: string | undefined;
+  /** JWKS of RS256/ES256 tokens; without it only HS256 can verify. */
+  jwksUrl?: string | undefined;
+  /** Accepted algorithms (default all three); `none` never is. */
+  algorithms?: JwtAlgorithm[];
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -23,11 +37,35 @@ export function hashIngestKey(key: string): string {
 }
 
 /**
- * Resolves the caller from `Authorization: Bearer ...`: an `ik_` ingest key bound to one business, or an HS256
- * user JWT (`exp` required, `aud` checked, `iss` when configured, no other algorithm accepted).
+ * The verification key of a token, chosen by its header. HS256 uses only the shared secret and RS256/ES256 only
+ * the JWKS, so a token cannot pick its own key type (HS/RS confusion: an HS256 token "signed" with the public RSA
+ * key fails against the secret).
+ */
+function keyResolver(options: JwtOptions): JWTVerifyGetKey {
+  const secret = new TextEncoder().encode(options.secret);
+  // jose caches the set (cacheMaxAge) and refetches on an unknown kid at most once per cooldown, so a flood of
+  // tokens with random kids costs one fetch per 30 s, not one per request.
+  const jwks = options.jwksUrl
+    ? createRemoteJWKSet(new URL(options.jwksUrl), {
+        cacheMaxAge: 10 * 60_000,
+        cooldownDuration: 30_000,
+        timeoutDuration: 2_000,
+      })
+    : undefined;
+  return async (header: ProtectedHeaderParameters, token) => {
+    if (header.alg === "HS256") return secret;
+    if (!jwks) throw unauthorized("asymmetric tokens are not configured");
+    return jwks(header, token);
+  };
+}
+
+/**
+ * Resolves the caller from `Authorization: Bearer ...`: an `ik_` ingest key bound to one business, or a user JWT
+ * (HS256 or RS256/ES256 from the JWKS; `exp` required, `aud` checked, `iss` when configured, allow-listed `alg`).
  */
 export function createAuthenticator(options: { jwt: JwtOptions; directory: TenantDirectory }) {
-  const secret = new TextEncoder().encode(options.jwt.secret);
+  const algorithms = options.jwt.algorithms ?? ["HS256", "RS256", "ES256"];
+  const getKey = keyResolver(options.jwt);
   return async function authenticate(header: string | undefined): Promise<Caller> {
     const match = /^Bearer\s+(\S+)$/i.exec(header ?? "");
     if (!match) throw unauthorized("missing bearer credentials");
@@ -39,15 +77,22 @@ export function createAuthenticator(options: { jwt: JwtOptions; directory: Tenan
     }
     let sub: string | undefined;
     try {
-      const { payload } = await jwtVerify(credential, secret, {
-        algorithms: ["HS256"],
+      // Checked before any key lookup, so `alg:none` or a disallowed alg never triggers a JWKS fetch.
+      const alg = decodeProtectedHeader(credential).alg;
+      if (!alg || !(algorithms as string[]).includes(alg)) throw unauthorized("token algorithm not allowed");
+      const { payload } = await jwtVerify(credential, getKey, {
+        algorithms,
         audience: options.jwt.audience,
         ...(options.jwt.issuer ? { issuer: options.jwt.issuer } : {}),
         requiredClaims: ["exp", "sub"],
       });
       sub = payload.sub;
     } catch (error) {
-      const reason = error instanceof errors.JOSEError ? error.code : "invalid token";
+      if (error instanceof HttpError) throw error;
+      if (error instanceof errors.JWKSTimeout) {
+        throw new DependencyUnavailableError("jwks", "the JWKS endpoint did not answer", { cause: error });
+      }
+      const reason = error instanceof errors.JOSEError ? error.code : "malformed token";
       throw unauthorized(`invalid token (${reason})`);
     }
     if (!sub || !UUID.test(sub)) throw unauthorized("token subject is not a user id");

@@ -1,6 +1,13 @@
 import { envInt } from "@crm/config";
 import { z } from "zod";
 
+const csv = z.string().transform((value) =>
+  value
+    .split(",")
+    .map((part) => part.trim())
+    .filter(Boolean),
+);
+
 export const IngestEnv = z.object({
   // services' role (no BYPASSRLS); only definer lookups are used before a tenant is known
   DATABASE_URL: z.string().url(),
@@ -8,6 +15,12 @@ export const IngestEnv = z.object({
   KAFKA_BROKERS: z.string().min(1),
   // HS256 secret of user tokens; a leak lets anyone write as any user
   JWT_SECRET: z.string().min(16),
+  // JWKS of RS256/ES256 user tokens (e.g. Supabase's /auth/v1/.well-known/jwks.json); unset: HS256 only
+  JWKS_URL: z.string().url().optional(),
+  // accepted token algorithms; `none` and anything else are refused
+  JWT_ALGORITHMS: csv
+    .pipe(z.array(z.enum(["HS256", "RS256", "ES256"])).min(1))
+    .default(["HS256", "RS256", "ES256"]),
   // expected `aud` of user tokens (Supabase issues "authenticated")
   JWT_AUDIENCE: z.string().default("authenticated"),
   // expected `iss`, checked only when set
@@ -19,5 +32,19 @@ export const IngestEnv = z.object({
   INGEST_HOST: z.string().default("127.0.0.1"),
   // how long a send may wait for Kafka's acknowledgement before the API answers 503
   KAFKA_SEND_TIMEOUT_MS: envInt.default(5_000),
+  // events per second per user (seed figure)
+  RATE_LIMIT_USER_PER_SEC: envInt.default(20),
+  // events per second per ingest key, by business plan, as JSON ({"standard":5000}); unknown plans get the default
+  RATE_LIMIT_PLANS: z
+    .string()
+    .default("{}")
+    .transform((text) => z.record(z.string(), z.number().int().positive()).parse(JSON.parse(text))),
+  RATE_LIMIT_KEY_DEFAULT_PER_SEC: envInt.default(5_000),
+  // instances of one deployment share each caller's rate limit (each enforces 1/N); give canaries their own
+  INGEST_INSTANCE_GROUP: z.string().min(1).default("default"),
+  // idempotency records are kept this long (never less than 24 h: the database refuses to prune younger ones)
+  IDEMPOTENCY_RETENTION_HOURS: envInt.default(24),
+  // how long shutdown waits for in-flight requests before exiting anyway
+  SHUTDOWN_GRACE_MS: envInt.default(15_000),
 });
 export type IngestEnv = z.infer<typeof IngestEnv>;

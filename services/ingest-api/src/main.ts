@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { parseEnv } from "@crm/config";
 import { createPool } from "@crm/db";
 import { createKafka, KafkaEventProducer } from "@crm/kafka";
@@ -5,6 +6,8 @@ import { createLogger } from "@crm/logger";
 import { serve } from "@hono/node-server";
 import { createApp } from "./app.ts";
 import { IngestEnv } from "./env.ts";
+import { PgIdempotencyStore, pruneIdempotencyKeys } from "./idempotency.ts";
+import { InstanceRegistry, RateLimiter } from "./rate-limit.ts";
 import { PgTenantDirectory } from "./tenant-directory.ts";
 
 const env = parseEnv(IngestEnv);
@@ -16,24 +19,68 @@ const kafka = createKafka({
   warn: (message, extra) => logger.warn(extra, message),
 });
 const producer = new KafkaEventProducer(kafka, { sendTimeoutMs: env.KAFKA_SEND_TIMEOUT_MS });
+const instances = new InstanceRegistry(pool, randomUUID(), env.INGEST_INSTANCE_GROUP, 5_000, (error) =>
+  logger.warn({ err: error }, "instance heartbeat failed; keeping the last instance count"),
+);
+let shuttingDown = false;
+
 const app = createApp({
   producer,
   directory: new PgTenantDirectory(pool),
-  jwt: { secret: env.JWT_SECRET, audience: env.JWT_AUDIENCE, issuer: env.JWT_ISSUER },
+  idempotency: new PgIdempotencyStore(pool, env.KAFKA_SEND_TIMEOUT_MS + 10_000),
+  jwt: {
+    secret: env.JWT_SECRET,
+    audience: env.JWT_AUDIENCE,
+    issuer: env.JWT_ISSUER,
+    jwksUrl: env.JWKS_URL,
+    algorithms: env.JWT_ALGORITHMS,
+  },
   logger,
   logHashSecret: env.LOG_HASH_SECRET,
+  limits: {
+    userPerSecond: env.RATE_LIMIT_USER_PER_SEC,
+    keyPerSecond: (plan) => env.RATE_LIMIT_PLANS[plan] ?? env.RATE_LIMIT_KEY_DEFAULT_PER_SEC,
+  },
+  limiter: new RateLimiter(instances.share),
+  readinessChecks: { postgres: () => pool.query("SELECT 1") },
+  isShuttingDown: () => shuttingDown,
 });
 
+await instances.start();
 const server = serve({ fetch: app.fetch, port: env.INGEST_PORT, hostname: env.INGEST_HOST }, (info) =>
   logger.info({ port: info.port }, "ingest-api listening"),
 );
 
+// Records older than the retention are pruned hourly (and once at start), by whichever instance gets there.
+const prune = () =>
+  pruneIdempotencyKeys(pool, env.IDEMPOTENCY_RETENTION_HOURS).then(
+    (pruned) => pruned > 0 && logger.info({ pruned }, "idempotency records pruned"),
+    (error) => logger.warn({ err: error }, "idempotency pruning failed"),
+  );
+void prune();
+setInterval(() => void prune(), 60 * 60_000).unref();
+
 async function shutdown(signal: string) {
+  if (shuttingDown) return;
+  shuttingDown = true;
   logger.info({ signal }, "shutting down: draining in-flight requests");
-  // close() stops accepting and resolves when in-flight requests have finished.
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  const deadline = setTimeout(() => {
+    logger.warn(
+      { grace_ms: env.SHUTDOWN_GRACE_MS },
+      "requests still in flight after the grace period; exiting",
+    );
+    process.exit(1);
+  }, env.SHUTDOWN_GRACE_MS);
+  deadline.unref();
+  // close() stops accepting and resolves when in-flight requests have finished; idle keep-alive sockets would
+  // otherwise hold it open.
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+  await closed;
+  await instances.stop();
   await producer.close().catch(() => {});
   await pool.end().catch(() => {});
+  logger.info("ingest-api stopped");
   process.exit(0);
 }
 process.once("SIGTERM", () => void shutdown("SIGTERM"));

@@ -1,0 +1,43 @@
+import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+
+/** The API's Prometheus metrics (SPEC 10). Labels never carry ids, keys or contact data. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    requests: new Counter({
+      name: "ingest_http_requests_total",
+      help: "HTTP requests by route and status",
+      labelNames: ["method", "route", "status"] as const,
+      registers: [registry],
+    }),
+    requestSeconds: new Histogram({
+      name: "ingest_http_request_duration_seconds",
+      help: "HTTP request latency by route",
+      labelNames: ["method", "route"] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    produceSeconds: new Histogram({
+      name: "ingest_kafka_produce_duration_seconds",
+      help: "Time from send to Kafka acknowledgement (acks=all), by outcome",
+      labelNames: ["outcome"] as const,
+      buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    events: new Counter({
+      name: "ingest_events_total",
+      help: "Events by outcome: accepted, idempotent_replay, rejected",
+      labelNames: ["outcome"] as const,
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: "ingest_rate_limited_total",
+      help: "Requests refused with 429, by caller kind",
+      labelNames: ["caller_kind"] as const,
+      registers: [registry],
+    }),
+  };
+}
+export type Metrics = ReturnType<typeof createMetrics>;

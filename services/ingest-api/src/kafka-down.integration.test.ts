@@ -1,0 +1,146 @@
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { stackDir } from "@crm/config";
+import {
+  ensureToolchain,
+  isAlive,
+  readPid,
+  type StackSettings,
+  stackSettings,
+  startKafka,
+  stopJvm,
+} from "@crm/infra/stack";
+import { createKafka, TOPICS } from "@crm/kafka";
+import { createBusiness, eventually, signUserToken, testEnv } from "@crm/testing";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestApi, type TestApi } from "./test-harness.ts";
+
+// Kafka failure against a PRIVATE single broker (the shared one is never touched): while it hangs or is dead the
+// API answers 503 with Retry-After within its send bound, never a 2xx; once it is back, requests succeed, and
+// every event that got a 2xx is in the topic.
+describe("kafka unavailable", () => {
+  const env = testEnv();
+  const admin = new pg.Pool({ connectionString: env.adminUrl, max: 2 });
+  const dir = mkdtempSync(join(tmpdir(), "ingest-kafka-down-"));
+  const brokers = ["127.0.0.1:29092"];
+  const sendTimeoutMs = 2_000;
+  let settings: StackSettings;
+  let tools: ReturnType<typeof ensureToolchain>;
+  let api: TestApi;
+
+  beforeAll(async () => {
+    chmodSync(dir, 0o755);
+    const base = stackSettings({
+      ...process.env,
+      STACK_KAFKA_PORT: "29092",
+      STACK_KAFKA_CONTROLLER_PORT: "29093",
+      STACK_PARTITIONS: "3",
+      STACK_KAFKA_HEAP: "256m",
+    });
+    // Every path of the private broker is under `dir`; only the downloaded jars are shared.
+    settings = {
+      ...base,
+      dir,
+      logs: join(dir, "logs"),
+      pids: join(dir, "pids"),
+      lib: join(stackDir(), "lib"),
+    };
+    tools = ensureToolchain(() => {});
+    await startKafka(settings, tools);
+    api = await startTestApi({ brokers, sendTimeoutMs });
+  });
+
+  afterAll(async () => {
+    await api?.close();
+    if (settings) {
+      const record = readPid(settings.pids, "kafka");
+      if (isAlive(record)) {
+        process.kill(record.pid, "SIGCONT");
+        await stopJvm(settings, "kafka");
+      }
+    }
+    await admin.end();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function kafkaPid(): number {
+    const record = readPid(settings.pids, "kafka");
+    if (!isAlive(record)) throw new Error("private kafka is not running");
+    return record.pid;
+  }
+
+  it("answers 503 quickly while Kafka hangs or is dead, and recovers when it returns", async () => {
+    const { businessId, ownerId } = await createBusiness(admin);
+    const token = await signUserToken(env.jwtSecret, ownerId);
+    const accepted: string[] = [];
+    const track = async (headers: Record<string, string> = {}) => {
+      const started = Date.now();
+      const res = await api.post("/v1/track", token, { type: "k", business_id: businessId }, headers);
+      if (res.status >= 200 && res.status < 300) accepted.push(res.body.event_id);
+      return { ...res, ms: Date.now() - started };
+    };
+    for (let i = 0; i < 3; i++) expect((await track()).status).toBe(202);
+
+    const expectUnavailable = (res: Awaited<ReturnType<typeof track>>) => {
+      expect(res.status).toBe(503);
+      expect(res.body.error.code).toBe("unavailable");
+      expect(Number(res.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+      expect(res.ms).toBeLessThan(sendTimeoutMs + 1_500);
+    };
+
+    // Hung broker (process frozen: sockets stay open, nothing answers).
+    const pid = kafkaPid();
+    process.kill(pid, "SIGSTOP");
+    const hung = await Promise.all([track(), track(), track({ "idempotency-key": "kafka-down-retry" })]);
+    hung.forEach(expectUnavailable);
+    expect((await api.app.request("/readyz")).status).toBe(503);
+
+    // Dead broker (connection refused).
+    process.kill(pid, "SIGKILL");
+    await eventually("kafka to die", async () =>
+      isAlive(readPid(settings.pids, "kafka")) ? undefined : true,
+    );
+    expectUnavailable(await track());
+    expectUnavailable(await track({ "idempotency-key": "kafka-down-retry" }));
+
+    await startKafka(settings, tools);
+    const back = await eventually(
+      "a 2xx after Kafka returned",
+      async () => {
+        const res = await track();
+        return res.status === 202 ? res : undefined;
+      },
+      60_000,
+    );
+    expect(back.status).toBe(202);
+    // The keyed request that failed was released, not left in flight: its retry goes through.
+    const retried = await track({ "idempotency-key": "kafka-down-retry" });
+    expect(retried.status).toBe(202);
+    expect((await api.app.request("/readyz")).status).toBe(200);
+
+    // Every event that got a 2xx is in the topic.
+    const seen = new Set<string>();
+    const consumer = createKafka({ brokers, clientId: "kafka-down-check" }).consumer({
+      groupId: `kafka-down-check-${Date.now()}`,
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topic: TOPICS.raw, fromBeginning: true });
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        seen.add(JSON.parse(message.value!.toString()).event_id);
+      },
+    });
+    try {
+      await eventually("every accepted event in Kafka", async () =>
+        accepted.every((id) => seen.has(id)) ? true : undefined,
+      );
+    } finally {
+      await consumer.disconnect();
+    }
+    expect(accepted.length).toBeGreaterThanOrEqual(5);
+    const logs = api.logs.text();
+    expect(logs).not.toContain("kafka-down-retry");
+  });
+});

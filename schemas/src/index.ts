@@ -40,3 +40,45 @@ export interface ContactUpdatedV1 {
   cause_event_id: string;
   occurred_at: string;
 }
+
+type RequiredKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? never : K }[keyof T];
+
+/** Each field of `T`, marked as the TypeScript type declares it; used to check the JSON Schema against it. */
+export type FieldMap<T> = { [K in keyof T]-?: K extends RequiredKeys<T> ? "required" : "optional" };
+
+// These maps are how code and schema are kept from drifting apart: tsc fails when an interface gains, loses or
+// changes the optionality of a field without the map following, and schemas.test.ts fails when the JSON Schema
+// disagrees with the map.
+export const RAW_EVENT_V1_FIELDS = {
+  event_id: "required",
+  business_id: "required",
+  type: "required",
+  contact: "required",
+  props: "required",
+  occurred_at: "required",
+  received_at: "required",
+  source: "required",
+} as const satisfies FieldMap<RawEventV1>;
+
+export const CONTACT_UPDATED_V1_FIELDS = {
+  contact_id: "required",
+  business_id: "required",
+  version: "required",
+  change: "required",
+  changed_fields: "required",
+  contact: "required",
+  identities: "required",
+  merged_from: "optional",
+  merged_into: "optional",
+  cause_event_id: "required",
+  occurred_at: "required",
+} as const satisfies FieldMap<ContactUpdatedV1>;
+
+export const CONTACT_UPDATED_V1_CONTACT_FIELDS = {
+  external_id: "optional",
+  email: "optional",
+  phone: "optional",
+  name: "optional",
+  first_seen_at: "optional",
+  last_seen_at: "optional",
+} as const satisfies FieldMap<ContactUpdatedV1["contact"]>;

@@ -107,27 +107,57 @@ function sameConfig(a: Record<string, string>, b: Record<string, string>): boole
 export interface SlotHealth {
   slot_name: string;
   active: boolean;
+  /** reserved | extended | unreserved | lost: how close the slot is to losing WAL (max_slot_wal_keep_size). */
   wal_status: string | null;
+  /** WAL written since the slot's confirmed position: changes not yet confirmed as delivered. */
   lag_bytes: number | null;
+  /** WAL the slot keeps on disk (from restart_lsn). */
+  retained_bytes: number | null;
+  confirmed_flush_lsn: string | null;
 }
 
 /** Replication slot health (SPEC 8): bytes of WAL the slot still holds back, and `wal_status`. */
-export async function slotHealth(
-  adminDatabaseUrl: string,
-  slot = "crm_outbox",
-): Promise<SlotHealth | undefined> {
-  const client = new pg.Client({ connectionString: adminDatabaseUrl });
-  await client.connect();
+export async function slotHealth(db: string | pg.Pool, slot = "crm_outbox"): Promise<SlotHealth | undefined> {
+  const client = typeof db === "string" ? new pg.Client({ connectionString: db }) : db;
+  if (client instanceof pg.Client) await client.connect();
   try {
     const { rows } = await client.query<SlotHealth>(
-      `SELECT slot_name, active, wal_status,
-              pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes
+      `SELECT slot_name, active, wal_status, confirmed_flush_lsn::text,
+              pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes,
+              pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes
        FROM pg_replication_slots WHERE slot_name = $1`,
       [slot],
     );
     const row = rows[0];
-    return row ? { ...row, lag_bytes: row.lag_bytes === null ? null : Number(row.lag_bytes) } : undefined;
+    const bytes = (value: number | string | null) => (value === null ? null : Number(value));
+    return row
+      ? { ...row, lag_bytes: bytes(row.lag_bytes), retained_bytes: bytes(row.retained_bytes) }
+      : undefined;
   } finally {
-    await client.end();
+    if (client instanceof pg.Client) await client.end();
+  }
+}
+
+/** Removes a connector (404 is fine). Its replication slot stays: drop it with `dropSlot` when retiring it. */
+export async function deleteConnector(connectUrl: string, name: string): Promise<void> {
+  const res = await connectFetch(connectUrl, `/connectors/${name}`, { method: "DELETE" });
+  if (!res.ok && res.status !== 404) throw new Error(`connect delete ${res.status}: ${await res.text()}`);
+}
+
+/** Drops a replication slot once nothing streams from it, so it stops holding WAL. */
+export async function dropSlot(db: pg.Pool, slot: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await db.query<{ active: boolean }>(
+      "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+      [slot],
+    );
+    if (!rows[0]) return;
+    if (!rows[0].active) {
+      await db.query("SELECT pg_drop_replication_slot($1)", [slot]);
+      return;
+    }
+    if (Date.now() > deadline) throw new Error(`slot ${slot} still active after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
   }
 }

@@ -1,0 +1,106 @@
+import { createKafka, type EachBatchPayload, type Kafka, TOPICS } from "@crm/kafka";
+import { type ContactChange, decodeContactChange } from "./decode-change.ts";
+import { type DedupeStore, MemoryDedupeStore } from "./dedupe.ts";
+
+export interface InvalidMessage {
+  partition: number;
+  offset: string;
+  errors: string[];
+}
+
+export interface ContactConsumerOptions {
+  /** Brokers (KAFKA_BROKERS split on commas), or a kafkajs client you built. */
+  kafka: string[] | Kafka;
+  /** Your consumer group: committed offsets belong to it. */
+  groupId: string;
+  /** The callback: committed past a message only after this resolved. Throwing stops the consumer. */
+  onChange: (change: ContactChange) => Promise<void> | void;
+  /** Default `contact.updated.v1`; another topic with the same contract (tests, replays). */
+  topic?: string;
+  /** Where a new group starts: true = the topic's oldest message (default), false = only new ones. */
+  fromBeginning?: boolean;
+  /** Default: the last 100,000 ids in memory (see MemoryDedupeStore). */
+  dedupe?: DedupeStore;
+  /** A message that fails the schema is skipped (and committed past) after this; default: a warning line. */
+  onInvalid?: (message: InvalidMessage) => Promise<void> | void;
+  /** Called for each duplicate that was not handed to onChange (metrics). */
+  onDuplicate?: (change: ContactChange) => void;
+  /** Commit at least this often while a batch is long (ms); default 1000. */
+  commitIntervalMs?: number;
+}
+
+/**
+ * Consumes `contact.updated.v1` for a downstream team: validates each value against the published schema,
+ * drops changes it has already delivered (outbox `id` header), hands each change to `onChange` in partition
+ * order (so per contact in version order), and commits an offset only after the callback for it returned.
+ */
+export class ContactConsumer {
+  readonly stats = { delivered: 0, duplicates: 0, invalid: 0 };
+  private readonly consumer: ReturnType<Kafka["consumer"]>;
+  private readonly dedupe: DedupeStore;
+  private readonly topic: string;
+
+  constructor(private readonly options: ContactConsumerOptions) {
+    const kafka = Array.isArray(options.kafka)
+      ? createKafka({ brokers: options.kafka, clientId: `contact-consumer-${options.groupId}` })
+      : options.kafka;
+    this.consumer = kafka.consumer({ groupId: options.groupId, maxWaitTimeInMs: 250 });
+    this.dedupe = options.dedupe ?? new MemoryDedupeStore();
+    this.topic = options.topic ?? TOPICS.contactUpdated;
+  }
+
+  async start(): Promise<void> {
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.topic, fromBeginning: this.options.fromBeginning ?? true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      eachBatch: (payload) => this.handleBatch(payload),
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer.disconnect();
+  }
+
+  private async handleBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) {
+    const interval = this.options.commitIntervalMs ?? 1_000;
+    let pending: string | undefined;
+    let lastCommit = Date.now();
+    const commit = async () => {
+      if (pending === undefined) return;
+      await this.consumer.commitOffsets([
+        { topic: batch.topic, partition: batch.partition, offset: (BigInt(pending) + 1n).toString() },
+      ]);
+      pending = undefined;
+      lastCommit = Date.now();
+    };
+    for (const message of batch.messages) {
+      if (!isRunning() || isStale()) break;
+      const decoded = decodeContactChange(batch.partition, message);
+      if (!decoded.ok) {
+        this.stats.invalid++;
+        const invalid = { partition: batch.partition, offset: message.offset, errors: decoded.errors };
+        await (this.options.onInvalid ?? warnInvalid)(invalid);
+      } else if (await this.dedupe.has(decoded.change.id)) {
+        this.stats.duplicates++;
+        this.options.onDuplicate?.(decoded.change);
+      } else {
+        await this.options.onChange(decoded.change);
+        await this.dedupe.add(decoded.change.id);
+        this.stats.delivered++;
+      }
+      resolveOffset(message.offset);
+      pending = message.offset;
+      if (Date.now() - lastCommit >= interval) await commit();
+      await heartbeat();
+    }
+    await commit();
+  }
+}
+
+function warnInvalid(message: InvalidMessage): void {
+  console.warn(
+    `[contact-consumer] skipping message at partition ${message.partition} offset ${message.offset}: ${message.errors.join("; ")}`,
+  );
+}

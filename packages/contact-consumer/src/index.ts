@@ -1,0 +1,3 @@
+export * from "./consumer.ts";
+export * from "./decode-change.ts";
+export * from "./dedupe.ts";

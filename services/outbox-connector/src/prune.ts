@@ -1,0 +1,81 @@
+import type pg from "pg";
+
+export interface PruneOptions {
+  /** Slots that must all have confirmed a row before it goes; a slot that does not exist blocks all pruning. */
+  slots: string[];
+  /** Streamed rows younger than this stay (for replay and debugging). */
+  retentionMs: number;
+  /** Rows per DELETE, so a large backlog never holds locks for long. */
+  batchSize?: number;
+  /** Only this business's rows (tests share one database with other tests). */
+  businessId?: string;
+}
+
+export interface PruneResult {
+  deleted: number;
+  /** The slowest slot's confirmed_flush_lsn, or null when a slot is missing. */
+  confirmedLsn: string | null;
+  /** The mark whose transactions were pruned, or null when no mark is confirmed yet. */
+  markLsn: string | null;
+}
+
+/**
+ * Deletes outbox rows that every slot in `options.slots` has confirmed and that are older than the retention.
+ * See infra/migrations/020_outbox_pruning.sql for why marks prove that a row was streamed: each run records a
+ * new mark (oldest running transaction, then the WAL position) and prunes with the newest mark the slots have
+ * confirmed, which is always one from an earlier run. Safe to run concurrently and at any time.
+ */
+export async function pruneOutbox(pool: pg.Pool, options: PruneOptions): Promise<PruneResult> {
+  // Two statements on purpose: the LSN must be read after the snapshot, so every transaction that had ended by
+  // then has its commit record before the LSN.
+  const client = await pool.connect();
+  try {
+    const { rows } = await client.query<{ oldest: string }>(
+      "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS oldest",
+    );
+    await client.query(
+      "INSERT INTO app.outbox_prune_marks (oldest_running, lsn) VALUES ($1::xid8, pg_current_wal_lsn())",
+      [rows[0]!.oldest],
+    );
+  } finally {
+    client.release();
+  }
+
+  const confirmed = await pool.query<{ lsn: string | null; found: number }>(
+    `SELECT min(confirmed_flush_lsn)::text AS lsn, count(*)::int AS found
+     FROM pg_replication_slots WHERE slot_name = ANY($1)`,
+    [options.slots],
+  );
+  const slots = confirmed.rows[0]!;
+  if (options.slots.length === 0 || slots.found < options.slots.length || slots.lsn === null) {
+    return { deleted: 0, confirmedLsn: null, markLsn: null };
+  }
+  const marks = await pool.query<{ id: string; oldest_running: string; lsn: string }>(
+    `SELECT id, oldest_running::text, lsn::text FROM app.outbox_prune_marks
+     WHERE lsn <= $1::pg_lsn ORDER BY lsn DESC LIMIT 1`,
+    [slots.lsn],
+  );
+  const mark = marks.rows[0];
+  if (!mark) return { deleted: 0, confirmedLsn: slots.lsn, markLsn: null };
+
+  const batchSize = options.batchSize ?? 5_000;
+  let deleted = 0;
+  for (;;) {
+    const result = await pool.query(
+      `DELETE FROM outbox WHERE id IN (
+         SELECT id FROM outbox
+         WHERE txid < $1::xid8 AND created_at < now() - make_interval(secs => $2)
+           AND ($3::uuid IS NULL OR business_id = $3::uuid)
+         LIMIT $4)`,
+      [mark.oldest_running, options.retentionMs / 1000, options.businessId ?? null, batchSize],
+    );
+    deleted += result.rowCount ?? 0;
+    if ((result.rowCount ?? 0) < batchSize) break;
+  }
+  // Old marks are kept a day: another slot set (a second connector) may still need one of them.
+  await pool.query(
+    "DELETE FROM app.outbox_prune_marks WHERE taken_at < now() - interval '1 day' AND id <> $1",
+    [mark.id],
+  );
+  return { deleted, confirmedLsn: slots.lsn, markLsn: mark.lsn };
+}

@@ -1,11 +1,13 @@
 import { isTransientDbError, type Pool } from "@crm/db";
-import { errorMessage, NonRetriableError } from "@crm/errors";
-import { type EachBatchPayload, type EventProducer, type Kafka, type KafkaMessage, TOPICS } from "@crm/kafka";
+import { DependencyUnavailableError, errorMessage, NonRetriableError } from "@crm/errors";
+import type { Consumer, EachBatchPayload, EventProducer, Kafka, KafkaMessage } from "@crm/kafka";
 import type { Logger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
+import { BatchProgress } from "./batch-progress.ts";
 import { decodeRawEvent } from "./decode-event.ts";
 import type { WorkerMetrics } from "./metrics.ts";
-import { resolveContact } from "./resolve-contact.ts";
+import { redactPii } from "./redact.ts";
+import { type ResolveResult, resolveContact } from "./resolve-contact.ts";
 
 export interface ConsumerOptions {
   kafka: Kafka;
@@ -13,48 +15,127 @@ export interface ConsumerOptions {
   dlq: EventProducer;
   logger: Logger;
   metrics: WorkerMetrics;
+  topic: string;
+  dlqTopic: string;
   groupId: string;
   maxAttempts: number;
   keyConcurrency: number;
   partitionConcurrency: number;
-}
-
-/** What happened to one message; exceptions are reserved for infrastructure failures. */
-type Outcome = { kind: "applied" } | { kind: "dlq"; error: Error; attempts: number };
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** True when the database itself is unreachable: the batch stops uncommitted instead of dead-lettering events. */
-function isConnectionLoss(error: unknown): boolean {
-  const code = (error as { code?: string } | null)?.code ?? "";
-  return (
-    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P03", "08006", "08001"].includes(code) ||
-    /Connection terminated|cannot connect/i.test(errorMessage(error))
-  );
+  commitIntervalMs: number;
+  sessionTimeoutMs: number;
+  /** Called when the consumer crashed for good (kafkajs will not restart it): the process should exit. */
+  onFatal?: (error: Error) => void;
 }
 
 /**
- * Consumes `events.raw.v1`: within a partition batch, messages with the same key are applied one by one in
- * offset order while different keys run concurrently; the committed offset only ever advances to the first
- * message not yet applied (or dead-lettered), so a crash, rebalance or shutdown replays instead of losing, and
- * replays are harmless because the resolver dedupes on event id.
+ * What happened to one message; exceptions are reserved for infrastructure failures. `abandoned`: the worker is
+ * stopping or lost the partition before the message could be applied; it stays uncommitted and is replayed.
+ */
+type Outcome =
+  | { kind: "applied"; result: ResolveResult }
+  | { kind: "dlq"; error: Error; attempts: number }
+  | { kind: "abandoned" };
+
+/** How a failed attempt should be handled. */
+type FailureKind = "unavailable" | "transient" | "permanent";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const backoff = (attempt: number) => Math.min(2_000, 50 * 2 ** attempt) * (0.5 + Math.random());
+
+function sqlState(error: unknown): string {
+  return (error as { code?: string } | null)?.code ?? "";
+}
+
+/**
+ * unavailable: the database cannot be reached; wait for it and never dead-letter an event for that.
+ * permanent: the event itself is bad (contract violation, data exception, constraint other than a race).
+ * transient: anything else, including serialization failures, deadlocks and lock timeouts: retry, then DLQ.
+ */
+export function classifyFailure(error: unknown): FailureKind {
+  const code = sqlState(error);
+  if (
+    error instanceof DependencyUnavailableError ||
+    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P02", "57P03"].includes(code) ||
+    code.startsWith("08") ||
+    /Connection terminated|cannot connect|timeout exceeded when trying to connect/i.test(errorMessage(error))
+  ) {
+    return "unavailable";
+  }
+  if (error instanceof NonRetriableError) return "permanent";
+  if (isTransientDbError(error) || code === "23505" || code === "55P03") return "transient";
+  if (code.startsWith("22") || code.startsWith("23") || code === "42501") return "permanent";
+  return "transient";
+}
+
+function isRebalancing(error: unknown): boolean {
+  const type = (error as { type?: string } | null)?.type;
+  return (
+    type === "REBALANCE_IN_PROGRESS" ||
+    type === "ILLEGAL_GENERATION" ||
+    type === "UNKNOWN_MEMBER_ID" ||
+    type === "NOT_COORDINATOR_FOR_GROUP"
+  );
+}
+
+function groupByKey(messages: KafkaMessage[]): KafkaMessage[][] {
+  const byKey = new Map<string, KafkaMessage[]>();
+  for (const message of messages) {
+    const key = message.key?.toString("utf8") ?? "";
+    const list = byKey.get(key);
+    if (list) list.push(message);
+    else byKey.set(key, [message]);
+  }
+  return [...byKey.values()];
+}
+
+/**
+ * Consumes raw events: within a partition batch, messages with the same key are applied one by one in offset
+ * order while different keys run concurrently; the committed offset only ever advances to the first message not
+ * yet applied (or dead-lettered), so a crash, rebalance or shutdown replays instead of losing, and replays are
+ * harmless because the resolver dedupes on event id under the event's advisory lock.
  */
 export class ResolverConsumer {
-  private readonly consumer;
+  private readonly consumer: Consumer;
+  private joined = false;
+  private stopping = false;
 
   constructor(private readonly options: ConsumerOptions) {
     this.consumer = options.kafka.consumer({
       groupId: options.groupId,
-      sessionTimeout: 30_000,
+      sessionTimeout: options.sessionTimeoutMs,
+      rebalanceTimeout: 60_000,
       heartbeatInterval: 3_000,
       maxWaitTimeInMs: 100,
       retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 5_000 },
     });
+    const { GROUP_JOIN, REBALANCING, CRASH, STOP } = this.consumer.events;
+    this.consumer.on(GROUP_JOIN, () => {
+      this.joined = true;
+    });
+    this.consumer.on(REBALANCING, () => {
+      this.joined = false;
+    });
+    this.consumer.on(STOP, () => {
+      this.joined = false;
+    });
+    this.consumer.on(CRASH, ({ payload }) => {
+      this.joined = false;
+      options.logger.error(
+        { err: redactPii(errorMessage(payload.error)), restart: payload.restart },
+        "consumer crashed",
+      );
+      if (!payload.restart && !this.stopping) options.onFatal?.(payload.error);
+    });
+  }
+
+  /** True while the consumer holds a group assignment and is not shutting down (for /readyz). */
+  get ready(): boolean {
+    return this.joined && !this.stopping;
   }
 
   async start(): Promise<void> {
     await this.consumer.connect();
-    await this.consumer.subscribe({ topic: TOPICS.raw, fromBeginning: true });
+    await this.consumer.subscribe({ topic: this.options.topic, fromBeginning: true });
     await this.consumer.run({
       autoCommit: false,
       partitionsConsumedConcurrently: this.options.partitionConcurrency,
@@ -64,101 +145,151 @@ export class ResolverConsumer {
   }
 
   async stop(): Promise<void> {
-    // disconnect() waits for the running batches, which commit what they applied, then leaves the group.
+    this.stopping = true;
+    // disconnect() stops fetching, waits for the running batches (which finish the events in flight and commit
+    // their applied prefix), then leaves the group so the partitions move at once.
     await this.consumer.disconnect();
   }
 
-  private async handleBatch({ batch, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+  private async handleBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch, heartbeat, resolveOffset, isRunning, isStale } = payload;
     const { topic, partition, messages } = batch;
     if (messages.length === 0) return;
-    const done = new Set<string>();
-    const byKey = new Map<string, KafkaMessage[]>();
-    for (const message of messages) {
-      const key = message.key?.toString("utf8") ?? "";
-      const list = byKey.get(key) ?? [];
-      list.push(message);
-      byKey.set(key, list);
-    }
-    // kafkajs has no background heartbeat: keep the session alive while a long batch runs.
-    const beat = setInterval(() => void heartbeat().catch(() => {}), 2_000);
+    const progress = new BatchProgress(messages.map((message) => message.offset));
+    let rebalancing = false;
     let failure: unknown;
+    const keepGoing = () => isRunning() && !isStale() && !rebalancing && failure === undefined;
+
+    // Commits never run concurrently for one partition, and only ever move forward.
+    let committed: string | undefined;
+    let commits = Promise.resolve();
+    const commitApplied = () => {
+      commits = commits.then(async () => {
+        const applied = progress.appliedThrough();
+        if (applied === undefined || applied === committed || isStale()) return;
+        // resolveOffset moves kafkajs's fetch position; commitOffsets makes it durable for the group.
+        resolveOffset(applied);
+        const next = (BigInt(applied) + 1n).toString();
+        try {
+          await this.consumer.commitOffsets([{ topic, partition, offset: next }]);
+          committed = applied;
+        } catch (error) {
+          // Not a correctness problem: what is applied but uncommitted is replayed and deduped.
+          if (isRebalancing(error)) rebalancing = true;
+          this.options.logger.warn(
+            { topic, partition, offset: next, err: errorMessage(error) },
+            "offset commit failed",
+          );
+        }
+      });
+      return commits;
+    };
+
+    // kafkajs has no background heartbeat: keep the session alive while a long batch runs, and commit the
+    // applied prefix as we go so a crash replays little. A rebalance makes the batch wind down quickly.
+    const tick = setInterval(() => {
+      heartbeat().catch((error) => {
+        if (isRebalancing(error)) rebalancing = true;
+      });
+      void commitApplied();
+    }, this.options.commitIntervalMs);
+
     try {
-      const queues = [...byKey.values()];
-      const runQueue = async () => {
+      const queues = groupByKey(messages);
+      const runQueues = async () => {
         for (let queue = queues.shift(); queue; queue = queues.shift()) {
           for (const message of queue) {
-            if (!isRunning() || isStale() || failure) return;
-            const outcome = await this.apply(message);
+            if (!keepGoing()) return;
+            const outcome = await this.apply(topic, partition, message, keepGoing);
+            if (outcome.kind === "abandoned") return;
             if (outcome.kind === "dlq") await this.deadLetter(topic, partition, message, outcome);
-            done.add(message.offset);
+            progress.markDone(message.offset);
           }
         }
       };
-      const workers = Array.from({ length: Math.min(this.options.keyConcurrency, queues.length) }, () =>
-        runQueue().catch((error) => {
-          failure ??= error;
-        }),
+      await Promise.all(
+        Array.from({ length: Math.min(this.options.keyConcurrency, queues.length) }, () =>
+          runQueues().catch((error) => {
+            failure ??= error;
+          }),
+        ),
       );
-      await Promise.all(workers);
     } finally {
-      clearInterval(beat);
-      await this.commitContiguous(topic, partition, messages, done, isStale());
+      clearInterval(tick);
+      await commitApplied();
     }
+    const nextOffset = committed === undefined ? BigInt(messages[0]!.offset) : BigInt(committed) + 1n;
+    this.options.metrics.lag.set(
+      { topic, partition: String(partition) },
+      Math.max(0, Number(BigInt(batch.highWatermark) - nextOffset)),
+    );
     if (failure) throw failure;
-    this.options.metrics.lag.set({ partition: String(partition) }, Number(batch.offsetLag()));
   }
 
-  /** Commits up to (not including) the first message of the batch that is not done. */
-  private async commitContiguous(
+  private async apply(
     topic: string,
     partition: number,
-    messages: KafkaMessage[],
-    done: Set<string>,
-    stale: boolean,
-  ): Promise<void> {
-    if (stale) return; // the partition moved to another member; it will replay from the last commit
-    let next: string | undefined;
-    for (const message of messages) {
-      if (!done.has(message.offset)) break;
-      next = (BigInt(message.offset) + 1n).toString();
-    }
-    if (next !== undefined) await this.consumer.commitOffsets([{ topic, partition, offset: next }]);
-  }
-
-  private async apply(message: KafkaMessage): Promise<Outcome> {
+    message: KafkaMessage,
+    keepGoing: () => boolean,
+  ): Promise<Outcome> {
     const { metrics, logger, pool, maxAttempts } = this.options;
     let event: RawEventV1;
     try {
       event = decodeRawEvent(message.value);
     } catch (error) {
+      logger.error(
+        {
+          source_topic: topic,
+          source_partition: partition,
+          source_offset: message.offset,
+          error_class: (error as Error).name,
+          err: redactPii(errorMessage(error)),
+        },
+        "crm_track_contact_resolve_failed",
+      );
       return { kind: "dlq", error: error as Error, attempts: 1 };
     }
-    for (let attempt = 1; ; attempt++) {
+    let attempts = 0;
+    for (let tries = 1; ; tries++) {
       try {
-        const result = await resolveContact(pool, event, (_tag, ms) =>
-          metrics.transactionSeconds.observe(ms / 1000),
-        );
-        metrics.applied.inc({ outcome: result.outcome });
-        return { kind: "applied" };
+        const result = await resolveContact(pool, event);
+        this.record(result);
+        return { kind: "applied", result };
       } catch (error) {
-        if (isConnectionLoss(error)) throw error;
-        const retriable = !(error instanceof NonRetriableError) && isTransientDbError(error);
-        logger.warn(
+        const kind = classifyFailure(error);
+        if (kind !== "unavailable") attempts++;
+        const giveUp = kind === "permanent" || attempts >= maxAttempts;
+        logger[giveUp ? "error" : "warn"](
           {
             event_id: event.event_id,
             business_id: event.business_id,
-            attempt,
-            err_code: (error as { code?: string }).code,
-            err: errorMessage(error),
+            source_partition: partition,
+            source_offset: message.offset,
+            attempt: tries,
+            failure: kind,
+            err_code: sqlState(error) || undefined,
+            error_class: (error as Error).name,
+            err: redactPii(errorMessage(error)),
           },
           "crm_track_contact_resolve_failed",
         );
-        if (!retriable && attempt >= 2) return { kind: "dlq", error: error as Error, attempts: attempt };
-        if (attempt >= maxAttempts) return { kind: "dlq", error: error as Error, attempts: attempt };
-        metrics.retries.inc();
-        await sleep(Math.min(2_000, 50 * 2 ** attempt) * (0.5 + Math.random()));
+        if (giveUp) return { kind: "dlq", error: error as Error, attempts };
+        if (!keepGoing()) return { kind: "abandoned" };
+        metrics.retries.inc({ reason: kind });
+        await sleep(backoff(Math.min(tries, 6)));
+        if (!keepGoing()) return { kind: "abandoned" };
       }
     }
+  }
+
+  private record(result: ResolveResult): void {
+    const { metrics } = this.options;
+    metrics.applied.inc({ outcome: result.outcome });
+    if (result.merged > 0) metrics.merges.inc(result.merged);
+    if (result.conflicts > 0) metrics.conflicts.inc(result.conflicts);
+    metrics.lockWaitSeconds.observe(result.lockWaitMs / 1_000);
+    metrics.lockHoldSeconds.observe(result.lockHoldMs / 1_000);
+    metrics.transactionSeconds.observe(result.transactionMs / 1_000);
   }
 
   private async deadLetter(
@@ -167,13 +298,14 @@ export class ResolverConsumer {
     message: KafkaMessage,
     outcome: Extract<Outcome, { kind: "dlq" }>,
   ) {
-    await this.options.dlq.send(TOPICS.dlq, [
+    const reason = redactPii(outcome.error.message).slice(0, 1_000);
+    await this.options.dlq.send(this.options.dlqTopic, [
       {
         key: message.key?.toString("utf8") ?? "",
         value: message.value ?? Buffer.alloc(0),
         headers: {
           "error.class": outcome.error.name,
-          "error.message": outcome.error.message.slice(0, 1_000),
+          "error.message": reason,
           attempts: String(outcome.attempts),
           "source.topic": topic,
           "source.partition": String(partition),
@@ -184,6 +316,7 @@ export class ResolverConsumer {
     this.options.metrics.dlq.inc({ error_class: outcome.error.name });
     this.options.logger.error(
       {
+        source_topic: topic,
         source_partition: partition,
         source_offset: message.offset,
         error_class: outcome.error.name,

@@ -1,4 +1,5 @@
 import { NonRetriableError } from "@crm/errors";
+import { type Normalized, normalizeEmail, normalizeExternalId, normalizePhone } from "@crm/identity";
 import type { RawEventV1 } from "@crm/schemas";
 import { z } from "zod";
 
@@ -21,20 +22,44 @@ const RawEvent = z.object({
   source: z.object({ kind: z.enum(["user", "ingest_key"]), id_hash: z.string() }),
 });
 
-/** Decodes an `events.raw.v1` value; anything that does not match the schema can never succeed: DLQ it. */
+/**
+ * Decodes an `events.raw.v1` value. Anything that does not match the schema can never succeed: it is thrown as
+ * NonRetriableError and dead-lettered. Identifiers are normalized again (idempotent on what ingest-api sends), so
+ * a producer writing to the topic directly cannot split one person into two identities.
+ */
 export function decodeRawEvent(value: Buffer | null): RawEventV1 {
   if (!value) throw new NonRetriableError("empty message value");
+  // ingest-api may frame values for the schema registry: magic byte 0 + 4-byte schema id, then the JSON.
+  const bytes = value[0] === 0 && value.length > 5 ? value.subarray(5) : value;
   let json: unknown;
   try {
-    json = JSON.parse(value.toString("utf8"));
+    json = JSON.parse(bytes.toString("utf8"));
   } catch (error) {
     throw new NonRetriableError("value is not JSON", { cause: error });
   }
   const parsed = RawEvent.safeParse(json);
   if (!parsed.success) {
+    const issue = parsed.error.issues[0];
     throw new NonRetriableError(
-      `value does not match events.raw.v1: ${parsed.error.issues[0]?.message ?? "?"}`,
+      `value does not match events.raw.v1: ${issue?.path.join(".") ?? "?"}: ${issue?.message ?? "?"}`,
     );
   }
-  return parsed.data as RawEventV1;
+  const event = parsed.data as RawEventV1;
+  const { external_id, email, phone, name } = event.contact;
+  return {
+    ...event,
+    contact: {
+      ...(external_id === undefined
+        ? {}
+        : { external_id: valid("external_id", normalizeExternalId(external_id)) }),
+      ...(email === undefined ? {} : { email: valid("email", normalizeEmail(email)) }),
+      ...(phone === undefined ? {} : { phone: valid("phone", normalizePhone(phone)) }),
+      ...(name === undefined ? {} : { name }),
+    },
+  };
+}
+
+function valid(field: string, result: Normalized<string>): string {
+  if (!result.ok) throw new NonRetriableError(`contact.${field} is invalid: ${result.reason}`);
+  return result.value;
 }

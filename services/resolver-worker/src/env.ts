@@ -1,4 +1,5 @@
 import { envInt } from "@crm/config";
+import { TOPICS } from "@crm/kafka";
 import { z } from "zod";
 
 export const WorkerEnv = z.object({
@@ -6,6 +7,10 @@ export const WorkerEnv = z.object({
   DATABASE_URL: z.string().url(),
   // comma-separated host:port list
   KAFKA_BROKERS: z.string().min(1),
+  // topic of raw events; tests point a worker at their own topic so they never share one
+  WORKER_TOPIC: z.string().min(1).default(TOPICS.raw),
+  // where events that cannot be applied go, with the reason in headers
+  WORKER_DLQ_TOPIC: z.string().min(1).default(TOPICS.dlq),
   // consumer group; instances sharing it split the partitions
   WORKER_GROUP_ID: z.string().default("resolver-worker"),
   // health and metrics port (default 8091)
@@ -17,6 +22,11 @@ export const WorkerEnv = z.object({
   WORKER_KEY_CONCURRENCY: envInt.default(8),
   // partitions processed at once by this instance
   WORKER_PARTITION_CONCURRENCY: envInt.default(4),
-  DATABASE_POOL_SIZE: envInt.default(12),
+  // how often a long batch heartbeats and commits its applied prefix (ms); lower = less replay after a crash
+  WORKER_COMMIT_INTERVAL_MS: envInt.default(1_000),
+  // a member that stopped heartbeating (crashed) keeps its partitions this long (ms); Kafka's minimum is 6000
+  WORKER_SESSION_TIMEOUT_MS: envInt.default(30_000),
+  // concurrent resolve transactions of this instance; beyond the database's cores it only adds lock hold time
+  DATABASE_POOL_SIZE: envInt.default(8),
 });
 export type WorkerEnv = z.infer<typeof WorkerEnv>;

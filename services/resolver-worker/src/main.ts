@@ -1,6 +1,7 @@
 import { createServer } from "node:http";
 import { parseEnv } from "@crm/config";
 import { assertCannotBypassRls, createPool } from "@crm/db";
+import { errorMessage } from "@crm/errors";
 import { createKafka, KafkaEventProducer } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
 import { ResolverConsumer } from "./consumer.ts";
@@ -29,19 +30,43 @@ const consumer = new ResolverConsumer({
   dlq,
   logger,
   metrics,
+  topic: env.WORKER_TOPIC,
+  dlqTopic: env.WORKER_DLQ_TOPIC,
   groupId: env.WORKER_GROUP_ID,
   maxAttempts: env.WORKER_MAX_ATTEMPTS,
   keyConcurrency: env.WORKER_KEY_CONCURRENCY,
   partitionConcurrency: env.WORKER_PARTITION_CONCURRENCY,
+  commitIntervalMs: env.WORKER_COMMIT_INTERVAL_MS,
+  sessionTimeoutMs: env.WORKER_SESSION_TIMEOUT_MS,
+  onFatal: () => void shutdown("consumer crashed", 1),
 });
 
+/** Ready: the consumer holds its group assignment and Postgres answers. */
+async function readiness(): Promise<{ ok: boolean; kafka: boolean; postgres: boolean }> {
+  const postgres = await Promise.race([
+    pool.query("SELECT 1").then(
+      () => true,
+      () => false,
+    ),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000)),
+  ]);
+  return { ok: consumer.ready && postgres, kafka: consumer.ready, postgres };
+}
+
 const health = createServer(async (req, res) => {
+  const json = (status: number, body: unknown) => {
+    res.statusCode = status;
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify(body));
+  };
   if (req.url === "/metrics") {
     res.setHeader("content-type", metrics.registry.contentType);
     res.end(await metrics.registry.metrics());
   } else if (req.url === "/healthz") {
-    res.setHeader("content-type", "application/json");
-    res.end(JSON.stringify({ ok: true }));
+    json(200, { ok: true });
+  } else if (req.url === "/readyz") {
+    const state = await readiness();
+    json(state.ok ? 200 : 503, state);
   } else {
     res.statusCode = 404;
     res.end();
@@ -49,16 +74,19 @@ const health = createServer(async (req, res) => {
 });
 health.listen(env.WORKER_PORT, env.WORKER_HOST);
 
-await consumer.start();
-logger.info({ group: env.WORKER_GROUP_ID }, "resolver-worker consuming");
-
-async function shutdown(signal: string) {
-  logger.info({ signal }, "shutting down: finishing the current batches");
-  await consumer.stop().catch((error) => logger.error({ err: error }, "consumer stop failed"));
+let stopping = false;
+async function shutdown(reason: string, code = 0) {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ reason }, "shutting down: finishing the events in flight and committing them");
+  await consumer.stop().catch((error) => logger.error({ err: errorMessage(error) }, "consumer stop failed"));
   await dlq.close().catch(() => {});
   await pool.end().catch(() => {});
   health.close();
-  process.exit(0);
+  process.exit(code);
 }
 process.once("SIGTERM", () => void shutdown("SIGTERM"));
 process.once("SIGINT", () => void shutdown("SIGINT"));
+
+await consumer.start();
+logger.info({ group: env.WORKER_GROUP_ID, topic: env.WORKER_TOPIC }, "resolver-worker consuming");

@@ -1,6 +1,8 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
-const LOCK_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+const LOCK_BUCKETS = [
+  0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1,
+];
 
 /** The worker's Prometheus metrics (SPEC 10). Labels never carry identifiers, only bounded values. */
 export function createWorkerMetrics() {
@@ -49,13 +51,13 @@ export function createWorkerMetrics() {
     }),
     lockHoldSeconds: new Histogram({
       name: "resolver_lock_hold_seconds",
-      help: "Time the identifier locks were held: last lock taken until COMMIT returned",
+      help: "Time the identifier locks were held (measured in Postgres): last lock taken until COMMIT completed",
       buckets: LOCK_BUCKETS,
       registers: [registry],
     }),
     transactionSeconds: new Histogram({
       name: "resolver_transaction_seconds",
-      help: "Wall time of one resolve transaction, pool wait excluded",
+      help: "Wall time of one resolve transaction as the worker sees it, pool wait included",
       buckets: LOCK_BUCKETS,
       registers: [registry],
     }),

@@ -1,4 +1,4 @@
-import { type Pool, transaction } from "@crm/db";
+import { type Pool, sqlLiteral, transactionOfOne } from "@crm/db";
 import type { RawEventV1 } from "@crm/schemas";
 
 export interface ResolveResult {
@@ -9,11 +9,11 @@ export interface ResolveResult {
   merged: number;
   /** Links or merges refused because they would give one contact two external_ids. */
   conflicts: number;
-  /** Time spent waiting for the identifier advisory locks, measured inside Postgres. */
+  /** Time spent waiting for the identifier advisory locks, measured by Postgres. */
   lockWaitMs: number;
-  /** Time the locks were held: from the last lock taken until COMMIT returned. */
+  /** Time the locks were held, measured by Postgres: from the last lock taken until COMMIT completed. */
   lockHoldMs: number;
-  /** Wall time of the whole transaction as the worker saw it. */
+  /** Wall time of the whole transaction as the worker saw it, pool wait included. */
   transactionMs: number;
 }
 
@@ -29,35 +29,30 @@ interface ResolveRow {
 
 /**
  * Applies one event in one transaction with the tenant set: `app.resolve_contact` takes the advisory locks,
- * resolves or merges the contact, inserts the event row and the outbox rows (migrations 004/005).
+ * resolves or merges the contact, inserts the event row and the outbox rows (migrations 004/005). The call and
+ * its COMMIT travel in one message (`transactionOfOne`), so no client round trip happens while locks are held;
+ * the values are inlined as escaped literals for that reason, all of them already validated by decodeRawEvent.
  */
 export async function resolveContact(pool: Pool, event: RawEventV1): Promise<ResolveResult> {
   const started = performance.now();
-  let returned = 0;
-  const row = await transaction(
+  const literal = (value: string | undefined) => sqlLiteral(value ?? null);
+  const { rows, commitMs } = await transactionOfOne<ResolveRow>(
     pool,
     "resolve_contact",
-    async (client) => {
-      const { rows } = await client.query<ResolveRow>(
-        "SELECT * FROM app.resolve_contact($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        [
-          event.business_id,
-          event.contact.email ?? null,
-          event.contact.phone ?? null,
-          event.contact.external_id ?? null,
-          event.contact.name ?? null,
-          event.event_id,
-          event.type,
-          event.props,
-          event.occurred_at,
-        ],
-      );
-      returned = performance.now();
-      return rows[0]!;
-    },
+    `SELECT * FROM app.resolve_contact(${[
+      `${literal(event.business_id)}::uuid`,
+      literal(event.contact.email),
+      literal(event.contact.phone),
+      literal(event.contact.external_id),
+      literal(event.contact.name),
+      `${literal(event.event_id)}::uuid`,
+      literal(event.type),
+      `${literal(JSON.stringify(event.props))}::jsonb`,
+      `${literal(event.occurred_at)}::timestamptz`,
+    ].join(", ")})`,
     { businessId: event.business_id },
   );
-  const committed = performance.now();
+  const row = rows[0]!;
   return {
     contactId: row.contact_id,
     outcome: row.outcome,
@@ -65,7 +60,7 @@ export async function resolveContact(pool: Pool, event: RawEventV1): Promise<Res
     merged: row.merged,
     conflicts: row.conflicts,
     lockWaitMs: row.lock_wait_ms,
-    lockHoldMs: row.locked_ms + (committed - returned),
-    transactionMs: committed - started,
+    lockHoldMs: row.locked_ms + commitMs,
+    transactionMs: performance.now() - started,
   };
 }

@@ -1,0 +1,42 @@
+import { randomUUID } from "node:crypto";
+import { NonRetriableError } from "@crm/errors";
+import { describe, expect, it } from "vitest";
+import { decodeRawEvent } from "./decode-event.ts";
+
+const valid = {
+  event_id: randomUUID(),
+  business_id: randomUUID(),
+  type: "signup",
+  contact: { email: " Alice@Example.COM ", phone: "+15551234567", external_id: " acct_42 " },
+  props: { plan: "pro" },
+  occurred_at: "2026-11-26T10:00:00Z",
+  received_at: "2026-11-26T10:00:01Z",
+  source: { kind: "user", id_hash: "abc" },
+};
+const bytes = (value: unknown) => Buffer.from(JSON.stringify(value));
+
+describe("decodeRawEvent", () => {
+  it("normalizes identifiers again, so a direct producer cannot split one person", () => {
+    expect(decodeRawEvent(bytes(valid)).contact).toEqual({
+      email: "alice@example.com",
+      phone: "+15551234567",
+      external_id: "acct_42",
+    });
+  });
+
+  it("accepts a schema-registry framed value", () => {
+    const framed = Buffer.concat([Buffer.from([0, 0, 0, 0, 7]), bytes(valid)]);
+    expect(decodeRawEvent(framed).event_id).toBe(valid.event_id);
+  });
+
+  it.each([
+    ["an empty value", null, /empty/],
+    ["not JSON", Buffer.from("not json {"), /not JSON/],
+    ["a wrong shape", bytes({ ...valid, event_id: "nope" }), /event_id/],
+    ["an invalid email", bytes({ ...valid, contact: { email: "not-an-email" } }), /contact.email/],
+    ["an impossible phone", bytes({ ...valid, contact: { phone: "+9991234567" } }), /contact.phone/],
+  ])("rejects %s as non-retriable", (_what, value, message) => {
+    expect(() => decodeRawEvent(value)).toThrow(NonRetriableError);
+    expect(() => decodeRawEvent(value)).toThrow(message);
+  });
+});

@@ -75,11 +75,16 @@ export function createAuthenticator(options: { jwt: JwtOptions; directory: Tenan
       if (!business) throw unauthorized("unknown or revoked ingest key");
       return { kind: "ingest_key", id: business.keyId, business };
     }
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(credential).alg;
+    } catch {
+      throw unauthorized("malformed token");
+    }
+    // Checked before any key lookup, so `alg:none` or a disallowed alg never triggers a JWKS fetch.
+    if (!alg || !(algorithms as string[]).includes(alg)) throw unauthorized("token algorithm not allowed");
     let sub: string | undefined;
     try {
-      // Checked before any key lookup, so `alg:none` or a disallowed alg never triggers a JWKS fetch.
-      const alg = decodeProtectedHeader(credential).alg;
-      if (!alg || !(algorithms as string[]).includes(alg)) throw unauthorized("token algorithm not allowed");
       const { payload } = await jwtVerify(credential, getKey, {
         algorithms,
         audience: options.jwt.audience,
@@ -89,11 +94,12 @@ export function createAuthenticator(options: { jwt: JwtOptions; directory: Tenan
       sub = payload.sub;
     } catch (error) {
       if (error instanceof HttpError) throw error;
-      if (error instanceof errors.JWKSTimeout) {
+      // jose reports every problem of the token itself as a JOSEError; anything else (a refused or timed-out
+      // JWKS fetch) is the key server's fault, and the client should retry rather than give up.
+      if (error instanceof errors.JWKSTimeout || !(error instanceof errors.JOSEError)) {
         throw new DependencyUnavailableError("jwks", "the JWKS endpoint did not answer", { cause: error });
       }
-      const reason = error instanceof errors.JOSEError ? error.code : "malformed token";
-      throw unauthorized(`invalid token (${reason})`);
+      throw unauthorized(`invalid token (${error.code})`);
     }
     if (!sub || !UUID.test(sub)) throw unauthorized("token subject is not a user id");
     const userId = sub;

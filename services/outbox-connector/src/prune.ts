@@ -17,6 +17,8 @@ export interface PruneResult {
   confirmedLsn: string | null;
   /** The mark whose transactions were pruned, or null when no mark is confirmed yet. */
   markLsn: string | null;
+  /** The mark this run recorded, for a later run. */
+  takenMarkLsn: string;
 }
 
 /**
@@ -28,15 +30,18 @@ export interface PruneResult {
 export async function pruneOutbox(pool: pg.Pool, options: PruneOptions): Promise<PruneResult> {
   // Two statements on purpose: the LSN must be read after the snapshot, so every transaction that had ended by
   // then has its commit record before the LSN.
+  let takenMarkLsn: string;
   const client = await pool.connect();
   try {
     const { rows } = await client.query<{ oldest: string }>(
       "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS oldest",
     );
-    await client.query(
-      "INSERT INTO app.outbox_prune_marks (oldest_running, lsn) VALUES ($1::xid8, pg_current_wal_lsn())",
+    const taken = await client.query<{ lsn: string }>(
+      `INSERT INTO app.outbox_prune_marks (oldest_running, lsn) VALUES ($1::xid8, pg_current_wal_lsn())
+       RETURNING lsn::text`,
       [rows[0]!.oldest],
     );
+    takenMarkLsn = taken.rows[0]!.lsn;
   } finally {
     client.release();
   }
@@ -48,7 +53,7 @@ export async function pruneOutbox(pool: pg.Pool, options: PruneOptions): Promise
   );
   const slots = confirmed.rows[0]!;
   if (options.slots.length === 0 || slots.found < options.slots.length || slots.lsn === null) {
-    return { deleted: 0, confirmedLsn: null, markLsn: null };
+    return { deleted: 0, confirmedLsn: null, markLsn: null, takenMarkLsn };
   }
   const marks = await pool.query<{ id: string; oldest_running: string; lsn: string }>(
     `SELECT id, oldest_running::text, lsn::text FROM app.outbox_prune_marks
@@ -56,7 +61,7 @@ export async function pruneOutbox(pool: pg.Pool, options: PruneOptions): Promise
     [slots.lsn],
   );
   const mark = marks.rows[0];
-  if (!mark) return { deleted: 0, confirmedLsn: slots.lsn, markLsn: null };
+  if (!mark) return { deleted: 0, confirmedLsn: slots.lsn, markLsn: null, takenMarkLsn };
 
   const batchSize = options.batchSize ?? 5_000;
   let deleted = 0;
@@ -77,5 +82,5 @@ export async function pruneOutbox(pool: pg.Pool, options: PruneOptions): Promise
     "DELETE FROM app.outbox_prune_marks WHERE taken_at < now() - interval '1 day' AND id <> $1",
     [mark.id],
   );
-  return { deleted, confirmedLsn: slots.lsn, markLsn: mark.lsn };
+  return { deleted, confirmedLsn: slots.lsn, markLsn: mark.lsn, takenMarkLsn };
 }

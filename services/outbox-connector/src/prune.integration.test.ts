@@ -1,0 +1,93 @@
+import { randomBytes } from "node:crypto";
+import { createBusiness, eventually, testEnv } from "@crm/testing";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { pruneOutbox } from "./prune.ts";
+
+// A slot of our own that nobody consumes stands in for Debezium: it confirms exactly what we advance it to.
+describe("outbox pruning", () => {
+  const env = testEnv();
+  const admin = new pg.Pool({ connectionString: env.adminUrl, max: 4 });
+  const slot = `crm_prune_test_${randomBytes(4).toString("hex")}`;
+  let businessId: string;
+
+  beforeAll(async () => {
+    await admin.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot]);
+    ({ businessId } = await createBusiness(admin));
+  });
+
+  afterAll(async () => {
+    await admin.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1", [
+      slot,
+    ]);
+    await admin.query("DELETE FROM outbox WHERE business_id = $1", [businessId]);
+    await admin.end();
+  });
+
+  const insertRow = (db: pg.Pool | pg.PoolClient, label: string) =>
+    db
+      .query<{ id: string }>(
+        `INSERT INTO outbox (aggregatetype, aggregateid, type, payload, business_id)
+         VALUES ('contact', $1, 'contact.updated', '{}', $2) RETURNING id`,
+        [label, businessId],
+      )
+      .then((r) => r.rows[0]!.id);
+  const remaining = async () =>
+    (
+      await admin.query<{ aggregateid: string }>(
+        "SELECT aggregateid FROM outbox WHERE business_id = $1 ORDER BY aggregateid",
+        [businessId],
+      )
+    ).rows.map((r) => r.aggregateid);
+  const prune = (retentionMs = 0) => pruneOutbox(admin, { slots: [slot], retentionMs, businessId });
+  const advanceSlot = (lsn: string) =>
+    admin.query("SELECT pg_replication_slot_advance($1, $2::pg_lsn)", [slot, lsn]);
+
+  it("never deletes a row the slot has not confirmed, even one committed before the prune ran", async () => {
+    await insertRow(admin, "a-early");
+    // A transaction that inserted a row and is still open while the pruner takes its mark...
+    const open = await admin.connect();
+    await open.query("BEGIN");
+    await insertRow(open, "c-in-flight");
+    const first = await prune();
+    expect(first.deleted).toBe(0);
+    // ...commits after the mark: its commit record lies after the mark's LSN.
+    await open.query("COMMIT");
+    open.release();
+    await insertRow(admin, "d-late");
+
+    // The slot confirms up to the first mark only: the in-flight and later rows are not streamed yet.
+    await advanceSlot(first.takenMarkLsn);
+    for (let i = 0; i < 3; i++) {
+      await prune();
+      const rows = await remaining();
+      expect(rows).toContain("c-in-flight");
+      expect(rows).toContain("d-late");
+    }
+
+    // Once the slot has confirmed everything, later marks become usable and every row goes.
+    await eventually(
+      "every confirmed row pruned",
+      async () => {
+        const { rows } = await admin.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn");
+        await prune();
+        await advanceSlot(rows[0]!.lsn);
+        return (await remaining()).length === 0 ? true : undefined;
+      },
+      20_000,
+    );
+  });
+
+  it("keeps confirmed rows younger than the retention, and prunes nothing for a missing slot", async () => {
+    await insertRow(admin, "young");
+    const { rows } = await admin.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn");
+    await prune(3_600_000);
+    await advanceSlot(rows[0]!.lsn);
+    const kept = await prune(3_600_000);
+    expect(kept.deleted).toBe(0);
+    expect(await remaining()).toEqual(["young"]);
+    const missing = await pruneOutbox(admin, { slots: ["no_such_slot"], retentionMs: 0, businessId });
+    expect(missing).toMatchObject({ deleted: 0, confirmedLsn: null });
+    expect(await remaining()).toEqual(["young"]);
+  });
+});

@@ -41,11 +41,40 @@ export async function createWorkerTopics(brokers: string[], partitions = 12): Pr
   return names;
 }
 
+/**
+ * A private consumer group on a topic others write to (the shared events.raw.v1), starting at the topic's current
+ * end: the worker sees what the test causes, not the topic's history.
+ */
+export async function groupAtTopicEnd(brokers: string[], topic: string): Promise<WorkerTopics> {
+  const suffix = randomUUID().slice(0, 8);
+  const names = {
+    topic,
+    dlqTopic: `events.dlq.v1.test-${suffix}`,
+    groupId: `resolver-worker-test-${suffix}`,
+  };
+  const admin = createKafka({ brokers, clientId: "resolver-test-admin" }).admin();
+  await admin.connect();
+  try {
+    // its own DLQ too: whatever it dead-letters from the shared topic stays out of the shared DLQ
+    await ensureTopics(admin, [{ topic: names.dlqTopic, numPartitions: 1 }]);
+    const ends = await admin.fetchTopicOffsets(topic);
+    await admin.setOffsets({
+      groupId: names.groupId,
+      topic,
+      partitions: ends.map(({ partition, offset }) => ({ partition, offset })),
+    });
+  } finally {
+    await admin.disconnect();
+  }
+  return names;
+}
+
 /** Deletes the topics of a test (best effort: a stack without topic deletion keeps them). */
 export async function dropWorkerTopics(brokers: string[], topics: WorkerTopics): Promise<void> {
   const admin = createKafka({ brokers, clientId: "resolver-test-admin" }).admin();
   await admin.connect();
-  await admin.deleteTopics({ topics: [topics.topic, topics.dlqTopic] }).catch(() => {});
+  const own = [topics.topic, topics.dlqTopic].filter((topic) => topic.includes(".test-"));
+  await admin.deleteTopics({ topics: own }).catch(() => {});
   await admin.deleteGroups([topics.groupId]).catch(() => {});
   await admin.disconnect();
 }

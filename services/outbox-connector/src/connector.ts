@@ -74,7 +74,15 @@ export async function registerConnector(
       method: "PUT",
       body: JSON.stringify(spec.config),
     });
-    if (!res.ok) throw new Error(`connector ${spec.name} rejected (${res.status}): ${await res.text()}`);
+    if (!res.ok) {
+      const body = await res.text();
+      // Connect 4.3 answers an invalid config with a 500 about its own null pointer instead of the reason; the
+      // validate endpoint returns the connector's own messages.
+      const reasons = await validationErrors(connectUrl, spec).catch(() => []);
+      throw new Error(
+        `connector ${spec.name} rejected (${res.status}): ${reasons.length > 0 ? reasons.join("; ") : body}`,
+      );
+    }
   }
   log(`connector ${spec.name}: ${action}`);
   const deadline = Date.now() + (options.timeoutMs ?? 60_000);
@@ -96,6 +104,19 @@ export async function registerConnector(
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
   throw new Error(`connector ${spec.name} not RUNNING in time (last state ${last || "unknown"})`);
+}
+
+/** The connector plugin's own complaints about a config (`PUT /connector-plugins/<class>/config/validate`). */
+export async function validationErrors(connectUrl: string, spec: ConnectorSpec): Promise<string[]> {
+  const plugin = spec.config["connector.class"]!;
+  const res = await connectFetch(connectUrl, `/connector-plugins/${plugin}/config/validate`, {
+    method: "PUT",
+    body: JSON.stringify({ ...spec.config, name: spec.name }),
+  });
+  if (!res.ok) return [];
+  // Entries for settings the plugin does not define come without a value.
+  const body = (await res.json()) as { configs: { value?: { name: string; errors?: string[] } | null }[] };
+  return body.configs.flatMap((c) => (c.value?.errors ?? []).map((error) => `${c.value!.name}: ${error}`));
 }
 
 function sameConfig(a: Record<string, string>, b: Record<string, string>): boolean {
@@ -154,10 +175,41 @@ export async function dropSlot(db: pg.Pool, slot: string, timeoutMs = 30_000): P
     );
     if (!rows[0]) return;
     if (!rows[0].active) {
-      await db.query("SELECT pg_drop_replication_slot($1)", [slot]);
+      await db.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1", [
+        slot,
+      ]);
       return;
     }
     if (Date.now() > deadline) throw new Error(`slot ${slot} still active after ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/**
+ * Retires a connector for good: deletes it, waits until Connect no longer knows it, then drops its slot. A task
+ * that was restarting can still re-create the slot after a first drop, so the slot must stay gone for a while.
+ */
+export async function retireConnector(
+  connectUrl: string,
+  db: pg.Pool,
+  name: string,
+  slot: string,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  await deleteConnector(connectUrl, name);
+  while ((await connectorStatus(connectUrl, name).catch(() => undefined)) !== undefined) {
+    if (Date.now() > deadline) throw new Error(`connector ${name} still present after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  let quietChecks = 0;
+  while (quietChecks < 3) {
+    const { rows } = await db.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [slot]);
+    if (rows.length === 0) quietChecks++;
+    else {
+      quietChecks = 0;
+      await dropSlot(db, slot, Math.max(1_000, deadline - Date.now()));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
   }
 }

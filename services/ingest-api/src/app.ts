@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { DependencyUnavailableError, HttpError } from "@crm/errors";
 import type { EventProducer } from "@crm/kafka";
 import type { Logger } from "@crm/logger";
+import type { RawEventV1 } from "@crm/schemas";
 import { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { createAuthenticator, type JwtOptions } from "./auth.ts";
@@ -22,6 +23,8 @@ export interface AppDeps {
   jwt: JwtOptions;
   logger: Logger;
   logHashSecret: string;
+  /** Value bytes of events.raw.v1 messages; defaults to plain JSON (see RawEventEncoder for the framed form). */
+  encodeRawEvent?: (event: RawEventV1) => Buffer | string;
   /** Defaults: users 20 events/s (seed), ingest keys 5,000 events/s whatever the plan. */
   limits?: RateLimits;
   /** Defaults to a limiter that enforces the whole limit (one instance). */
@@ -45,6 +48,7 @@ export function createApp(deps: AppDeps) {
     metrics,
     limits: deps.limits ?? DEFAULT_LIMITS,
     limiter: deps.limiter ?? new RateLimiter(),
+    encodeRawEvent: deps.encodeRawEvent ?? ((event: RawEventV1) => JSON.stringify(event)),
   };
 
   app.use(async function requestId(c, next) {

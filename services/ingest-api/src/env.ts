@@ -13,6 +13,9 @@ export const IngestEnv = z.object({
   DATABASE_URL: z.string().url(),
   // comma-separated host:port list
   KAFKA_BROKERS: z.string().min(1),
+  // Confluent-compatible registry (Apicurio ccompat); values are framed with the events.raw.v1 schema id. Unset:
+  // plain JSON values
+  SCHEMA_REGISTRY_URL: z.string().url().optional(),
   // HS256 secret of user tokens; a leak lets anyone write as any user
   JWT_SECRET: z.string().min(16),
   // JWKS of RS256/ES256 user tokens (e.g. Supabase's /auth/v1/.well-known/jwks.json); unset: HS256 only

@@ -27,6 +27,8 @@ export interface IngestDeps {
   logger: Logger;
   logHashSecret: string;
   metrics: Metrics;
+  /** Value bytes of an events.raw.v1 message (schema-registry framed JSON in production). */
+  encodeRawEvent: (event: RawEventV1) => Buffer | string;
 }
 
 export function invalid(message: string, issues: unknown[] = []): HttpError {
@@ -154,7 +156,7 @@ export async function produce(events: RawEventV1[], deps: IngestDeps): Promise<v
   if (events.length === 0) return;
   const messages: OutgoingMessage[] = events.map((event) => ({
     key: partitionKey(event.business_id, event.contact, event.event_id),
-    value: JSON.stringify(event),
+    value: deps.encodeRawEvent(event),
   }));
   const stop = deps.metrics.produceSeconds.startTimer();
   try {

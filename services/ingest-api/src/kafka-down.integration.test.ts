@@ -12,6 +12,7 @@ import {
   stopJvm,
 } from "@crm/infra/stack";
 import { createKafka, TOPICS } from "@crm/kafka";
+import { decodeFramedJson } from "@crm/schema-registry";
 import { createBusiness, eventually, signUserToken, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -122,6 +123,7 @@ describe("kafka unavailable", () => {
 
     // Every event that got a 2xx is in the topic.
     const seen = new Set<string>();
+    const schemaIds = new Set<number | undefined>();
     const consumer = createKafka({ brokers, clientId: "kafka-down-check" }).consumer({
       groupId: `kafka-down-check-${Date.now()}`,
     });
@@ -129,7 +131,9 @@ describe("kafka unavailable", () => {
     await consumer.subscribe({ topic: TOPICS.raw, fromBeginning: true });
     await consumer.run({
       eachMessage: async ({ message }) => {
-        seen.add(JSON.parse(message.value!.toString()).event_id);
+        const decoded = decodeFramedJson(message.value!);
+        schemaIds.add(decoded.schemaId);
+        seen.add((decoded.value as { event_id: string }).event_id);
       },
     });
     try {
@@ -140,6 +144,9 @@ describe("kafka unavailable", () => {
       await consumer.disconnect();
     }
     expect(accepted.length).toBeGreaterThanOrEqual(5);
+    // Values carry the schema-registry frame of events.raw.v1 (SPEC 5).
+    expect(api.encoder.id).toEqual(expect.any(Number));
+    expect([...schemaIds]).toEqual([api.encoder.id]);
     const logs = api.logs.text();
     expect(logs).not.toContain("kafka-down-retry");
   });

@@ -3,11 +3,13 @@ import { parseEnv } from "@crm/config";
 import { createPool } from "@crm/db";
 import { createKafka, KafkaEventProducer } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
+import { SchemaRegistryClient } from "@crm/schema-registry";
 import { serve } from "@hono/node-server";
 import { createApp } from "./app.ts";
 import { IngestEnv } from "./env.ts";
 import { PgIdempotencyStore, pruneIdempotencyKeys } from "./idempotency.ts";
 import { InstanceRegistry, RateLimiter } from "./rate-limit.ts";
+import { RawEventEncoder } from "./raw-event-encoder.ts";
 import { PgTenantDirectory } from "./tenant-directory.ts";
 
 const env = parseEnv(IngestEnv);
@@ -21,6 +23,13 @@ const kafka = createKafka({
 const producer = new KafkaEventProducer(kafka, { sendTimeoutMs: env.KAFKA_SEND_TIMEOUT_MS });
 const instances = new InstanceRegistry(pool, randomUUID(), env.INGEST_INSTANCE_GROUP, 5_000, (error) =>
   logger.warn({ err: error }, "instance heartbeat failed; keeping the last instance count"),
+);
+const encoder = new RawEventEncoder(
+  env.SCHEMA_REGISTRY_URL
+    ? new SchemaRegistryClient(env.SCHEMA_REGISTRY_URL, { timeoutMs: 3_000 })
+    : undefined,
+  (error) =>
+    logger.warn({ err: error }, "schema registry unavailable; producing unframed JSON until it answers"),
 );
 let shuttingDown = false;
 
@@ -37,6 +46,7 @@ const app = createApp({
   },
   logger,
   logHashSecret: env.LOG_HASH_SECRET,
+  encodeRawEvent: encoder.encode,
   limits: {
     userPerSecond: env.RATE_LIMIT_USER_PER_SEC,
     keyPerSecond: (plan) => env.RATE_LIMIT_PLANS[plan] ?? env.RATE_LIMIT_KEY_DEFAULT_PER_SEC,
@@ -46,7 +56,7 @@ const app = createApp({
   isShuttingDown: () => shuttingDown,
 });
 
-await instances.start();
+await Promise.all([instances.start(), encoder.start()]);
 const server = serve({ fetch: app.fetch, port: env.INGEST_PORT, hostname: env.INGEST_HOST }, (info) =>
   logger.info({ port: info.port }, "ingest-api listening"),
 );
@@ -77,6 +87,7 @@ async function shutdown(signal: string) {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
   await closed;
+  encoder.stop();
   await instances.stop();
   await producer.close().catch(() => {});
   await pool.end().catch(() => {});

@@ -3,11 +3,13 @@ import { Writable } from "node:stream";
 import { createPool, type Pool } from "@crm/db";
 import { createKafka, type EventProducer, KafkaEventProducer } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
+import { SchemaRegistryClient } from "@crm/schema-registry";
 import { testEnv } from "@crm/testing";
 import { type AppDeps, createApp } from "./app.ts";
 import type { JwtOptions } from "./auth.ts";
 import { PgIdempotencyStore } from "./idempotency.ts";
 import { InstanceRegistry, RateLimiter } from "./rate-limit.ts";
+import { RawEventEncoder } from "./raw-event-encoder.ts";
 import { PgTenantDirectory } from "./tenant-directory.ts";
 
 /** Log lines captured from an in-process API, for "no PII in logs" assertions. */
@@ -28,6 +30,7 @@ export interface TestApi {
   producer: EventProducer;
   logs: LogCapture;
   instances: InstanceRegistry;
+  encoder: RawEventEncoder;
   close(): Promise<void>;
   /** POST with a bearer credential; returns status, headers and parsed body. */
   post(
@@ -61,6 +64,8 @@ export async function startTestApi(
   const producer = new KafkaEventProducer(kafka, { sendTimeoutMs: options.sendTimeoutMs ?? 5_000 });
   const instances = new InstanceRegistry(pool, randomUUID(), options.instanceGroup ?? randomUUID(), 1_000);
   await instances.start();
+  const encoder = new RawEventEncoder(new SchemaRegistryClient(env.registryUrl));
+  await encoder.start();
   const app = createApp({
     producer,
     directory: new PgTenantDirectory(pool, options.tenantCacheMs ?? 30_000),
@@ -68,6 +73,7 @@ export async function startTestApi(
     jwt: { secret: env.jwtSecret, audience: "authenticated", ...options.jwt },
     logger,
     logHashSecret: env.logHashSecret,
+    encodeRawEvent: encoder.encode,
     ...(options.limits ? { limits: options.limits } : {}),
     limiter: new RateLimiter(instances.share),
     readinessChecks: { postgres: () => pool.query("SELECT 1") },
@@ -78,7 +84,9 @@ export async function startTestApi(
     producer,
     logs,
     instances,
+    encoder,
     async close() {
+      encoder.stop();
       await instances.stop();
       await producer.close().catch(() => {});
       await pool.end();

@@ -1,5 +1,6 @@
 import { TOPICS } from "@crm/kafka";
 import {
+  consumerGroupAtTopicEnd,
   createBusiness,
   eventually,
   freePort,
@@ -27,6 +28,8 @@ describe("walking skeleton", () => {
     raw = await new TopicProbe(env.brokers, TOPICS.raw).start();
     const apiPort = await freePort();
     const workerPort = await freePort();
+    // Its own group at the topic's end: the event under test is not queued behind other tests' backlog.
+    const groupId = await consumerGroupAtTopicEnd(env.brokers, TOPICS.raw, "e2e");
     [api, worker] = await Promise.all([
       startService({
         entry: "services/ingest-api/src/main.ts",
@@ -35,7 +38,7 @@ describe("walking skeleton", () => {
       }),
       startService({
         entry: "services/resolver-worker/src/main.ts",
-        env: { WORKER_PORT: String(workerPort) },
+        env: { WORKER_PORT: String(workerPort), WORKER_GROUP_ID: groupId },
         healthUrl: `http://127.0.0.1:${workerPort}/healthz`,
       }),
     ]);

@@ -234,3 +234,28 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/**
+ * A new consumer group whose committed offsets are the topic's current end: a worker started in it applies only
+ * what a test sends from now on, not the backlog other tests left on a shared topic.
+ */
+export async function consumerGroupAtTopicEnd(
+  brokers: string[],
+  topic: string,
+  prefix = "test",
+): Promise<string> {
+  const groupId = `${prefix}-${randomUUID().slice(0, 8)}`;
+  const admin = createKafka({ brokers, clientId: "test-admin" }).admin();
+  await admin.connect();
+  try {
+    const ends = await admin.fetchTopicOffsets(topic);
+    await admin.setOffsets({
+      groupId,
+      topic,
+      partitions: ends.map(({ partition, offset }) => ({ partition, offset })),
+    });
+  } finally {
+    await admin.disconnect();
+  }
+  return groupId;
+}

@@ -28,12 +28,15 @@ export async function readOutboxHealth(deps: {
   metrics?: OutboxMetrics;
 }): Promise<OutboxHealth> {
   const [status, slot] = await Promise.all([
-    connectorStatus(deps.connectUrl, deps.connectorName).catch(() => undefined),
+    connectorStatus(deps.connectUrl, deps.connectorName).then(
+      (s) => s ?? ("NOT REGISTERED" as const),
+      () => "CONNECT UNREACHABLE" as const,
+    ),
     slotHealth(deps.db, deps.slot),
   ]);
-  const tasks = status?.tasks.map((t) => t.state) ?? [];
+  const tasks = typeof status === "string" ? [] : status.tasks.map((t) => t.state);
   const health: OutboxHealth = {
-    connector: status ? status.connector.state : "NOT REGISTERED",
+    connector: typeof status === "string" ? status : status.connector.state,
     tasks,
     slot,
     lagAlert: lagAlert(slot, deps.thresholdBytes),

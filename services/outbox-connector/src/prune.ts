@@ -55,9 +55,10 @@ export async function pruneOutbox(pool: pg.Pool, options: PruneOptions): Promise
   if (options.slots.length === 0 || slots.found < options.slots.length || slots.lsn === null) {
     return { deleted: 0, confirmedLsn: null, markLsn: null, takenMarkLsn };
   }
-  const marks = await pool.query<{ id: string; oldest_running: string; lsn: string }>(
-    `SELECT id, oldest_running::text, lsn::text FROM app.outbox_prune_marks
-     WHERE lsn <= $1::pg_lsn ORDER BY lsn DESC LIMIT 1`,
+  // Ordered by the pg_lsn column, not its text ("0/45499E0" > "0/1308F770" as text).
+  const marks = await pool.query<{ id: string; oldest_running: string; mark_lsn: string }>(
+    `SELECT id, oldest_running::text, lsn::text AS mark_lsn FROM app.outbox_prune_marks
+     WHERE lsn <= $1::pg_lsn ORDER BY app.outbox_prune_marks.lsn DESC LIMIT 1`,
     [slots.lsn],
   );
   const mark = marks.rows[0];
@@ -82,5 +83,5 @@ export async function pruneOutbox(pool: pg.Pool, options: PruneOptions): Promise
     "DELETE FROM app.outbox_prune_marks WHERE taken_at < now() - interval '1 day' AND id <> $1",
     [mark.id],
   );
-  return { deleted, confirmedLsn: slots.lsn, markLsn: mark.lsn, takenMarkLsn };
+  return { deleted, confirmedLsn: slots.lsn, markLsn: mark.mark_lsn, takenMarkLsn };
 }

@@ -1,4 +1,4 @@
-import { createKafka, type EachBatchPayload, type Kafka, TOPICS } from "@crm/kafka";
+import { createKafka, type EachBatchPayload, type Kafka, type KafkaMessage, TOPICS } from "@crm/kafka";
 import { type ContactChange, decodeContactChange } from "./decode-change.ts";
 import { type DedupeStore, MemoryDedupeStore } from "./dedupe.ts";
 
@@ -13,7 +13,11 @@ export interface ContactConsumerOptions {
   kafka: string[] | Kafka;
   /** Your consumer group: committed offsets belong to it. */
   groupId: string;
-  /** The callback: committed past a message only after this resolved. Throwing stops the consumer. */
+  /**
+   * The callback: a message is committed only after this resolved for it. If it throws, the same change is
+   * handed over again (kafkajs retries the batch, then restarts the consumer) and nothing after it in that
+   * partition is delivered first: the partition waits until the callback succeeds.
+   */
   onChange: (change: ContactChange) => Promise<void> | void;
   /** Default `contact.updated.v1`; another topic with the same contract (tests, replays). */
   topic?: string;
@@ -75,27 +79,35 @@ export class ContactConsumer {
       pending = undefined;
       lastCommit = Date.now();
     };
-    for (const message of batch.messages) {
-      if (!isRunning() || isStale()) break;
-      const decoded = decodeContactChange(batch.partition, message);
-      if (!decoded.ok) {
-        this.stats.invalid++;
-        const invalid = { partition: batch.partition, offset: message.offset, errors: decoded.errors };
-        await (this.options.onInvalid ?? warnInvalid)(invalid);
-      } else if (await this.dedupe.has(decoded.change.id)) {
-        this.stats.duplicates++;
-        this.options.onDuplicate?.(decoded.change);
-      } else {
-        await this.options.onChange(decoded.change);
-        await this.dedupe.add(decoded.change.id);
-        this.stats.delivered++;
+    try {
+      for (const message of batch.messages) {
+        if (!isRunning() || isStale()) break;
+        await this.handleMessage(batch.partition, message);
+        resolveOffset(message.offset);
+        pending = message.offset;
+        if (Date.now() - lastCommit >= interval) await commit();
+        await heartbeat();
       }
-      resolveOffset(message.offset);
-      pending = message.offset;
-      if (Date.now() - lastCommit >= interval) await commit();
-      await heartbeat();
+    } finally {
+      // Also when a callback threw: what was handled before it stays handled.
+      await commit();
     }
-    await commit();
+  }
+
+  private async handleMessage(partition: number, message: KafkaMessage): Promise<void> {
+    const decoded = decodeContactChange(partition, message);
+    if (!decoded.ok) {
+      this.stats.invalid++;
+      const invalid = { partition, offset: message.offset, errors: decoded.errors };
+      await (this.options.onInvalid ?? warnInvalid)(invalid);
+    } else if (await this.dedupe.has(decoded.change.id)) {
+      this.stats.duplicates++;
+      this.options.onDuplicate?.(decoded.change);
+    } else {
+      await this.options.onChange(decoded.change);
+      await this.dedupe.add(decoded.change.id);
+      this.stats.delivered++;
+    }
   }
 }
 

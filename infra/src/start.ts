@@ -68,6 +68,7 @@ async function main(): Promise<void> {
   if (!stackWasUp && npm(["stack", "--", "up"]) !== 0) throw new Error("stack did not come up");
   if (npm(["migrate"]) !== 0) throw new Error("migrations failed");
   if (npm(["connector", "--", "register"]) !== 0) throw new Error("connector registration failed");
+  if (npm(["schemas", "--", "register"]) !== 0) throw new Error("schema registration failed");
   const env = parseEnvFile(readFileSync(join(stackDir(), "env"), "utf8"));
   Object.assign(process.env, env, process.env);
 

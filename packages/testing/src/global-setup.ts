@@ -8,7 +8,7 @@ import { parseEnvFile, repoRoot, stackDir } from "@crm/config";
  *  1. endpoints already in the environment (KAFKA_BROKERS and DATABASE_ADMIN_URL set): use them as they are;
  *  2. a Docker engine answers: the containers of docker-compose.yml, through testcontainers;
  *  3. otherwise the native launcher (`npm run stack -- up`), which is idempotent and quick when already up.
- * Then the schema is migrated and the Debezium connector registered (both idempotent).
+ * Then the schema is migrated, the Debezium connector registered and the topic schemas registered (idempotent).
  */
 export default async function setup(): Promise<() => Promise<void>> {
   const root = repoRoot();
@@ -23,6 +23,8 @@ export default async function setup(): Promise<() => Promise<void>> {
   }
   run(root, ["run", "migrate"]);
   run(root, ["run", "connector", "--", "register"]);
+  // Fails the run when a schema in schemas/ is incompatible with the published one (BACKWARD, SPEC 8).
+  run(root, ["run", "schemas", "--", "register"]);
   return teardown;
 }
 

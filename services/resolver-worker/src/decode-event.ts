@@ -1,5 +1,6 @@
 import { NonRetriableError } from "@crm/errors";
 import { type Normalized, normalizeEmail, normalizeExternalId, normalizePhone } from "@crm/identity";
+import { decodeFramedJson } from "@crm/schema-registry";
 import type { RawEventV1 } from "@crm/schemas";
 import { z } from "zod";
 
@@ -29,13 +30,15 @@ const RawEvent = z.object({
  */
 export function decodeRawEvent(value: Buffer | null): RawEventV1 {
   if (!value) throw new NonRetriableError("empty message value");
-  // ingest-api may frame values for the schema registry: magic byte 0 + 4-byte schema id, then the JSON.
-  const bytes = value[0] === 0 && value.length > 5 ? value.subarray(5) : value;
+  // ingest-api frames values for the schema registry (magic byte 0 + 4-byte schema id + JSON); plain JSON is
+  // accepted too, for producers that write without the registry.
   let json: unknown;
   try {
-    json = JSON.parse(bytes.toString("utf8"));
+    json = decodeFramedJson(value).value;
   } catch (error) {
-    throw new NonRetriableError("value is not JSON", { cause: error });
+    throw new NonRetriableError(`value is not JSON (framed or plain): ${(error as Error).message}`, {
+      cause: error,
+    });
   }
   const parsed = RawEvent.safeParse(json);
   if (!parsed.success) {

@@ -88,8 +88,8 @@ BEGIN
   SELECT e.contact_id INTO v_existing FROM crm_events e WHERE e.id = p_event_id;
   IF FOUND THEN
     RETURN QUERY SELECT v_existing, 'duplicate'::text, 0, 0, 0,
-      extract(epoch FROM v_locked_at - v_before_locks) * 1000,
-      extract(epoch FROM clock_timestamp() - v_locked_at) * 1000;
+      (extract(epoch FROM v_locked_at - v_before_locks) * 1000)::double precision,
+      (extract(epoch FROM clock_timestamp() - v_locked_at) * 1000)::double precision;
     RETURN;
   END IF;
 
@@ -242,8 +242,8 @@ BEGIN
     CASE WHEN cardinality(v_merged) > 0 THEN 'merged' WHEN v_created THEN 'created'
          WHEN v_changed IS NOT NULL THEN 'updated' ELSE 'unchanged' END,
     v_outbox, cardinality(v_merged), v_conflicts,
-    extract(epoch FROM v_locked_at - v_before_locks) * 1000,
-    extract(epoch FROM clock_timestamp() - v_locked_at) * 1000;
+    (extract(epoch FROM v_locked_at - v_before_locks) * 1000)::double precision,
+    (extract(epoch FROM clock_timestamp() - v_locked_at) * 1000)::double precision;
 END $$;
 
 REVOKE ALL ON FUNCTION app.resolve_contact(uuid, text, text, text, text, uuid, text, jsonb, timestamptz) FROM PUBLIC;

@@ -37,39 +37,59 @@ LANGUAGE sql SET search_path = public, pg_temp AS $$
   VALUES ('contact', p_contact::text, 'contact.' || (p_payload->>'change'), p_payload, p_business)
 $$;
 
+-- Design notes on app.resolve_contact:
+--  * Identifier advisory locks (ascending 64-bit keys) serialize events that share an identifier. They are not
+--    enough for merges: a merge moves ALL identities of the loser, including ones the merging transaction never
+--    locked. So candidate contacts are also row-locked (FOR UPDATE, ascending id) and their ownership re-read
+--    until stable; a merge needs the loser's row lock, and the ascending order keeps two merges from deadlocking.
+--  * Junk values are compared with the whole value, case-insensitively (never the local part of an email).
+--  * Name ties on equal occurred_at keep the current name, so the result does not depend on arrival order.
+--  * The survivor's change is `merged` whenever a merge happened (even if this event created it), so downstream
+--    sees `merged` + `merged_from` for every `merged_away`.
+--  * A bounded lock_timeout: a stuck transaction makes others fail (and retry) instead of hanging forever.
+--  * Returns what the worker measures: merges, conflicts, lock wait, and how long the locks had been held when
+--    the function returned (the worker adds the COMMIT round trip to get the hold time).
+
 /*
- * Resolves the contact of one event and records it, in the caller's transaction:
- *   lock every identifier (and the event id) in ascending 64-bit key order, before any read;
- *   skip a redelivered event; resolve external_id -> email -> phone; create, link or merge;
- *   never put two external_ids on one contact (conflict recorded instead); insert the event row;
- *   bump the version and write one outbox row per contact change, none when nothing changed.
- * Returns the contact the event went to and what happened ('created' | 'updated' | 'merged' | 'unchanged' |
- * 'duplicate').
+ * Resolves the contact of one event and records it, in the caller's transaction (tenant set by the caller):
+ *   lock every identifier (and the event id) in ascending 64-bit key order, before any identity read;
+ *   skip a redelivered event; lock the owning contacts in ascending id order and re-read until stable;
+ *   resolve external_id -> email -> phone; create, link or merge; never put two external_ids on one contact
+ *   (conflict recorded instead); insert the event row; bump the version and write one outbox row per contact
+ *   change, none when nothing changed.
+ * outcome: 'created' | 'updated' | 'merged' | 'unchanged' | 'duplicate'.
  */
-CREATE OR REPLACE FUNCTION app.resolve_contact(
+CREATE FUNCTION app.resolve_contact(
   p_business uuid, p_email text, p_phone text, p_ext_id text, p_name text,
   p_event_id uuid DEFAULT gen_random_uuid(), p_type text DEFAULT 'identify', p_props jsonb DEFAULT '{}',
   p_occurred_at timestamptz DEFAULT now())
-RETURNS TABLE (contact_id uuid, outcome text, outbox_rows int)
-LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+RETURNS TABLE (contact_id uuid, outcome text, outbox_rows int, merged int, conflicts int,
+               lock_wait_ms double precision, locked_ms double precision)
+LANGUAGE plpgsql SET search_path = public, pg_temp SET lock_timeout = '10s' AS $$
 DECLARE
   v_junk text[];
-  v_ext text := p_ext_id;
-  v_email text := p_email;
-  v_phone text := p_phone;
+  v_ext text := NULLIF(p_ext_id, '');
+  v_email text := NULLIF(p_email, '');
+  v_phone text := NULLIF(p_phone, '');
   v_key bigint;
+  v_before_locks timestamptz;
+  v_locked_at timestamptz;
   v_existing uuid;
   v_owner uuid;
   v_ext_owner uuid;
   v_email_owner uuid;
   v_phone_owner uuid;
-  v_candidate uuid;
+  v_row_locked uuid[] := ARRAY[]::uuid[];
+  v_to_lock uuid[];
+  v_stable boolean := false;
+  v_candidate crm_contacts%ROWTYPE;
   v_survivor uuid;
   v_survivor_row crm_contacts%ROWTYPE;
   v_loser crm_contacts%ROWTYPE;
   v_created boolean := false;
   v_changed text[] := ARRAY[]::text[];
   v_merged uuid[] := ARRAY[]::uuid[];
+  v_conflicts int := 0;
   v_outbox int := 0;
   v_id record;
 BEGIN
@@ -77,15 +97,17 @@ BEGIN
     RAISE EXCEPTION 'app.business_id is not the business of event %', p_event_id USING ERRCODE = '42501';
   END IF;
 
-  SELECT b.junk_values INTO v_junk FROM businesses b WHERE b.id = p_business;
-  IF NOT FOUND THEN
+  SELECT array_agg(lower(j)) INTO v_junk FROM businesses b, unnest(b.junk_values) AS j WHERE b.id = p_business;
+  IF NOT EXISTS (SELECT 1 FROM businesses b WHERE b.id = p_business) THEN
     RAISE EXCEPTION 'unknown business %', p_business USING ERRCODE = '23503';
   END IF;
+  v_junk := COALESCE(v_junk, ARRAY[]::text[]);
   IF lower(v_ext) = ANY (v_junk) THEN v_ext := NULL; END IF;
-  IF split_part(v_email, '@', 1) = ANY (v_junk) OR v_email = ANY (v_junk) THEN v_email := NULL; END IF;
-  IF v_phone = ANY (v_junk) THEN v_phone := NULL; END IF;
+  IF lower(v_email) = ANY (v_junk) THEN v_email := NULL; END IF;
+  IF lower(v_phone) = ANY (v_junk) THEN v_phone := NULL; END IF;
 
   -- Locks first, in ascending key order: two events sharing identifiers always queue in the same order.
+  v_before_locks := clock_timestamp();
   FOR v_key IN
     SELECT DISTINCT app.identity_lock_key(p_business, t, v) AS k
     FROM (VALUES ('event', p_event_id::text), ('external_id', v_ext), ('email', v_email), ('phone', v_phone))
@@ -95,30 +117,47 @@ BEGIN
   LOOP
     PERFORM pg_advisory_xact_lock(v_key);
   END LOOP;
+  v_locked_at := clock_timestamp();
 
   SELECT e.contact_id INTO v_existing FROM crm_events e WHERE e.id = p_event_id;
   IF FOUND THEN
-    RETURN QUERY SELECT v_existing, 'duplicate'::text, 0;
+    RETURN QUERY SELECT v_existing, 'duplicate'::text, 0, 0, 0,
+      (extract(epoch FROM v_locked_at - v_before_locks) * 1000)::double precision,
+      (extract(epoch FROM clock_timestamp() - v_locked_at) * 1000)::double precision;
     RETURN;
   END IF;
 
-  SELECT i.contact_id INTO v_ext_owner FROM contact_identities i
-    WHERE i.business_id = p_business AND i.type = 'external_id' AND i.value = v_ext;
-  SELECT i.contact_id INTO v_email_owner FROM contact_identities i
-    WHERE i.business_id = p_business AND i.type = 'email' AND i.value = v_email;
-  SELECT i.contact_id INTO v_phone_owner FROM contact_identities i
-    WHERE i.business_id = p_business AND i.type = 'phone' AND i.value = v_phone;
+  -- Owners can change under us only by a merge, which holds the loser's row lock: lock the owners, re-read,
+  -- and repeat until every owner read is one we hold (each round reads a fresh snapshot: READ COMMITTED).
+  FOR v_round IN 1..8 LOOP
+    v_ext_owner := NULL; v_email_owner := NULL; v_phone_owner := NULL;
+    SELECT i.contact_id INTO v_ext_owner FROM contact_identities i
+      WHERE i.business_id = p_business AND i.type = 'external_id' AND i.value = v_ext;
+    SELECT i.contact_id INTO v_email_owner FROM contact_identities i
+      WHERE i.business_id = p_business AND i.type = 'email' AND i.value = v_email;
+    SELECT i.contact_id INTO v_phone_owner FROM contact_identities i
+      WHERE i.business_id = p_business AND i.type = 'phone' AND i.value = v_phone;
+    SELECT COALESCE(array_agg(DISTINCT o ORDER BY o), ARRAY[]::uuid[]) INTO v_to_lock
+      FROM unnest(ARRAY[v_ext_owner, v_email_owner, v_phone_owner]) AS o
+      WHERE o IS NOT NULL AND NOT (o = ANY (v_row_locked));
+    IF cardinality(v_to_lock) = 0 THEN
+      v_stable := true;
+      EXIT;
+    END IF;
+    PERFORM 1 FROM crm_contacts c WHERE c.id = ANY (v_to_lock) ORDER BY c.id FOR UPDATE;
+    v_row_locked := v_row_locked || v_to_lock;
+  END LOOP;
+  IF NOT v_stable THEN
+    RAISE EXCEPTION 'identity owners kept moving for event %', p_event_id USING ERRCODE = '40001';
+  END IF;
 
   -- The survivor owns the highest-priority identifier. A new external_id never joins a contact that already
   -- holds another one: the event then goes to a new contact for that external_id.
   v_survivor := v_ext_owner;
-  IF v_survivor IS NULL THEN
-    v_candidate := COALESCE(v_email_owner, v_phone_owner);
-    IF v_candidate IS NOT NULL THEN
-      SELECT * INTO v_survivor_row FROM crm_contacts c WHERE c.id = v_candidate;
-      IF v_ext IS NULL OR v_survivor_row.external_id IS NULL THEN
-        v_survivor := v_candidate;
-      END IF;
+  IF v_survivor IS NULL AND COALESCE(v_email_owner, v_phone_owner) IS NOT NULL THEN
+    SELECT * INTO v_candidate FROM crm_contacts c WHERE c.id = COALESCE(v_email_owner, v_phone_owner);
+    IF v_ext IS NULL OR v_candidate.external_id IS NULL THEN
+      v_survivor := v_candidate.id;
     END IF;
   END IF;
 
@@ -128,7 +167,7 @@ BEGIN
     RETURNING id INTO v_survivor;
     v_created := true;
   END IF;
-  SELECT * INTO v_survivor_row FROM crm_contacts c WHERE c.id = v_survivor FOR UPDATE;
+  SELECT * INTO v_survivor_row FROM crm_contacts c WHERE c.id = v_survivor;
 
   FOR v_id IN
     SELECT * FROM (VALUES (1, 'external_id', v_ext, v_ext_owner), (2, 'email', v_email, v_email_owner),
@@ -143,6 +182,7 @@ BEGIN
          AND v_survivor_row.external_id <> v_id.value THEN
         INSERT INTO identity_conflicts (business_id, event_id, contact_id, type, value, reason)
         VALUES (p_business, p_event_id, v_survivor, v_id.type, v_id.value, 'contact already has another external_id');
+        v_conflicts := v_conflicts + 1;
         CONTINUE;
       END IF;
       INSERT INTO contact_identities (business_id, type, value, contact_id)
@@ -156,12 +196,13 @@ BEGIN
         v_survivor_row.phone := v_id.value; v_changed := v_changed || 'phone'::text;
       END IF;
     ELSE
-      SELECT * INTO v_loser FROM crm_contacts c WHERE c.id = v_owner FOR UPDATE;
+      SELECT * INTO v_loser FROM crm_contacts c WHERE c.id = v_owner;
       IF v_loser.external_id IS NOT NULL AND v_survivor_row.external_id IS NOT NULL
          AND v_loser.external_id <> v_survivor_row.external_id THEN
         INSERT INTO identity_conflicts (business_id, event_id, contact_id, other_contact, type, value, reason)
         VALUES (p_business, p_event_id, v_survivor, v_owner, v_id.type, v_id.value,
                 'owner has another external_id; not merged');
+        v_conflicts := v_conflicts + 1;
         CONTINUE;
       END IF;
       -- Merge the loser into the survivor: identities and events move, empty fields are filled.
@@ -193,8 +234,8 @@ BEGIN
     END IF;
   END LOOP;
 
-  -- A late event never overwrites a newer name (SPEC 7.4).
-  IF p_name IS NOT NULL AND (v_survivor_row.name_at IS NULL OR p_occurred_at >= v_survivor_row.name_at) THEN
+  -- A late event never overwrites a newer name (SPEC 7.4); an equal occurred_at keeps what is there.
+  IF p_name IS NOT NULL AND (v_survivor_row.name_at IS NULL OR p_occurred_at > v_survivor_row.name_at) THEN
     IF v_survivor_row.name IS DISTINCT FROM p_name THEN
       v_changed := v_changed || 'name'::text;
     END IF;
@@ -209,6 +250,7 @@ BEGIN
           p_occurred_at);
 
   SELECT array_agg(DISTINCT f ORDER BY f) INTO v_changed FROM unnest(v_changed) AS f;
+  -- first/last_seen_at follow every event but are activity, not a contact change: no version, no outbox row.
   UPDATE crm_contacts c SET
     external_id = v_survivor_row.external_id,
     email = v_survivor_row.email,
@@ -224,16 +266,22 @@ BEGIN
   IF v_created OR v_changed IS NOT NULL THEN
     PERFORM app.write_outbox(p_business, v_survivor,
       app.contact_change_payload(v_survivor,
-        CASE WHEN v_created THEN 'created' WHEN cardinality(v_merged) > 0 THEN 'merged' ELSE 'updated' END,
+        CASE WHEN cardinality(v_merged) > 0 THEN 'merged' WHEN v_created THEN 'created' ELSE 'updated' END,
         COALESCE(v_changed, ARRAY[]::text[]), p_event_id, p_occurred_at,
         CASE WHEN cardinality(v_merged) > 0 THEN v_merged END, NULL));
     v_outbox := v_outbox + 1;
   END IF;
 
   RETURN QUERY SELECT v_survivor,
-    CASE WHEN v_created THEN 'created' WHEN cardinality(v_merged) > 0 THEN 'merged'
+    CASE WHEN cardinality(v_merged) > 0 THEN 'merged' WHEN v_created THEN 'created'
          WHEN v_changed IS NOT NULL THEN 'updated' ELSE 'unchanged' END,
-    v_outbox;
+    v_outbox, cardinality(v_merged), v_conflicts,
+    (extract(epoch FROM v_locked_at - v_before_locks) * 1000)::double precision,
+    (extract(epoch FROM clock_timestamp() - v_locked_at) * 1000)::double precision;
 END $$;
 
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA app TO crm_service;
+REVOKE ALL ON FUNCTION app.resolve_contact(uuid, text, text, text, text, uuid, text, jsonb, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.resolve_contact(uuid, text, text, text, text, uuid, text, jsonb, timestamptz)
+  TO crm_service;
+GRANT EXECUTE ON FUNCTION app.identity_lock_key(uuid, text, text), app.write_outbox(uuid, uuid, jsonb),
+  app.contact_change_payload(uuid, text, text[], uuid, timestamptz, uuid[], uuid) TO crm_service;

@@ -92,11 +92,14 @@ export interface ProbedMessage {
   key: string | undefined;
   headers: Record<string, string | undefined>;
   value: unknown;
+  /** When this process received it (Date.now()), for latency figures. */
+  receivedAt: number;
 }
 
 /**
- * Reads a topic from the end offsets it had when the probe started, so a test sees what it caused and not the
- * topic's history. Values are parsed as JSON (after a schema-registry frame, if present).
+ * Reads a topic, by default from the end offsets it had when the probe started, so a test sees what it caused and
+ * not the topic's history (`fromEnd: false` reads a private test topic whole). Every delivery is kept, duplicates
+ * included. Values are parsed as JSON (after a schema-registry frame, if present).
  */
 export class TopicProbe {
   readonly messages: ProbedMessage[] = [];
@@ -110,12 +113,12 @@ export class TopicProbe {
     this.kafka = createKafka({ brokers, clientId: "test-probe" });
   }
 
-  async start(): Promise<this> {
+  async start(options: { fromEnd?: boolean } = {}): Promise<this> {
     const admin = this.kafka.admin();
     await admin.connect();
     const offsets = await admin.fetchTopicOffsets(this.topic);
     await admin.disconnect();
-    const consumer = this.kafka.consumer({ groupId: `test-probe-${randomUUID()}`, maxWaitTimeInMs: 100 });
+    const consumer = this.kafka.consumer({ groupId: `test-probe-${randomUUID()}`, maxWaitTimeInMs: 50 });
     this.consumer = consumer;
     await consumer.connect();
     await consumer.subscribe({ topic: this.topic, fromBeginning: true });
@@ -141,11 +144,19 @@ export class TopicProbe {
           key: message.key?.toString(),
           headers,
           value,
+          receivedAt: Date.now(),
         });
       },
     });
-    for (const { partition, offset } of offsets) consumer.seek({ topic: this.topic, partition, offset });
+    if (options.fromEnd ?? true) {
+      for (const { partition, offset } of offsets) consumer.seek({ topic: this.topic, partition, offset });
+    }
     return this;
+  }
+
+  /** The messages whose `business_id` header is `businessId` (as the outbox router sets it). */
+  forBusiness(businessId: string): ProbedMessage[] {
+    return this.messages.filter((m) => m.headers.business_id === businessId);
   }
 
   /** Waits until `predicate` matches `count` messages, and returns them. */

@@ -14,13 +14,13 @@ import {
   stopJvm,
 } from "@crm/infra/stack";
 import { createKafka, ensureTopics } from "@crm/kafka";
-import { createBusiness, eventually, testEnv } from "@crm/testing";
+import { createBusiness, eventually, TopicProbe, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectorSpec, dropSlot, registerConnector, retireConnector, slotHealth } from "./connector.ts";
 import { createOutboxMetrics } from "./metrics.ts";
 import { readOutboxHealth } from "./monitor.ts";
-import { connectorCopy, connectorCopyTopics, TopicCollector, writeContactChanges } from "./test-support.ts";
+import { connectorCopy, connectorCopyTopics, writeContactChanges } from "./test-support.ts";
 
 // Fault tests on a PRIVATE Kafka Connect worker (own port, own group and internal topics, same Kafka), running a
 // copy of the connector with its own slot and topic, so killing it never touches the shared pipeline.
@@ -50,7 +50,7 @@ describe("Kafka Connect faults", () => {
   };
   const connectUrl = `http://${settings.host}:${settings.connectPort}`;
   const tools = ensureToolchain(() => {});
-  let collector: TopicCollector;
+  let collector: TopicProbe;
 
   const startWorker = async () => {
     const started = Date.now();
@@ -83,7 +83,7 @@ describe("Kafka Connect faults", () => {
     await eventually("the test slot to stream", async () =>
       (await slotHealth(admin, slot))?.active ? true : undefined,
     );
-    collector = await new TopicCollector(env.brokers, topic).start({ fromEnd: false });
+    collector = await new TopicProbe(env.brokers, topic).start({ fromEnd: false });
   });
 
   afterAll(async () => {
@@ -145,11 +145,11 @@ describe("Kafka Connect faults", () => {
         "every outbox id after the crash",
         async () => {
           const mine = collector.forBusiness(businessId);
-          return new Set(mine.map((m) => m.id)).size >= ids.size ? mine : undefined;
+          return new Set(mine.map((m) => m.headers.id)).size >= ids.size ? mine : undefined;
         },
         90_000,
       );
-      expect(new Set(messages.map((m) => m.id))).toEqual(ids);
+      expect(new Set(messages.map((m) => m.headers.id))).toEqual(ids);
       const duplicates = messages.length - ids.size;
 
       await eventually("the consumer kit to deliver every change", async () =>
@@ -207,7 +207,7 @@ describe("Kafka Connect faults", () => {
     );
     const ids = await outboxIds(businessId);
     await eventually("every id of the backlog on the topic", async () =>
-      new Set(collector.forBusiness(businessId).map((m) => m.id)).size >= ids.size ? true : undefined,
+      new Set(collector.forBusiness(businessId).map((m) => m.headers.id)).size >= ids.size ? true : undefined,
     );
     const after = await eventually("the lag alert to clear", async () => {
       const h = await health();

@@ -1,18 +1,18 @@
 import { TOPICS } from "@crm/kafka";
 import { topicValidator } from "@crm/schema-registry";
-import { createBusiness, eventually, testEnv } from "@crm/testing";
+import { createBusiness, eventually, TopicProbe, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { percentile, TopicCollector, versionsByContact, writeContactChanges } from "./test-support.ts";
+import { percentile, versionsByContact, writeContactChanges } from "./test-support.ts";
 
 // Through the shared pipeline: app.resolve_contact -> outbox -> the real Debezium connector -> contact.updated.v1.
 describe("outbox -> contact.updated.v1", () => {
   const env = testEnv();
   const admin = new pg.Pool({ connectionString: env.adminUrl, max: 5 });
-  let collector: TopicCollector;
+  let collector: TopicProbe;
 
   beforeAll(async () => {
-    collector = await new TopicCollector(env.brokers, TOPICS.contactUpdated).start({ fromEnd: true });
+    collector = await new TopicProbe(env.brokers, TOPICS.contactUpdated).start({ fromEnd: true });
   });
 
   afterAll(async () => {
@@ -35,11 +35,11 @@ describe("outbox -> contact.updated.v1", () => {
       "every outbox id on contact.updated.v1",
       async () => {
         const mine = collector.forBusiness(businessId);
-        return new Set(mine.map((m) => m.id)).size >= outboxIds.size ? mine : undefined;
+        return new Set(mine.map((m) => m.headers.id)).size >= outboxIds.size ? mine : undefined;
       },
       60_000,
     );
-    expect(new Set(messages.map((m) => m.id))).toEqual(outboxIds);
+    expect(new Set(messages.map((m) => m.headers.id))).toEqual(outboxIds);
 
     // Real payloads from app.contact_change_payload match the published schema strictly (no undeclared field).
     const validate = topicValidator("contact.updated.v1");
@@ -59,7 +59,10 @@ describe("outbox -> contact.updated.v1", () => {
     const committedAt = new Map<string, number>();
     for (const w of written) for (const id of w.outboxIds) committedAt.set(id, w.committedAt);
     const firstSeen = new Map<string, number>();
-    for (const m of messages) if (m.id && !firstSeen.has(m.id)) firstSeen.set(m.id, m.receivedAt);
+    for (const m of messages) {
+      const id = m.headers.id;
+      if (id && !firstSeen.has(id)) firstSeen.set(id, m.receivedAt);
+    }
     const latencies = [...firstSeen].map(([id, at]) => at - committedAt.get(id)!).sort((a, b) => a - b);
     const duplicates = messages.length - outboxIds.size;
     console.log(

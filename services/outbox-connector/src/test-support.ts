@@ -1,6 +1,6 @@
 // Helpers for this service's integration tests (not used at run time).
 import { randomUUID } from "node:crypto";
-import { createKafka, headerString, type Kafka } from "@crm/kafka";
+import type { ProbedMessage } from "@crm/testing";
 import type pg from "pg";
 import type { ConnectorSpec } from "./connector.ts";
 
@@ -98,83 +98,22 @@ async function writeOne(
   }
 }
 
-export interface CollectedMessage {
-  id: string | undefined;
-  key: string | undefined;
-  businessId: string | undefined;
-  partition: number;
-  offset: string;
-  value: unknown;
-  receivedAt: number;
-}
-
-/** Every message of a topic from a starting point, raw (duplicates kept), with the time it was received. */
-export class TopicCollector {
-  readonly messages: CollectedMessage[] = [];
-  private readonly kafka: Kafka;
-  private consumer: ReturnType<Kafka["consumer"]> | undefined;
-
-  constructor(
-    brokers: string[],
-    private readonly topic: string,
-  ) {
-    this.kafka = createKafka({ brokers, clientId: "outbox-test-collector" });
-  }
-
-  /** `fromEnd`: only messages written after start (a shared topic); else the whole topic (a test topic). */
-  async start(options: { fromEnd: boolean }): Promise<this> {
-    const admin = this.kafka.admin();
-    await admin.connect();
-    const ends = await admin.fetchTopicOffsets(this.topic);
-    await admin.disconnect();
-    this.consumer = this.kafka.consumer({ groupId: `outbox-test-${randomUUID()}`, maxWaitTimeInMs: 50 });
-    await this.consumer.connect();
-    await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
-    await this.consumer.run({
-      autoCommit: false,
-      eachMessage: async ({ partition, message }) => {
-        const text = message.value?.toString("utf8");
-        this.messages.push({
-          id: headerString(message.headers, "id"),
-          key: message.key?.toString(),
-          businessId: headerString(message.headers, "business_id"),
-          partition,
-          offset: message.offset,
-          value: text ? JSON.parse(text) : null,
-          receivedAt: Date.now(),
-        });
-      },
-    });
-    if (options.fromEnd) {
-      for (const { partition, offset } of ends) this.consumer.seek({ topic: this.topic, partition, offset });
-    }
-    return this;
-  }
-
-  forBusiness(businessId: string): CollectedMessage[] {
-    return this.messages.filter((m) => m.businessId === businessId);
-  }
-
-  async stop(): Promise<void> {
-    await this.consumer?.disconnect();
-  }
-}
-
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 /** Per contact (message key), the versions in the order they arrived, duplicates (same outbox id) removed. */
-export function versionsByContact(messages: CollectedMessage[]): Map<string, number[]> {
+export function versionsByContact(messages: ProbedMessage[]): Map<string, number[]> {
   const seen = new Set<string>();
   const byContact = new Map<string, number[]>();
   const ordered = [...messages].sort((a, b) =>
     a.partition !== b.partition ? a.partition - b.partition : Number(BigInt(a.offset) - BigInt(b.offset)),
   );
   for (const m of ordered) {
-    if (!m.id || seen.has(m.id)) continue;
-    seen.add(m.id);
+    const id = m.headers.id;
+    if (!id || seen.has(id)) continue;
+    seen.add(id);
     const list = byContact.get(m.key ?? "") ?? [];
     list.push((m.value as { version: number }).version);
     byContact.set(m.key ?? "", list);

@@ -29,7 +29,7 @@ interface ResolveRow {
 
 /**
  * Applies one event in one transaction with the tenant set: `app.resolve_contact` takes the advisory locks,
- * resolves or merges the contact, inserts the event row and the outbox rows (migration 004). The call and
+ * resolves or merges the contact, inserts the event row and the outbox rows (migration 003). The call and
  * its COMMIT travel in one message (`transactionOfOne`), so no client round trip happens while locks are held;
  * the values are inlined as escaped literals for that reason, all of them already validated by decodeRawEvent.
  */

@@ -2,7 +2,13 @@ import { randomUUID } from "node:crypto";
 import { partitionKey } from "@crm/identity";
 import { createKafka, ensureTopics } from "@crm/kafka";
 import type { RawEventV1 } from "@crm/schemas";
-import { eventually, freePort, type RunningService, startService } from "@crm/testing";
+import {
+  consumerGroupAtTopicEnd,
+  eventually,
+  freePort,
+  type RunningService,
+  startService,
+} from "@crm/testing";
 import type pg from "pg";
 
 // Test support for the resolver worker: private topics and consumer groups, raw events, and the order-independent
@@ -46,23 +52,13 @@ export async function createWorkerTopics(brokers: string[], partitions = 12): Pr
  * end: the worker sees what the test causes, not the topic's history.
  */
 export async function groupAtTopicEnd(brokers: string[], topic: string): Promise<WorkerTopics> {
-  const suffix = randomUUID().slice(0, 8);
-  const names = {
-    topic,
-    dlqTopic: `events.dlq.v1.test-${suffix}`,
-    groupId: `resolver-worker-test-${suffix}`,
-  };
+  const groupId = await consumerGroupAtTopicEnd(brokers, topic, "resolver-worker-test");
+  const names = { topic, dlqTopic: `events.dlq.v1.test-${groupId.slice(-8)}`, groupId };
   const admin = createKafka({ brokers, clientId: "resolver-test-admin" }).admin();
   await admin.connect();
   try {
     // its own DLQ too: whatever it dead-letters from the shared topic stays out of the shared DLQ
     await ensureTopics(admin, [{ topic: names.dlqTopic, numPartitions: 1 }]);
-    const ends = await admin.fetchTopicOffsets(topic);
-    await admin.setOffsets({
-      groupId: names.groupId,
-      topic,
-      partitions: ends.map(({ partition, offset }) => ({ partition, offset })),
-    });
   } finally {
     await admin.disconnect();
   }

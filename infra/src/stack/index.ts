@@ -1,8 +1,23 @@
 /**
- * The launcher's parts, for tests that need a private broker or Connect worker they may kill (fault tests must
+ * The launcher's parts, for tests that need a private stack, broker or Connect worker they may kill (fault tests must
  * never stop the shared stack). Build settings with `stackSettings({ ...process.env, STACK_DIR, STACK_*_PORT })`.
  */
-export { jvmLogFile, resolveJars, startConnect, startKafka, startRegistry, stopJvm } from "./jvm.ts";
+export {
+  type JvmPart,
+  jvmLogFile,
+  kafkaBrokerPort,
+  kafkaBrokers,
+  kafkaNodeIds,
+  kafkaPartName,
+  resolveJars,
+  startConnect,
+  startKafka,
+  startKafkaNode,
+  startRegistry,
+  stopJvm,
+} from "./jvm.ts";
+export { adminUrl, pgLogFile, startPostgres, stopPostgres } from "./postgres.ts";
 export { ensureToolchain } from "./prereqs.ts";
 export { isAlive, portOpen, readPid } from "./proc.ts";
-export { type StackSettings, stackSettings } from "./settings.ts";
+export { minInsyncReplicas, replicationFactor, type StackSettings, stackSettings } from "./settings.ts";
+export { type Part, signalPart, stackDown, stackParts, stackStatus, stackUp } from "./stack.ts";

@@ -4,10 +4,21 @@ import { join } from "node:path";
 import { createKafka, ensureTopics, pipelineTopics } from "@crm/kafka";
 import { adminUrl } from "./postgres.ts";
 import type { Toolchain } from "./prereqs.ts";
-import { forgetPid, isAlive, readPid, recordPid, run, spawnDaemon, stopProcess, waitUntil } from "./proc.ts";
-import type { StackSettings } from "./settings.ts";
+import {
+  assertPortsFree,
+  forgetPid,
+  isAlive,
+  readPid,
+  recordPid,
+  run,
+  spawnDaemon,
+  stopProcess,
+  waitUntil,
+} from "./proc.ts";
+import { minInsyncReplicas, replicationFactor, type StackSettings } from "./settings.ts";
 
-export type JvmPart = "kafka" | "connect" | "registry";
+/** A JVM the launcher runs: one Kafka node ("kafka" single-node, "kafka-N" in cluster mode), Connect, registry. */
+export type JvmPart = "kafka" | `kafka-${number}` | "connect" | "registry";
 
 const libDir = (s: StackSettings) => s.lib;
 const logFile = (s: StackSettings, part: string) => join(s.logs, `${part}.log`);
@@ -41,14 +52,17 @@ function jvmOptions(s: StackSettings, heap: string, quickStart = false): string[
   ];
 }
 
-function startJvm(
+/** Starts a JVM part unless it runs; `ports` are the ones it will listen on, checked free first. */
+async function startJvm(
   s: StackSettings,
   java: string,
   part: JvmPart,
+  ports: number[],
   args: string[],
   env: NodeJS.ProcessEnv = {},
 ) {
   if (isAlive(readPid(s.pids, part))) return;
+  await assertPortsFree(part, s.host, ports);
   mkdirSync(s.logs, { recursive: true });
   writeFileSync(logFile(s, part), `--- started ${new Date().toISOString()}\n`, { flag: "a" });
   const pid = spawnDaemon(java, args, {
@@ -63,27 +77,63 @@ function alive(s: StackSettings, part: JvmPart) {
   return () => isAlive(readPid(s.pids, part));
 }
 
-// ---- Kafka (KRaft, combined broker + controller) ----
+// ---- Kafka (KRaft, combined broker + controller; one node, or a three-node cluster) ----
 
-function kafkaProperties(s: StackSettings): string {
+/** Node ids 1..N. */
+export function kafkaNodeIds(s: StackSettings): number[] {
+  return Array.from({ length: s.kafkaNodes }, (_, i) => i + 1);
+}
+
+/** The single node keeps the name "kafka" (its pid file, log and data dir); cluster nodes are "kafka-N". */
+export function kafkaPartName(s: StackSettings, id: number): JvmPart {
+  return s.kafkaNodes === 1 ? "kafka" : `kafka-${id}`;
+}
+
+export function kafkaBrokerPort(s: StackSettings, id: number): number {
+  return s.kafkaPort + 2 * (id - 1);
+}
+
+function controllerPort(s: StackSettings, id: number): number {
+  return s.controllerPort + 2 * (id - 1);
+}
+
+/** `host:port` of every broker, for clients' bootstrap lists and `KAFKA_BROKERS`. */
+export function kafkaBrokers(s: StackSettings): string[] {
+  return kafkaNodeIds(s).map((id) => `${s.host}:${kafkaBrokerPort(s, id)}`);
+}
+
+function kafkaProperties(s: StackSettings, id: number): string {
+  const rf = replicationFactor(s);
+  const isr = minInsyncReplicas(s);
+  // One node formats itself as a standalone dynamic quorum; a cluster uses a static voter set of all nodes.
+  const quorum =
+    s.kafkaNodes === 1
+      ? `controller.quorum.bootstrap.servers=${s.host}:${controllerPort(s, 1)}`
+      : `controller.quorum.voters=${kafkaNodeIds(s)
+          .map((n) => `${n}@${s.host}:${controllerPort(s, n)}`)
+          .join(",")}`;
   return [
     "process.roles=broker,controller",
-    "node.id=1",
-    `controller.quorum.bootstrap.servers=${s.host}:${s.controllerPort}`,
-    `listeners=PLAINTEXT://${s.host}:${s.kafkaPort},CONTROLLER://${s.host}:${s.controllerPort}`,
-    `advertised.listeners=PLAINTEXT://${s.host}:${s.kafkaPort}`,
+    `node.id=${id}`,
+    quorum,
+    `listeners=PLAINTEXT://${s.host}:${kafkaBrokerPort(s, id)},CONTROLLER://${s.host}:${controllerPort(s, id)}`,
+    `advertised.listeners=PLAINTEXT://${s.host}:${kafkaBrokerPort(s, id)}`,
     "controller.listener.names=CONTROLLER",
     "inter.broker.listener.name=PLAINTEXT",
     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-    `log.dirs=${join(s.dir, "kafka", "data")}`,
+    `log.dirs=${join(kafkaDir(s, id), "data")}`,
     `num.partitions=${s.partitions}`,
     "auto.create.topics.enable=false",
-    "offsets.topic.replication.factor=1",
+    // Durability: with acks=all a write needs `isr` replicas; a replica that was not in sync never becomes leader.
+    `default.replication.factor=${rf}`,
+    `min.insync.replicas=${isr}`,
+    "unclean.leader.election.enable=false",
+    `offsets.topic.replication.factor=${rf}`,
     "offsets.topic.num.partitions=12",
-    "transaction.state.log.replication.factor=1",
-    "transaction.state.log.min.isr=1",
-    "share.coordinator.state.topic.replication.factor=1",
-    "share.coordinator.state.topic.min.isr=1",
+    `transaction.state.log.replication.factor=${rf}`,
+    `transaction.state.log.min.isr=${isr}`,
+    `share.coordinator.state.topic.replication.factor=${rf}`,
+    `share.coordinator.state.topic.min.isr=${isr}`,
     "group.initial.rebalance.delay.ms=0",
     "log.retention.hours=168",
     "log.segment.bytes=134217728",
@@ -93,50 +143,103 @@ function kafkaProperties(s: StackSettings): string {
   ].join("\n");
 }
 
-export async function startKafka(s: StackSettings, tools: Toolchain): Promise<void> {
-  const dir = join(s.dir, "kafka");
-  const data = join(dir, "data");
+function kafkaDir(s: StackSettings, id: number): string {
+  return join(s.dir, kafkaPartName(s, id));
+}
+
+/** Writes the node's properties and formats its storage the first time; returns the properties file. */
+function prepareKafkaNode(s: StackSettings, tools: Toolchain, id: number, clusterId: string): string {
+  const dir = kafkaDir(s, id);
   const props = join(dir, "server.properties");
   mkdirSync(dir, { recursive: true });
-  writeFileSync(props, kafkaProperties(s));
-  const cp = join(libDir(s), "kafka", "*");
-  if (!existsSync(join(data, "meta.properties"))) {
-    // A Kafka cluster id is 16 random bytes in URL-safe base64 without padding.
-    const clusterId = randomBytes(16).toString("base64url");
+  writeFileSync(props, kafkaProperties(s, id));
+  if (!existsSync(join(dir, "data", "meta.properties"))) {
     run(tools.java, [
       ...jvmOptions(s, "256m", true),
       "-cp",
-      cp,
+      join(libDir(s), "kafka", "*"),
       "kafka.tools.StorageTool",
       "format",
-      "--standalone",
+      ...(s.kafkaNodes === 1 ? ["--standalone"] : []),
       "-t",
       clusterId,
       "-c",
       props,
     ]);
   }
-  startJvm(s, tools.java, "kafka", [
-    ...jvmOptions(s, s.kafkaHeap),
-    `-Dkafka.logs.dir=${s.logs}`,
-    "-cp",
-    cp,
-    "kafka.Kafka",
-    props,
-  ]);
-  const kafka = createKafka({ brokers: [`${s.host}:${s.kafkaPort}`], clientId: "stack-launcher" });
-  const admin = kafka.admin();
-  await waitUntil(
-    "kafka",
-    async () => {
-      await admin.connect();
-      const cluster = await admin.describeCluster();
-      return cluster.brokers.length > 0 && cluster.controller !== null;
-    },
-    { timeoutMs: s.readyTimeoutMs, logFile: logFile(s, "kafka"), alive: alive(s, "kafka") },
+  return props;
+}
+
+/** The cluster id, generated once per stack and shared by every node (16 random bytes, URL-safe base64). */
+function kafkaClusterId(s: StackSettings): string {
+  const file = join(s.dir, "kafka-cluster-id");
+  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  const id = randomBytes(16).toString("base64url");
+  mkdirSync(s.dir, { recursive: true });
+  writeFileSync(file, id);
+  return id;
+}
+
+async function launchKafkaNode(s: StackSettings, tools: Toolchain, id: number): Promise<void> {
+  if (isAlive(readPid(s.pids, kafkaPartName(s, id)))) return;
+  const props = prepareKafkaNode(s, tools, id, kafkaClusterId(s));
+  await startJvm(
+    s,
+    tools.java,
+    kafkaPartName(s, id),
+    [kafkaBrokerPort(s, id), controllerPort(s, id)],
+    [
+      ...jvmOptions(s, s.kafkaHeap),
+      `-Dkafka.logs.dir=${s.logs}`,
+      "-cp",
+      join(libDir(s), "kafka", "*"),
+      "kafka.Kafka",
+      props,
+    ],
   );
+}
+
+/** Waits until `expected` brokers (at least this node) are registered and a controller is elected. */
+async function waitForBrokers(s: StackSettings, id: number, expected: number): Promise<void> {
+  const part = kafkaPartName(s, id);
+  const kafka = createKafka({ brokers: [`${s.host}:${kafkaBrokerPort(s, id)}`], clientId: "stack-launcher" });
+  const admin = kafka.admin();
   try {
-    await ensureTopics(admin, pipelineTopics(s.partitions));
+    await waitUntil(
+      part,
+      async () => {
+        await admin.connect();
+        const cluster = await admin.describeCluster();
+        return (
+          cluster.brokers.length >= expected &&
+          cluster.brokers.some((b) => b.nodeId === id) &&
+          cluster.controller !== null
+        );
+      },
+      { timeoutMs: s.readyTimeoutMs, logFile: logFile(s, part), alive: alive(s, part) },
+    );
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * Starts one node (unless it runs) and returns once it serves: for fault tests that kill a node and bring it
+ * back. The other nodes of a cluster need not be up, but a node only serves once a controller quorum exists.
+ */
+export async function startKafkaNode(s: StackSettings, tools: Toolchain, id: number): Promise<void> {
+  await launchKafkaNode(s, tools, id);
+  await waitForBrokers(s, id, 1);
+}
+
+/** Starts every node at once (a cluster's controllers need a majority to elect), then creates the topics. */
+export async function startKafka(s: StackSettings, tools: Toolchain): Promise<void> {
+  for (const id of kafkaNodeIds(s)) await launchKafkaNode(s, tools, id);
+  await Promise.all(kafkaNodeIds(s).map((id) => waitForBrokers(s, id, s.kafkaNodes)));
+  const admin = createKafka({ brokers: kafkaBrokers(s), clientId: "stack-launcher" }).admin();
+  try {
+    await admin.connect();
+    await ensureTopics(admin, pipelineTopics(s.partitions, replicationFactor(s)));
   } finally {
     await admin.disconnect();
   }
@@ -149,7 +252,7 @@ function connectProperties(s: StackSettings): string {
   const topic = (kind: string) =>
     s.connectGroup === "crm-connect" ? `_connect-${kind}` : `_${s.connectGroup}-${kind}`;
   return [
-    `bootstrap.servers=${s.host}:${s.kafkaPort}`,
+    `bootstrap.servers=${kafkaBrokers(s).join(",")}`,
     `group.id=${s.connectGroup}`,
     "key.converter=org.apache.kafka.connect.storage.StringConverter",
     "value.converter=org.apache.kafka.connect.json.JsonConverter",
@@ -157,10 +260,10 @@ function connectProperties(s: StackSettings): string {
     `config.storage.topic=${topic("configs")}`,
     `offset.storage.topic=${topic("offsets")}`,
     `status.storage.topic=${topic("status")}`,
-    "config.storage.replication.factor=1",
-    "offset.storage.replication.factor=1",
+    `config.storage.replication.factor=${replicationFactor(s)}`,
+    `offset.storage.replication.factor=${replicationFactor(s)}`,
     "offset.storage.partitions=5",
-    "status.storage.replication.factor=1",
+    `status.storage.replication.factor=${replicationFactor(s)}`,
     "status.storage.partitions=1",
     // Offsets (the slot position Debezium confirms) are flushed often so a crash replays little.
     "offset.flush.interval.ms=1000",
@@ -179,13 +282,19 @@ export async function startConnect(s: StackSettings, tools: Toolchain): Promise<
   mkdirSync(dir, { recursive: true });
   const props = join(dir, "connect-distributed.properties");
   writeFileSync(props, connectProperties(s));
-  startJvm(s, tools.java, "connect", [
-    ...jvmOptions(s, s.connectHeap, true),
-    "-cp",
-    join(libDir(s), "kafka", "*"),
-    "org.apache.kafka.connect.cli.ConnectDistributed",
-    props,
-  ]);
+  await startJvm(
+    s,
+    tools.java,
+    "connect",
+    [s.connectPort],
+    [
+      ...jvmOptions(s, s.connectHeap, true),
+      "-cp",
+      join(libDir(s), "kafka", "*"),
+      "org.apache.kafka.connect.cli.ConnectDistributed",
+      props,
+    ],
+  );
   const url = `http://${s.host}:${s.connectPort}`;
   await waitUntil(
     "kafka connect",
@@ -203,10 +312,11 @@ export async function startConnect(s: StackSettings, tools: Toolchain): Promise<
 
 export async function startRegistry(s: StackSettings, tools: Toolchain): Promise<void> {
   const admin = new URL(adminUrl(s, "registry"));
-  startJvm(
+  await startJvm(
     s,
     tools.java21,
     "registry",
+    [s.registryPort, s.registryManagementPort],
     [
       ...jvmOptions(s, s.registryHeap, true),
       `-Dquarkus.http.port=${s.registryPort}`,
@@ -240,7 +350,7 @@ export async function startRegistry(s: StackSettings, tools: Toolchain): Promise
 /** SIGTERM lets each JVM close cleanly (Kafka flushes, Connect leaves its group); SIGKILL after the grace. */
 export async function stopJvm(s: StackSettings, part: JvmPart): Promise<void> {
   const record = readPid(s.pids, part);
-  if (record) await stopProcess(record, "SIGTERM", part === "kafka" ? 60_000 : 30_000);
+  if (record) await stopProcess(record, "SIGTERM", part.startsWith("kafka") ? 60_000 : 30_000);
   forgetPid(s.pids, part);
 }
 

@@ -159,10 +159,14 @@ async function createDatabases(s: StackSettings): Promise<void> {
   }
 }
 
-/** Fast shutdown (SIGINT): active transactions roll back, the cluster stops cleanly. */
-export async function stopPostgres(s: StackSettings): Promise<void> {
+/**
+ * "fast" (SIGINT): active transactions roll back, the cluster stops cleanly. "immediate" (SIGQUIT, exactly what
+ * `pg_ctl stop -m immediate` sends): every process exits at once without a checkpoint, as in a crash; the next
+ * start runs crash recovery from the WAL.
+ */
+export async function stopPostgres(s: StackSettings, mode: "fast" | "immediate" = "fast"): Promise<void> {
   const record = readPid(s.pids, "postgres");
-  if (record) await stopProcess(record, "SIGINT", 30_000);
+  if (record) await stopProcess(record, mode === "fast" ? "SIGINT" : "SIGQUIT", 30_000);
   forgetPid(s.pids, "postgres");
 }
 

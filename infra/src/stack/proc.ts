@@ -1,6 +1,6 @@
 import { type SpawnOptions, spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createConnection } from "node:net";
+import { createConnection, createServer } from "node:net";
 import { join } from "node:path";
 
 /** A process the launcher started, identified by pid and kernel start time so a recycled pid is never killed. */
@@ -118,6 +118,40 @@ export function portOpen(host: string, port: number, timeoutMs = 1_000): Promise
     socket.once("connect", () => done(true));
     socket.once("error", () => done(false));
   });
+}
+
+/** True when nothing holds host:port, so a server can bind it (an outgoing connection's local port counts too). */
+export function portFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * Fails before a start when a port is taken, naming it. Ports in the kernel's ephemeral range are refused up front:
+ * any outgoing connection may hold them, so a listener there fails at random.
+ */
+export async function assertPortsFree(what: string, host: string, ports: number[]): Promise<void> {
+  const [low, high] = ephemeralRange();
+  for (const port of ports) {
+    if (port >= low && port <= high) {
+      throw new Error(
+        `${what}: port ${port} is in the ephemeral range ${low}-${high} (outgoing connections take those); choose a port below ${low}`,
+      );
+    }
+    if (!(await portFree(host, port))) throw new Error(`${what}: port ${host}:${port} is already in use`);
+  }
+}
+
+function ephemeralRange(): [number, number] {
+  try {
+    const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/);
+    return [Number(low), Number(high)];
+  } catch {
+    return [32768, 60999];
+  }
 }
 
 /** Runs a command to completion; throws with its output when it fails. */

@@ -1,4 +1,4 @@
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { repoRoot, stackDir } from "@crm/config";
 
 /** Every knob of the local stack, read from the environment with defaults that fit a 2-core machine. */
@@ -11,8 +11,15 @@ export interface StackSettings {
   pids: string;
   host: string;
   pgPort: number;
+  /** Broker port of node 1; node n listens on `kafkaPort + 2*(n-1)`. */
   kafkaPort: number;
+  /** Controller port of node 1; node n listens on `controllerPort + 2*(n-1)`. */
   controllerPort: number;
+  /**
+   * Kafka nodes (combined broker + controller). 1 is the development default; 3 (`STACK_KAFKA_NODES=3` or
+   * `STACK_MODE=cluster`) is the cluster mode: replication factor 3, `min.insync.replicas=2`.
+   */
+  kafkaNodes: number;
   connectPort: number;
   registryPort: number;
   /** Apicurio's Quarkus management interface (health, metrics). */
@@ -28,8 +35,19 @@ export interface StackSettings {
   readyTimeoutMs: number;
 }
 
+/** Replication factor of every topic: 3 in cluster mode (or the node count, if smaller), else 1. */
+export function replicationFactor(s: StackSettings): number {
+  return Math.min(3, s.kafkaNodes);
+}
+
+/** `min.insync.replicas`: with acks=all, a write is acknowledged only once this many replicas have it. */
+export function minInsyncReplicas(s: StackSettings): number {
+  return s.kafkaNodes >= 3 ? 2 : 1;
+}
+
 export function stackSettings(env: NodeJS.ProcessEnv = process.env): StackSettings {
-  const dir = stackDir();
+  // `env` decides the dir too, so a test can build a private stack's settings without touching process.env.
+  const dir = env.STACK_DIR ? resolve(env.STACK_DIR) : stackDir();
   const int = (name: string, fallback: number) => Number(env[name] ?? fallback);
   return {
     root: repoRoot(),
@@ -41,6 +59,7 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env): StackSettin
     pgPort: int("STACK_PG_PORT", 55432),
     kafkaPort: int("STACK_KAFKA_PORT", 9092),
     controllerPort: int("STACK_KAFKA_CONTROLLER_PORT", 9093),
+    kafkaNodes: int("STACK_KAFKA_NODES", env.STACK_MODE === "cluster" ? 3 : 1),
     connectPort: int("STACK_CONNECT_PORT", 8083),
     registryPort: int("STACK_REGISTRY_PORT", 8081),
     registryManagementPort: int("STACK_REGISTRY_MANAGEMENT_PORT", int("STACK_REGISTRY_PORT", 8081) + 1000),

@@ -234,13 +234,16 @@ export async function ensureTopics(admin: Admin, specs: TopicSpec[]): Promise<st
   return missing.map((spec) => spec.topic);
 }
 
-/** The topics of SPEC section 5 with the given partition count. */
-export function pipelineTopics(partitions: number): TopicSpec[] {
-  return [
-    { topic: TOPICS.raw, numPartitions: partitions },
-    { topic: TOPICS.dlq, numPartitions: partitions },
-    { topic: TOPICS.contactUpdated, numPartitions: partitions },
-  ];
+/**
+ * The topics of SPEC section 5 with the given partition count and replication factor (3 on a cluster, whose
+ * brokers set `min.insync.replicas=2`, so an acks=all write survives the loss of any one broker).
+ */
+export function pipelineTopics(partitions: number, replicationFactor = 1): TopicSpec[] {
+  return [TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated].map((topic) => ({
+    topic,
+    numPartitions: partitions,
+    replicationFactor,
+  }));
 }
 
 /** Reads header values as strings (kafkajs hands them out as Buffers). */

@@ -82,10 +82,16 @@ async function main(): Promise<void> {
   say(`demo business ${DEMO.businessId} (owner ${DEMO.ownerId})`);
 
   const api = startService("ingest-api", "services/ingest-api/src/main.ts", {});
-  const worker = startService("resolver-worker", "services/resolver-worker/src/main.ts", {});
+  // Cluster mode runs two workers in one consumer group (partitions split between them); START_WORKERS overrides.
+  const workerCount = Number(process.env.START_WORKERS ?? (process.env.STACK_MODE === "cluster" ? 2 : 1));
+  const workers = Array.from({ length: workerCount }, (_, i) => {
+    const port = String(Number(env.WORKER_PORT) + i);
+    const name = workerCount === 1 ? "resolver-worker" : `resolver-worker-${i + 1}`;
+    return { port, child: startService(name, "services/resolver-worker/src/main.ts", { WORKER_PORT: port }) };
+  });
   await Promise.all([
     waitHealthy(`${env.INGEST_URL}/healthz`, api),
-    waitHealthy(`${env.WORKER_URL}/healthz`, worker),
+    ...workers.map((w) => waitHealthy(`http://127.0.0.1:${w.port}/healthz`, w.child)),
   ]);
 
   const { createKafka } = await import("@crm/kafka");

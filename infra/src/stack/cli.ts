@@ -31,7 +31,16 @@ async function reset(s: StackSettings): Promise<void> {
   wipePostgres(s);
   // Jars in .stack/lib are kept: they are a cache of Maven artifacts, not state.
   const kafkaDirs = readdirSync(s.dir).filter((entry) => /^kafka(-\d+)?$/.test(entry));
-  for (const entry of [...kafkaDirs, "kafka-cluster-id", "connect", "logs", "pids", "env", "secrets.json"]) {
+  for (const entry of [
+    ...kafkaDirs,
+    "kafka-cluster-id",
+    "kafka-nodes",
+    "connect",
+    "logs",
+    "pids",
+    "env",
+    "secrets.json",
+  ]) {
     rmSync(join(s.dir, entry), { recursive: true, force: true });
   }
   log("stack data wiped");

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   type JvmPart,
@@ -84,10 +84,31 @@ function writeEnvFile(s: StackSettings): Record<string, string> {
   return env;
 }
 
+/** A stack dir keeps the Kafka node count it was created with; switching needs `reset` or another STACK_DIR. */
+function assertSameShape(s: StackSettings): void {
+  const file = join(s.dir, "kafka-nodes");
+  // Dirs made before the count was recorded: a single node's data lives in kafka/, a cluster's in kafka-N/.
+  const inferred = existsSync(join(s.dir, "kafka", "data"))
+    ? 1
+    : readdirSync(s.dir).filter((entry) => /^kafka-\d+$/.test(entry)).length;
+  const created = existsSync(file) ? Number(readFileSync(file, "utf8")) : inferred;
+  if (created === 0) {
+    writeFileSync(file, String(s.kafkaNodes));
+    return;
+  }
+  if (created !== s.kafkaNodes) {
+    throw new Error(
+      `${s.dir} holds a stack with ${created} Kafka node(s), not ${s.kafkaNodes}: use another STACK_DIR for ` +
+        "cluster mode, or `npm run stack -- reset` to wipe this one",
+    );
+  }
+}
+
 /** `npm run stack -- up`: starts whatever part is not running, in order, and writes `<dir>/env`. */
 export async function stackUp(s: StackSettings, log = defaultLog): Promise<Record<string, string>> {
   const started = Date.now();
   mkdirSync(s.logs, { recursive: true });
+  assertSameShape(s);
   const tools = ensureToolchain(log);
   resolveJars(s, tools, log);
   const step = async (name: string, fn: () => Promise<void>) => {

@@ -1,0 +1,239 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { repoRoot, stackDir } from "@crm/config";
+import { CYCLE } from "./identity-mix.ts";
+
+/*
+ * The machine's own limits, measured in the same run as the scenarios:
+ * - Kafka: org.apache.kafka.tools.ProducerPerformance (kafka-producer-perf-test) with the API's record size and
+ *   acks=all, on a throwaway topic with the same partition count: the raw broker ceiling of scenarios 1-2.
+ * - Postgres: pgbench running the worker's resolve transaction (resolve-contact.ts + @crm/db transactionOfOne:
+ *   BEGIN, set_config of the tenant, app.resolve_contact with inlined literals, clock, COMMIT, clock; all in ONE
+ *   simple-protocol message) with the same identity mix (identity-mix.ts), as the worker's role: the raw
+ *   database ceiling of scenario 4.
+ */
+
+/** A progress line of either tool: seconds since its start and the rate in that interval. */
+export interface RateWindow {
+  atS: number;
+  perSec: number;
+}
+
+/** The mean rate of the windows that ended after `warmupS` (the warm-up is left out). */
+export function steadyRate(windows: readonly RateWindow[], warmupS: number): number {
+  const kept = windows.filter((window) => window.atS > warmupS);
+  const use = kept.length ? kept : windows;
+  return use.length ? use.reduce((sum, window) => sum + window.perSec, 0) / use.length : Number.NaN;
+}
+
+/** pgbench `-P` lines: "progress: 5.0 s, 1234.5 tps, lat 6.4 ms stddev 2.1, 0 failed". */
+export function parsePgbenchProgress(text: string): RateWindow[] & { latencyMs?: number[] } {
+  const windows: RateWindow[] = [];
+  for (const match of text.matchAll(/progress: ([\d.]+) s, ([\d.]+) tps, lat ([\d.]+) ms/g)) {
+    windows.push({ atS: Number(match[1]), perSec: Number(match[2]) });
+  }
+  return windows;
+}
+
+/** pgbench's mean latency per window, ms (same lines). */
+export function parsePgbenchLatency(text: string, warmupS: number): number {
+  const values = [...text.matchAll(/progress: ([\d.]+) s, [\d.]+ tps, lat ([\d.]+) ms/g)]
+    .filter((match) => Number(match[1]) > warmupS)
+    .map((match) => Number(match[2]));
+  return values.length ? values.reduce((a, b) => a + b, 0) / values.length : Number.NaN;
+}
+
+/**
+ * ProducerPerformance's periodic lines: "123456 records sent, 24691.2 records/sec (9.42 MB/sec), 45.1 ms avg
+ * latency, 210.0 ms max latency." (every 5 s). Each is one window; the time is the window's end.
+ */
+export function parseProducerPerfWindows(text: string, intervalS = 5): RateWindow[] & { latencyMs?: number } {
+  const windows: RateWindow[] = [];
+  let at = 0;
+  for (const match of text.matchAll(
+    /(\d+) records sent, ([\d.]+) records\/sec \([\d.]+ MB\/sec\), ([\d.]+) ms avg latency/g,
+  )) {
+    at += intervalS;
+    void match[1];
+    windows.push({ atS: at, perSec: Number(match[2]) });
+  }
+  return windows;
+}
+
+/** The pgbench script: the worker's transaction for each slot of the identity mix, one compound message. */
+export function pgbenchScript(options: { businessId: string; runTag: string; occurredAt: string }): string {
+  const biz = options.businessId;
+  const literal = (value: string | null) => (value === null ? "NULL" : `'${value}'`);
+  // Event ids: unique per run, client and sequence, built from pgbench integers (decimal digits are valid hex).
+  const eventId = `':cid-${options.runTag}-4000-8000-:uid'`;
+  const call = (email: string | null, phone: string | null, name: string | null, kind: string) =>
+    [
+      "BEGIN /* resolve_contact */",
+      `SELECT set_config('app.business_id', '${biz}', true)`,
+      `SELECT * FROM app.resolve_contact(${[
+        `'${biz}'::uuid`,
+        literal(email),
+        literal(phone),
+        "NULL",
+        literal(name),
+        `${eventId}::uuid`,
+        literal(`bench.${kind}`),
+        `'{"plan":"pro","amount":42}'::jsonb`,
+        `'${options.occurredAt}'::timestamptz`,
+      ].join(", ")})`,
+      "SELECT extract(epoch FROM clock_timestamp())::float8 AS at",
+      "COMMIT",
+      "SELECT extract(epoch FROM clock_timestamp())::float8 AS at",
+    ].join(" \\; ");
+  const email = (cycle: string, slot: string) => `b:client_id.${cycle}.${slot}@bench.example`;
+  const phone = (cycle: string) => `+1:ph${cycle}`;
+  return [
+    "\\set seq :seq + 1",
+    // The event id's first group (8 digits) and last group (12 digits).
+    "\\set cid 10000000 + :client_id",
+    "\\set uid 100000000000 + :seq",
+    `\\set cycle :seq / ${CYCLE}`,
+    `\\set slot :seq % ${CYCLE}`,
+    "\\set prev :cycle - 1",
+    "\\set rslot :slot - 8",
+    "\\set phcycle 2000000000 + :client_id * 10000000 + :cycle",
+    "\\set phprev 2000000000 + :client_id * 10000000 + :prev",
+    "\\if :slot = 1",
+    call(null, phone("cycle"), null, "new"),
+    "\\elif :slot < 10 or :cycle = 0",
+    call(email(":cycle", ":slot"), null, "Bench :client_id.:cycle.:slot", "new"),
+    "\\elif :slot = 18",
+    call(email(":prev", "0"), null, null, "repeat"),
+    "\\elif :slot < 18",
+    call(email(":prev", ":rslot"), null, null, "repeat"),
+    "\\else",
+    call(email(":prev", "0"), phone("prev"), null, "merge"),
+    "\\endif",
+    "",
+  ].join("\n");
+}
+
+export interface PgbenchResult {
+  tps: number;
+  meanLatencyMs: number;
+  clients: number;
+  windows: RateWindow[];
+}
+
+/** Runs pgbench with the resolve script for warmup + duration seconds and returns its steady tps. */
+export async function runPgbench(options: {
+  databaseUrl: string;
+  businessId: string;
+  clients: number;
+  warmupS: number;
+  durationS: number;
+  scriptDir: string;
+  onSpawn?: (pid: number) => void;
+}): Promise<PgbenchResult> {
+  const script = join(options.scriptDir, "bench-resolve.pgbench");
+  const runTag = Math.floor(Math.random() * 0xffff)
+    .toString(16)
+    .padStart(4, "0");
+  writeFileSync(
+    script,
+    pgbenchScript({ businessId: options.businessId, runTag, occurredAt: new Date().toISOString() }),
+  );
+  const bin = process.env.PGBENCH ?? "/usr/lib/postgresql/15/bin/pgbench";
+  const args = [
+    "-n",
+    "-M",
+    "simple",
+    "-f",
+    script,
+    "-D",
+    "seq=0",
+    "-c",
+    String(options.clients),
+    "-j",
+    "2",
+    "-P",
+    "1",
+    "-T",
+    String(options.warmupS + options.durationS),
+    options.databaseUrl,
+  ];
+  const output = await collect(spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] }), options.onSpawn);
+  if (output.code !== 0) throw new Error(`pgbench exited ${output.code}: ${output.text.slice(-1_500)}`);
+  const windows = parsePgbenchProgress(output.text);
+  return {
+    tps: steadyRate(windows, options.warmupS),
+    meanLatencyMs: parsePgbenchLatency(output.text, options.warmupS),
+    clients: options.clients,
+    windows,
+  };
+}
+
+export interface ProducerPerfResult {
+  recordsPerSec: number;
+  recordSize: number;
+  windows: RateWindow[];
+}
+
+/**
+ * Runs ProducerPerformance flat out (throughput -1) for warmup + duration seconds, then stops it; the rate is the
+ * mean of its 5 s windows after the warm-up.
+ */
+export async function runProducerPerf(options: {
+  brokers: string;
+  topic: string;
+  recordSize: number;
+  warmupS: number;
+  durationS: number;
+  onSpawn?: (pid: number) => void;
+}): Promise<ProducerPerfResult> {
+  const lib = join(stackDir(), "lib", "kafka", "*");
+  const args = [
+    "-Xmx256m",
+    `-Dlog4j2.configurationFile=${join(repoRoot(), "infra", "config", "log4j2.properties")}`,
+    "-cp",
+    lib,
+    "org.apache.kafka.tools.ProducerPerformance",
+    "--topic",
+    options.topic,
+    "--num-records",
+    "1000000000",
+    "--record-size",
+    String(options.recordSize),
+    "--throughput",
+    "-1",
+    "--producer-props",
+    `bootstrap.servers=${options.brokers}`,
+    "acks=all",
+  ];
+  const child = spawn("java", args, { stdio: ["ignore", "pipe", "pipe"] });
+  // The JVM and producer take a few seconds to start: the clock starts at its first progress line.
+  let stopAfter: NodeJS.Timeout | undefined;
+  const startClock = (chunk: Buffer) => {
+    if (stopAfter || !chunk.toString().includes("records sent")) return;
+    stopAfter = setTimeout(() => child.kill("SIGTERM"), (options.warmupS + options.durationS) * 1_000);
+  };
+  child.stdout.on("data", startClock);
+  const giveUp = setTimeout(() => child.kill("SIGTERM"), (options.warmupS + options.durationS + 60) * 1_000);
+  const output = await collect(child, options.onSpawn);
+  clearTimeout(stopAfter);
+  clearTimeout(giveUp);
+  const windows = parseProducerPerfWindows(output.text);
+  if (windows.length === 0)
+    throw new Error(`ProducerPerformance printed no progress: ${output.text.slice(-1_500)}`);
+  return { recordsPerSec: steadyRate(windows, options.warmupS), recordSize: options.recordSize, windows };
+}
+
+function collect(
+  child: ChildProcess,
+  onSpawn?: (pid: number) => void,
+): Promise<{ code: number | null; text: string }> {
+  if (child.pid) onSpawn?.(child.pid);
+  let text = "";
+  child.stdout?.on("data", (chunk) => (text += chunk));
+  child.stderr?.on("data", (chunk) => (text += chunk));
+  return new Promise((resolve) => {
+    child.once("error", (error) => resolve({ code: -1, text: `${text}\n${error.message}` }));
+    child.once("exit", (code) => resolve({ code, text }));
+  });
+}

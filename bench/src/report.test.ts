@@ -1,0 +1,60 @@
+import { describe, expect, it } from "vitest";
+import { type BenchResults, buildReport, fmt, markdownTable, ratio, verdict } from "./report.ts";
+import type { SampleReport } from "./sampler.ts";
+import { summarize } from "./stats.ts";
+
+describe("formatting", () => {
+  it("formats figures, ratios and verdicts", () => {
+    expect(fmt(12_345.6)).toBe("12,346");
+    expect(fmt(2.71828, 2)).toBe("2.72");
+    expect(fmt(Number.NaN)).toBe("n/a");
+    expect(ratio(50, 200)).toBe("0.25");
+    expect(ratio(50, 0)).toBe("n/a");
+    expect(verdict(9, 10, "lower")).toBe("met");
+    expect(verdict(9, 10, "higher")).toBe("not met");
+  });
+
+  it("pads a Markdown table and escapes pipes", () => {
+    expect(markdownTable(["a", "b"], [["x|y", "1"]])).toBe(
+      ["| a    | b   |", "| ---- | --- |", "| x\\|y | 1   |"].join("\n"),
+    );
+  });
+});
+
+describe("buildReport", () => {
+  const sample: SampleReport = {
+    seconds: 20,
+    processes: {
+      "api-s2": { pid: 1, maxRssMb: 120, cpuCores: 0.9 },
+      postgres: { pid: 2, maxRssMb: 300, cpuCores: 0.2 },
+    },
+    machineBusyCores: 1.8,
+    loadAverage1m: [2.5, 3],
+    pgWaits: { "ingest-api CPU": 0.5 },
+    pgActiveBackendsMean: 1,
+  };
+  const results: BenchResults = {
+    scenario2: {
+      requestsPerSec: 600,
+      eventsPerSec: 60_000,
+      statuses: { 202: 12_000 },
+      latencyMs: summarize([1, 2]),
+      connections: 16,
+    },
+    limits: { kafkaProducer: { recordsPerSec: 120_000, recordSize: 360, windows: [] } },
+  };
+
+  it("puts each figure beside its limit, the ratio and the target", () => {
+    const report = buildReport(results, { "2": { sample, profiles: { "api-s2": "no profile written" } } });
+    const row = report.split("\n").find((line) => line.startsWith("| 2 batch"));
+    expect(row).toMatch(/60,000 +\| Kafka 120,000 rec\/s +\| 0\.50 +\| >= 50,000: met/);
+    expect(report).toContain("| 6 limit");
+    expect(report).toMatch(/\| 2 +\| 120 MB \/ 0\.90 +\| 300 MB \/ 0\.20/);
+    expect(report).toContain("ingest-api CPU 50%");
+  });
+
+  it("says n/a when a limit is missing", () => {
+    const report = buildReport({ scenario2: results.scenario2 }, {});
+    expect(report).toMatch(/\| 2 batch.*\| n\/a +\|/);
+  });
+});

@@ -1,0 +1,269 @@
+import type { PgbenchResult, ProducerPerfResult } from "./limits.ts";
+import type { ProfileSummary } from "./profile.ts";
+import type { SampleReport } from "./sampler.ts";
+import type { Summary } from "./stats.ts";
+
+/** What autocannon's child (max-load.ts) reports. */
+export interface MaxLoadResult {
+  requestsPerSec: number;
+  eventsPerSec: number;
+  statuses: Record<string, number>;
+  latencyMs: Summary;
+  connections: number;
+}
+
+export interface E2eLatency {
+  latencyMs: Summary;
+  /** Change-causing events accepted in the window (each should reach contact.updated.v1). */
+  expected: number;
+  /** Of those, events whose message had not arrived when the drain wait ended. */
+  unmatched: number;
+}
+
+export interface BenchResults {
+  scenario1?: {
+    max: MaxLoadResult;
+    fixed: {
+      rate: number;
+      latencyMs: Summary;
+      statuses: Record<string, number>;
+      dropped: number;
+      maxInFlight: number;
+    };
+  };
+  scenario2?: MaxLoadResult;
+  scenario3?: MaxLoadResult;
+  scenario4Latency?: {
+    rate: number;
+    tenants: number;
+    apiLatencyMs: Summary;
+    statuses: Record<string, number>;
+    e2e: { all: E2eLatency; othersOnly: E2eLatency };
+  };
+  scenario4Throughput?: {
+    offeredAcceptedPerSec: number;
+    appliedPerSec: number;
+    contactUpdatesPerSec: number;
+    lagSlopePerSec: number;
+    saturated: boolean;
+    points: { x: number; applied: number; lag: number; updates: number }[];
+    statuses: Record<string, number>;
+  };
+  scenario5?: {
+    rate: number;
+    hotShare: number;
+    others: E2eLatency;
+    hot: E2eLatency;
+    baselineOthersP95Ms: number | undefined;
+    apiLatencyMs: Summary;
+    statuses: Record<string, number>;
+  };
+  limits?: { kafkaProducer?: ProducerPerfResult; pgbench?: PgbenchResult };
+  errors?: Record<string, string>;
+}
+
+/** One measured phase: what the sampler saw, the services' CPU profiles, the worker's own metrics. */
+export interface Phase {
+  sample: SampleReport;
+  profiles: Record<string, (ProfileSummary & { file: string }) | string>;
+  workerMetrics?: { lockHoldP95Ms: number; lockWaitP95Ms: number; transactionP95Ms: number; applied: number };
+}
+
+/** A Markdown table; cells are escaped for pipes, columns padded so the raw text reads as a table too. */
+export function markdownTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const clean = (cell: string) => cell.replaceAll("|", "\\|").replaceAll("\n", " ");
+  const all = [headers, ...rows].map((row) => headers.map((_, i) => clean(row[i] ?? "")));
+  const widths = headers.map((_, i) => Math.max(3, ...all.map((row) => row[i]!.length)));
+  const line = (row: string[]) => `| ${row.map((cell, i) => cell.padEnd(widths[i]!)).join(" | ")} |`;
+  return [
+    line(all[0]!),
+    `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`,
+    ...all.slice(1).map(line),
+  ].join("\n");
+}
+
+/** A figure for a table: thousands separated, `digits` decimals below 100, none above; "n/a" when unknown. */
+export function fmt(value: number | undefined, digits = 1): string {
+  if (value === undefined || !Number.isFinite(value)) return "n/a";
+  const decimals = Math.abs(value) >= 100 ? 0 : digits;
+  return value.toLocaleString("en-US", { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+}
+
+/** `figure / limit` as a ratio with two decimals, "n/a" when either is unknown or the limit is zero. */
+export function ratio(figure: number | undefined, limit: number | undefined): string {
+  if (
+    figure === undefined ||
+    limit === undefined ||
+    !Number.isFinite(figure) ||
+    !Number.isFinite(limit) ||
+    limit === 0
+  )
+    return "n/a";
+  return (figure / limit).toFixed(2);
+}
+
+/** "met" / "not met" against a target, or "n/a" when the figure is unknown. */
+export function verdict(value: number | undefined, target: number, better: "higher" | "lower"): string {
+  if (value === undefined || !Number.isFinite(value)) return "n/a";
+  return (better === "higher" ? value >= target : value <= target) ? "met" : "not met";
+}
+
+/** The Markdown report: scenarios beside their limits, resources per phase, bottleneck evidence per phase. */
+export function buildReport(results: BenchResults, phases: Record<string, Phase>): string {
+  const kafkaLimit: number | undefined = results.limits?.kafkaProducer?.recordsPerSec;
+  const pgLimit: number | undefined = results.limits?.pgbench?.tps;
+  const s1 = results.scenario1;
+  const s2 = results.scenario2;
+  const s3 = results.scenario3;
+  const s4l = results.scenario4Latency;
+  const s4t = results.scenario4Throughput;
+  const s5 = results.scenario5;
+  const pct = (summary: Summary | undefined) =>
+    summary ? `${fmt(summary.p50, 2)} / ${fmt(summary.p95, 2)} / ${fmt(summary.p99, 2)}` : "n/a";
+  const rows: string[][] = [];
+  if (s1) {
+    rows.push([
+      "1 single events",
+      "max accepted events/s",
+      fmt(s1.max.eventsPerSec),
+      `Kafka ${fmt(kafkaLimit)} rec/s`,
+      ratio(s1.max.eventsPerSec, kafkaLimit),
+      `>= 0.5: ${kafkaLimit ? verdict(s1.max.eventsPerSec / kafkaLimit, 0.5, "higher") : "n/a"}`,
+    ]);
+    rows.push([
+      "1 single events",
+      `latency p50/p95/p99 ms at ${fmt(s1.fixed.rate)} req/s`,
+      pct(s1.fixed.latencyMs),
+      "",
+      "",
+      `p99 < 10 ms: ${verdict(s1.fixed.latencyMs.p99, 10, "lower")}`,
+    ]);
+  }
+  if (s2)
+    rows.push([
+      "2 batch of 100",
+      "accepted events/s",
+      fmt(s2.eventsPerSec),
+      `Kafka ${fmt(kafkaLimit)} rec/s`,
+      ratio(s2.eventsPerSec, kafkaLimit),
+      `>= 50,000: ${verdict(s2.eventsPerSec, 50_000, "higher")}`,
+    ]);
+  if (s3)
+    rows.push([
+      "3 idempotency keys",
+      "accepted events/s; p95 ms",
+      `${fmt(s3.eventsPerSec)}; ${fmt(s3.latencyMs.p95, 2)}`,
+      `Kafka ${fmt(kafkaLimit)} rec/s`,
+      ratio(s3.eventsPerSec, kafkaLimit),
+      "",
+    ]);
+  if (s4t)
+    rows.push([
+      "4 end to end",
+      `applied events/s (offered ${fmt(s4t.offeredAcceptedPerSec)}, lag ${s4t.saturated ? "growing" : "flat"})`,
+      fmt(s4t.appliedPerSec),
+      `pgbench ${fmt(pgLimit)} tx/s`,
+      ratio(s4t.appliedPerSec, pgLimit),
+      `>= 5,000: ${verdict(s4t.appliedPerSec, 5_000, "higher")}; >= 0.7: ${pgLimit ? verdict(s4t.appliedPerSec / pgLimit, 0.7, "higher") : "n/a"}`,
+    ]);
+  if (s4l)
+    rows.push([
+      "4 end to end",
+      `202 -> contact.updated.v1 p50/p95/p99 ms at ${fmt(s4l.rate)} ev/s`,
+      pct(s4l.e2e.all.latencyMs),
+      "",
+      "",
+      `p95 < 500 ms: ${verdict(s4l.e2e.all.latencyMs.p95, 500, "lower")}`,
+    ]);
+  if (s5)
+    rows.push([
+      "5 hot tenant (90%)",
+      "other tenants' e2e p50/p95/p99 ms",
+      pct(s5.others.latencyMs),
+      `no hot tenant p95 ${fmt(s5.baselineOthersP95Ms, 2)} ms`,
+      ratio(s5.others.latencyMs.p95, s5.baselineOthersP95Ms),
+      `<= 2x: ${s5.baselineOthersP95Ms ? verdict(s5.others.latencyMs.p95 / s5.baselineOthersP95Ms, 2, "lower") : "n/a"}`,
+    ]);
+  const producer = results.limits?.kafkaProducer;
+  if (producer)
+    rows.push([
+      "6 limit",
+      `Kafka ProducerPerformance, ${producer.recordSize} B, acks=all`,
+      `${fmt(producer.recordsPerSec)} rec/s`,
+      "",
+      "",
+      "",
+    ]);
+  const pgbench = results.limits?.pgbench;
+  if (pgbench)
+    rows.push([
+      "6 limit",
+      `pgbench resolve transaction, ${pgbench.clients} clients`,
+      `${fmt(pgbench.tps)} tx/s`,
+      `mean ${fmt(pgbench.meanLatencyMs, 2)} ms`,
+      "",
+      "",
+    ]);
+  const main = markdownTable(["scenario", "figure", "value", "limit (same run)", "ratio", "target"], rows);
+
+  const names = [...new Set(Object.values(phases).flatMap((p) => Object.keys(p.sample.processes)))];
+  const label = (name: string) => name.replace(/-s\d\w*$/, "");
+  const columns = [...new Set(names.map(label))];
+  const resourceRows = Object.entries(phases).map(([phaseName, p]) => {
+    const cells = columns.map((column) => {
+      const entry = Object.entries(p.sample.processes).find(([name]) => label(name) === column)?.[1];
+      return entry ? `${fmt(entry.maxRssMb, 0)} MB / ${entry.cpuCores.toFixed(2)}` : "";
+    });
+    const load = p.sample.loadAverage1m;
+    return [
+      phaseName,
+      ...cells,
+      `${p.sample.machineBusyCores.toFixed(2)}`,
+      load.length ? fmt(Math.max(...load), 2) : "n/a",
+      p.workerMetrics ? fmt(p.workerMetrics.lockHoldP95Ms, 2) : "",
+    ];
+  });
+  const resources = markdownTable(
+    [
+      "phase",
+      ...columns.map((c) => `${c} max RSS / CPU cores`),
+      "machine busy cores",
+      "load 1m max",
+      "lock hold p95 ms",
+    ],
+    resourceRows,
+  );
+
+  const bottleneckRows = Object.entries(phases).map(([phaseName, p]) => {
+    const busiest = Object.entries(p.sample.processes)
+      .sort((a, b) => b[1].cpuCores - a[1].cpuCores)
+      .slice(0, 3)
+      .map(([name, figures]) => `${label(name)} ${figures.cpuCores.toFixed(2)}`)
+      .join(", ");
+    const waits = Object.entries(p.sample.pgWaits)
+      .slice(0, 3)
+      .map(([key, share]) => `${key} ${(share * 100).toFixed(0)}%`)
+      .join(", ");
+    const profiles = Object.entries(p.profiles)
+      .map(([name, summary]) =>
+        typeof summary === "string"
+          ? `${label(name)}: ${summary}`
+          : `${label(name)}: ${summary.topModules
+              .slice(0, 3)
+              .map((m) => `${m.module} ${(m.selfShare * 100).toFixed(0)}%`)
+              .join(", ")}`,
+      )
+      .join("; ");
+    return [phaseName, busiest, waits || "idle", profiles];
+  });
+  const bottlenecks = markdownTable(
+    [
+      "phase",
+      "busiest processes (CPU cores)",
+      "Postgres active backends by wait",
+      "CPU profile: top self time by module",
+    ],
+    bottleneckRows,
+  );
+  return `${main}\n\nResident memory (max VmRSS) and CPU (cores) per process, per phase:\n\n${resources}\n\nEvidence of what limits each phase:\n\n${bottlenecks}\n`;
+}

@@ -66,12 +66,23 @@ function keyResolver(options: JwtOptions): JWTVerifyGetKey {
 export function createAuthenticator(options: { jwt: JwtOptions; directory: TenantDirectory }) {
   const algorithms = options.jwt.algorithms ?? ["HS256", "RS256", "ES256"];
   const getKey = keyResolver(options.jwt);
+  // sha256 of the presented key, memoized per key: a producer sends the same key on every request.
+  const keyHashes = new Map<string, string>();
+  const keyHash = (credential: string) => {
+    let hash = keyHashes.get(credential);
+    if (hash === undefined) {
+      if (keyHashes.size >= 10_000) keyHashes.clear();
+      hash = hashIngestKey(credential);
+      keyHashes.set(credential, hash);
+    }
+    return hash;
+  };
   return async function authenticate(header: string | undefined): Promise<Caller> {
     const match = /^Bearer\s+(\S+)$/i.exec(header ?? "");
     if (!match) throw unauthorized("missing bearer credentials");
     const credential = match[1]!;
     if (credential.startsWith("ik_")) {
-      const business = await options.directory.businessOfKey(hashIngestKey(credential));
+      const business = await options.directory.businessOfKey(keyHash(credential));
       if (!business) throw unauthorized("unknown or revoked ingest key");
       return { kind: "ingest_key", id: business.keyId, business };
     }

@@ -2,7 +2,7 @@ import { HttpError } from "@crm/errors";
 import type { RawEventV1 } from "@crm/schemas";
 import { Hono } from "hono";
 import type { Caller } from "../auth.ts";
-import { type AppVariables, readJsonBody } from "../http.ts";
+import { type AppVariables, bodySource, readJsonBody } from "../http.ts";
 import { type ClaimOutcome, canonicalJson, checkIdempotencyKey, sha256 } from "../idempotency.ts";
 import {
   buildEvent,
@@ -52,7 +52,7 @@ export function batchRoutes(deps: IngestDeps) {
 
   app.post("/batch", async (c) => {
     const caller = c.get("caller");
-    const raw = await readJsonBody(c.req.raw, MAX_BATCH_BODY_BYTES);
+    const raw = await readJsonBody(bodySource(c), MAX_BATCH_BODY_BYTES);
     const { events: items } = parseOr400(BatchBody, raw);
     if (items.length > MAX_BATCH_EVENTS) {
       throw new HttpError(413, "payload_too_large", `a batch holds at most ${MAX_BATCH_EVENTS} events`);

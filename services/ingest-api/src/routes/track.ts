@@ -1,7 +1,7 @@
 import { HttpError } from "@crm/errors";
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { type AppVariables, readJsonBody } from "../http.ts";
+import { type AppVariables, bodySource, readJsonBody } from "../http.ts";
 import { canonicalJson, checkIdempotencyKey, sha256 } from "../idempotency.ts";
 import {
   buildEvent,
@@ -22,7 +22,7 @@ export function trackRoutes(deps: IngestDeps) {
 
   app.post("/track", async (c) => {
     const caller = c.get("caller");
-    const raw = await readJsonBody(c.req.raw, MAX_TRACK_BODY_BYTES);
+    const raw = await readJsonBody(bodySource(c), MAX_TRACK_BODY_BYTES);
     const limitHeaders = enforceRateLimit(caller, 1, deps);
     for (const [name, value] of Object.entries(limitHeaders)) c.header(name, value);
     const body = parseOr400(TrackBody, raw);

@@ -311,3 +311,13 @@ export async function replay(
 export async function dlqSize(brokers: string[]): Promise<number | undefined> {
   return topicSize(brokers, TOPICS.dlq);
 }
+
+/** WAL bytes the Debezium slot has not confirmed yet (the checker's own slot excluded). */
+export async function slotLagBytes(admin: pg.Pool): Promise<number | undefined> {
+  const { rows } = await admin.query<{ lag: string | null }>(
+    `SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn))::text AS lag
+     FROM pg_replication_slots WHERE slot_name <> $1`,
+    [ORDER_SLOT],
+  );
+  return rows[0]?.lag === null || rows[0]?.lag === undefined ? undefined : Number(rows[0].lag);
+}

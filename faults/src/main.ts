@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "@crm/config";
+import type { StackSettings } from "@crm/infra/stack";
 import { TOPICS } from "@crm/kafka";
 import pg from "pg";
 import {
@@ -12,6 +13,7 @@ import {
   dlqSize,
   readLiveState,
   replay,
+  slotLagBytes,
   startApplyOrderLog,
   until,
 } from "./check.ts";
@@ -48,23 +50,26 @@ const CONFIG = {
   baselineMs: num("FAULTS_BASELINE_MS", 10_000),
   settleMs: num("FAULTS_SETTLE_MS", 3_000),
   sessionTimeoutMs: num("FAULTS_WORKER_SESSION_TIMEOUT_MS", 10_000),
-  recoveryTimeoutMs: num("FAULTS_RECOVERY_TIMEOUT_MS", 90_000),
+  recoveryTimeoutMs: num("FAULTS_RECOVERY_TIMEOUT_MS", 60_000),
   keepStack: process.env.FAULTS_KEEP_STACK === "1",
 };
 
-/** The private stack: its own dir and ports, the main stack's jars. Nothing here touches the shared stack. */
+/**
+ * The private stack: its own dir and ports (below the kernel's ephemeral range, away from the shared stack's), the
+ * main stack's jars. Nothing here touches the shared stack.
+ */
 const PRIVATE_ENV: Record<string, string> = {
   STACK_DIR: join(root, ".stack-faults"),
   STACK_LIB_DIR: process.env.STACK_LIB_DIR ?? join(root, ".stack", "lib"),
   STACK_KAFKA_NODES: "3",
-  STACK_PG_PORT: "45432",
-  STACK_KAFKA_PORT: "39092",
-  STACK_KAFKA_CONTROLLER_PORT: "39093",
-  STACK_CONNECT_PORT: "38083",
-  STACK_REGISTRY_PORT: "38081",
-  STACK_REGISTRY_MANAGEMENT_PORT: "38181",
-  STACK_INGEST_PORT: "38080",
-  STACK_WORKER_PORT: "38091",
+  STACK_PG_PORT: "25432",
+  STACK_KAFKA_PORT: "29092",
+  STACK_KAFKA_CONTROLLER_PORT: "29093",
+  STACK_CONNECT_PORT: "28083",
+  STACK_REGISTRY_PORT: "28081",
+  STACK_REGISTRY_MANAGEMENT_PORT: "28181",
+  STACK_INGEST_PORT: "28080",
+  STACK_WORKER_PORT: "28091",
   STACK_PARTITIONS: "6",
 };
 
@@ -100,6 +105,22 @@ async function main(): Promise<number> {
   say(
     `private stack in ${s.dir} (PG ${s.pgPort}, Kafka ${stack.kafkaBrokers(s).join(",")}, Connect ${s.connectPort})`,
   );
+  try {
+    return await exercise(stack, s, tools);
+  } finally {
+    if (CONFIG.keepStack) {
+      say(`private stack kept (FAULTS_KEEP_STACK=1): STACK_DIR=${s.dir}`);
+    } else {
+      // Data and logs stay in .stack-faults for inspection until the next run wipes them.
+      await stack.stackDown(s, (line) => say(`stack: ${line}`));
+    }
+  }
+}
+
+type Stack = typeof import("@crm/infra/stack");
+
+/** Everything on the private stack: bring it up, seed, start the services, load + faults, check, report. */
+async function exercise(stack: Stack, s: StackSettings, tools: FaultContext["tools"]): Promise<number> {
   const env = await stack.stackUp(s, (line) => say(`stack: ${line}`));
   // The private endpoints win over anything exported for the shared stack.
   Object.assign(process.env, env);
@@ -295,16 +316,22 @@ async function main(): Promise<number> {
       120_000,
       500,
     );
-    const lagZero = await until(
-      async () => (await consumerLag(brokers, "resolver-worker", TOPICS.raw)) === 0,
-      60_000,
+    if (!drained) failures.push("not every acknowledged event was applied within 120 s of the load stopping");
+    // Committed-offset lag is reported, not enforced: kafkajs keeps committing to a group coordinator that moved
+    // (tulios/kafkajs#1779), so a worker can apply everything while its commits fail until the next rebalance.
+    let committedLag: number | undefined;
+    await until(
+      async () => {
+        committedLag = await consumerLag(brokers, "resolver-worker", TOPICS.raw);
+        return committedLag === 0;
+      },
+      30_000,
       500,
     );
-    if (!drained) failures.push("not every acknowledged event was applied within 120 s of the load stopping");
-    if (!lagZero) failures.push("worker group lag did not reach 0 within 60 s");
     const live = await readLiveState(admin, run, businessIds);
     const streamed = await until(() => live.outbox.every((o) => probe.has(o.id)), 60_000, 500);
     if (!streamed) failures.push("outbox rows not all on contact.updated.v1 within 60 s");
+    const slotLag = await slotLagBytes(admin);
     say(`drained in ${((Date.now() - started) / 1000).toFixed(0)} s; checking the ledger`);
 
     // ---- the ledger check ----
@@ -415,6 +442,9 @@ async function main(): Promise<number> {
         );
       }
     }
+    console.log(
+      `- after the drain: worker group committed lag ${committedLag ?? "unreadable"} messages; Debezium slot lag ${slotLag ?? "?"} bytes`,
+    );
     console.log(`- elapsed: ${(elapsedMs / 1000).toFixed(0)} s`);
     mkdirSync(join(root, "faults", "results"), { recursive: true });
     writeFileSync(
@@ -429,6 +459,8 @@ async function main(): Promise<number> {
           total,
           invariants: invariants.map(([name, ok, detail]) => ({ name, ok, detail })),
           failures,
+          committedLag,
+          slotLagBytes: slotLag,
           replayEventsPerSec: replayed.eventsPerSec,
           unexpectedExits: services.map((svc) => ({ name: svc.name, exits: svc.unexpectedExits })),
         },
@@ -448,12 +480,6 @@ async function main(): Promise<number> {
     await Promise.all(services.map((service) => service.stop()));
     for (const service of services) service.close();
     await admin.end().catch(() => {});
-    if (CONFIG.keepStack) {
-      say(`private stack kept (FAULTS_KEEP_STACK=1): STACK_DIR=${s.dir}`);
-    } else {
-      // Data and logs stay in .stack-faults for inspection until the next run wipes them.
-      await stack.stackDown(s, (line) => say(`stack: ${line}`));
-    }
   }
 }
 

@@ -47,7 +47,14 @@ export class ServiceProcess {
     child.stdout?.pipe(this.log, { end: false });
     child.stderr?.pipe(this.log, { end: false });
     child.once("exit", (code, signal) => {
-      if (!this.expectingExit) this.unexpectedExits.push({ at: Date.now(), code, signal });
+      if (this.expectingExit) return;
+      this.unexpectedExits.push({ at: Date.now(), code, signal });
+      // As a supervisor (systemd, Kubernetes) would: restart a service that died on its own, after a second.
+      setTimeout(() => {
+        if (!this.running && !this.expectingExit) {
+          this.start().catch((error) => this.log?.write(`--- supervisor restart failed: ${error}\n`));
+        }
+      }, 1_000);
     });
     await this.waitHealthy(timeoutMs);
   }

@@ -5,12 +5,14 @@ import {
   type IHeaders,
   Kafka,
   logLevel,
-  Partitioners,
   type Producer,
   type ProducerBatch,
 } from "kafkajs";
 
+import { FastDefaultPartitioner } from "./partitioner.ts";
+
 export type { Admin, Consumer, EachBatchPayload, KafkaMessage } from "kafkajs";
+export * from "./partitioner.ts";
 
 /** Topic names of SPEC section 5. */
 export const TOPICS = {
@@ -87,7 +89,7 @@ export class KafkaEventProducer implements EventProducer {
     return this.kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
-      createPartitioner: Partitioners.DefaultPartitioner,
+      createPartitioner: FastDefaultPartitioner,
       retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1_000 },
     });
   }

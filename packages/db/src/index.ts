@@ -122,6 +122,12 @@ async function inTransaction<T>(
     throw new DependencyUnavailableError("postgres", `cannot connect for ${tag}`, { cause: error });
   }
   let broken: Error | undefined;
+  // pg emits a lost connection as an 'error' event on the client as well as rejecting its query; pg-pool listens
+  // only while the client is idle, so without this a Postgres crash mid-transaction kills the process.
+  const onConnectionError = (error: Error) => {
+    broken ??= error;
+  };
+  client.on("error", onConnectionError);
   try {
     return await run(client);
   } catch (error) {
@@ -132,6 +138,7 @@ async function inTransaction<T>(
     }
     throw error;
   } finally {
+    client.off("error", onConnectionError);
     client.release(broken);
     options.onTiming?.(tag, performance.now() - started);
   }

@@ -1,0 +1,29 @@
+import { testEnv } from "@crm/testing";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { createPool, transaction } from "./index.ts";
+
+// Postgres crashing under a transaction (the fault harness's `pg_ctl stop -m immediate`) must fail that
+// transaction, not the process: pg reports a lost connection as an 'error' event on the checked-out client too.
+describe("transaction on a connection that dies", () => {
+  const env = testEnv();
+  const pool = createPool({ connectionString: env.adminUrl, applicationName: "db-kill-test", max: 2 });
+  const killer = new pg.Pool({ connectionString: env.adminUrl, max: 1 });
+
+  afterAll(async () => {
+    await Promise.all([pool.end(), killer.end()]);
+  });
+
+  it("rejects the transaction, keeps the process alive, and the pool serves the next one", async () => {
+    const killed = transaction(pool, "killed", async (client) => {
+      const { rows } = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+      await killer.query("SELECT pg_terminate_backend($1)", [rows[0]!.pid]);
+      // The server's goodbye arrives while no query runs: only the client's 'error' event sees it.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await client.query("SELECT 1");
+    });
+    await expect(killed).rejects.toThrow();
+    const { rows } = await pool.query<{ one: number }>("SELECT 1 AS one");
+    expect(rows[0]!.one).toBe(1);
+  });
+});

@@ -269,6 +269,13 @@ async function exercise(stack: Stack, s: StackSettings, tools: FaultContext["too
         CONFIG.recoveryTimeoutMs,
         250,
       );
+      if (appliedAt === undefined) {
+        const left = pending.filter((id) => !applied.has(id)).length;
+        note(
+          fault.name,
+          `${left} of ${pending.length} events acknowledged before the repair still unapplied after ${CONFIG.recoveryTimeoutMs / 1000} s (the drain checks them again)`,
+        );
+      }
       let streamedAt: number | undefined;
       if (appliedAt) {
         const { rows } = await admin.query<{ id: string }>(

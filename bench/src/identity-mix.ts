@@ -22,7 +22,10 @@ export function benchEmail(stream: number, cycle: number, slot: number): string 
   return `b${stream}.${cycle}.${slot}@bench.example`;
 }
 
-/** A US number in E.164 that libphonenumber calls possible (10 national digits), unique per (stream, cycle). */
+/**
+ * A US number in E.164 that libphonenumber calls possible (10 national digits), unique per (stream, cycle) for
+ * streams below 800 and cycles below 10 million.
+ */
 export function benchPhone(stream: number, cycle: number): string {
   return `+1${2_000_000_000 + stream * 10_000_000 + (cycle % 10_000_000)}`;
 }

@@ -177,6 +177,10 @@ async function main(): Promise<void> {
   const partitions = Number(env.KAFKA_PARTITIONS ?? 12);
   const admin = new pg.Pool({ connectionString: env.DATABASE_ADMIN_URL, max: 3, application_name: "bench" });
   const kafka = createKafka({ brokers, clientId: "bench" });
+  const kafkaAdmin = kafka.admin();
+  await kafkaAdmin.connect();
+  const rawTopicEnd = async () =>
+    (await kafkaAdmin.fetchTopicOffsets(TOPICS.raw)).reduce((sum, p) => sum + Number(p.offset), 0);
 
   const main = await createTenant(admin, "main");
   const others = await Promise.all(
@@ -230,18 +234,26 @@ async function main(): Promise<void> {
     for (const service of services) processes[service.name] = service.pid;
     for (const [part, pid] of Object.entries(stack)) if (part !== "postgres") processes[part] = pid;
     const sampler = new Sampler(processes, stack.postgres ? { postgres: stack.postgres } : {}, admin);
+    const rawAtStart = await rawTopicEnd();
     sampler.start();
     currentSampler = sampler;
     try {
       return await body();
     } finally {
       currentSampler = undefined;
-      await finishPhase(name, services, sampler);
+      await finishPhase(name, services, sampler, rawAtStart);
     }
   }
 
-  async function finishPhase(name: string, services: BenchService[], sampler: Sampler): Promise<void> {
+  async function finishPhase(
+    name: string,
+    services: BenchService[],
+    sampler: Sampler,
+    rawAtStart: number,
+  ): Promise<void> {
     const sample = sampler.stop();
+    // Everything produced to the shared events.raw.v1 meanwhile, by the bench and by anyone else on the stack.
+    const rawTopicInPerSec = round(((await rawTopicEnd()) - rawAtStart) / sample.seconds, 0);
     const worker = services.find((service) => service.name.startsWith("worker"));
     let workerMetrics: Phase["workerMetrics"];
     if (worker) {
@@ -264,12 +276,12 @@ async function main(): Promise<void> {
       const file = mainThreadProfile(service.profileDir);
       profiles[service.name] = file ? { ...summarizeProfileFile(file, 8), file } : "no profile written";
     }
-    phases[name] = { sample, profiles, ...(workerMetrics ? { workerMetrics } : {}) };
+    phases[name] = { sample, rawTopicInPerSec, profiles, ...(workerMetrics ? { workerMetrics } : {}) };
   }
 
-  const maxLoad = async (mode: MaxLoadConfig["mode"], key: string) => {
+  const maxLoad = async (mode: MaxLoadConfig["mode"], key: string, url = apiUrl) => {
     const config: MaxLoadConfig = {
-      url: apiUrl,
+      url,
       key,
       mode,
       batchSize: 100,
@@ -287,9 +299,13 @@ async function main(): Promise<void> {
     };
   };
 
+  // Each paced run numbers its streams after the previous runs', so its identities are new to every business.
+  let nextStreamBase = 0;
   const pacedLoad = async (
     options: Partial<PacedLoadConfig> & Pick<PacedLoadConfig, "keys" | "weights" | "rate">,
   ) => {
+    const streamBase = nextStreamBase;
+    nextStreamBase += options.keys.length;
     const outFile = join(logDir, `bench-${runId}-paced-${Date.now()}.json`);
     const config: PacedLoadConfig = {
       url: apiUrl,
@@ -299,6 +315,7 @@ async function main(): Promise<void> {
       batchSize: 100,
       maxInFlight: 5_000,
       outFile,
+      streamBase,
       ...options,
     };
     await runNodeChild(join(root, "bench/src/paced-load.ts"), JSON.stringify(config), onLoadSpawn);
@@ -336,7 +353,7 @@ async function main(): Promise<void> {
       for (const id of record.changing) expected.set(id, record.doneAt);
     }
     // Drain: wait (bounded) until every change-causing event's message arrived.
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + 20_000;
     const missing = () => [...expected.keys()].filter((id) => !updates.firstSeen.has(id)).length;
     while (Date.now() < deadline && missing() > 0) await sleep(250);
     const latencies: number[] = [];
@@ -363,10 +380,10 @@ async function main(): Promise<void> {
   if (cfg.only.has(1))
     await attempt("scenario 1", async () => {
       say("scenario 1: single events, maximum accepted events/s");
-      const max = await phase("1-max", [await startApi("api-s1max")], () => maxLoad("track", main.key));
+      const max = await phase("1 max", [await startApi("api-s1max")], () => maxLoad("track", main.key));
       say(`  ${fmt(max.eventsPerSec)} events/s, p99 ${fmt(max.latencyMs.p99)} ms`);
       say(`scenario 1: latency at a fixed ${cfg.e2eRate} req/s (open loop)`);
-      const fixed = await phase("1-fixed", [await startApi("api-s1fixed")], () =>
+      const fixed = await phase("1 fixed rate", [await startApi("api-s1fixed")], () =>
         pacedLoad({ keys: [main.key], weights: [1], rate: cfg.e2eRate }),
       );
       say(
@@ -386,14 +403,16 @@ async function main(): Promise<void> {
   if (cfg.only.has(2))
     await attempt("scenario 2", async () => {
       say("scenario 2: batches of 100");
-      const batch = await phase("2", [await startApi("api-s2")], () => maxLoad("batch", main.key));
+      const batch = await phase("2 batch", [await startApi("api-s2")], () => maxLoad("batch", main.key));
       say(`  ${fmt(batch.eventsPerSec)} events/s`);
       results.scenario2 = batch;
     });
   if (cfg.only.has(3))
     await attempt("scenario 3", async () => {
       say("scenario 3: single events with idempotency keys");
-      const idem = await phase("3", [await startApi("api-s3")], () => maxLoad("idempotent", main.key));
+      const idem = await phase("3 idempotency", [await startApi("api-s3")], () =>
+        maxLoad("idempotent", main.key),
+      );
       say(`  ${fmt(idem.eventsPerSec)} events/s, p95 ${fmt(idem.latencyMs.p95)} ms`);
       results.scenario3 = idem;
     });
@@ -406,7 +425,7 @@ async function main(): Promise<void> {
     await attempt("scenario 4 latency", async () => {
       say(`scenario 4: end-to-end latency at ${cfg.e2eRate} events/s over ${keys.length} tenants`);
       const services = [await startApi("api-s4lat"), await startWorker("worker-s4lat")];
-      const { load, e2e } = await phase("4-latency", services, async () => {
+      const { load, e2e } = await phase("4 latency", services, async () => {
         const load = await pacedLoad({ keys, weights: keys.map(() => 1), rate: cfg.e2eRate });
         const all = await e2eLatency(updates, load.records, undefined);
         const othersOnly = await e2eLatency(updates, load.records, keys.map((_, i) => i).slice(1));
@@ -430,7 +449,7 @@ async function main(): Promise<void> {
         const hotKeys = [hot.key, ...others.map((tenant) => tenant.key)];
         const weights = [9 * others.length, ...others.map(() => 1)];
         const services = [await startApi("api-s5"), await startWorker("worker-s5")];
-        const { e2eOthers, e2eHot, load } = await phase("5", services, async () => {
+        const { e2eOthers, e2eHot, load } = await phase("5 hot tenant", services, async () => {
           const load = await pacedLoad({ keys: hotKeys, weights, rate: cfg.e2eRate });
           const e2eOthers = await e2eLatency(
             updates,
@@ -458,11 +477,9 @@ async function main(): Promise<void> {
         say(`scenario 4: applied events/s with ${cfg.offeredRate} events/s offered (batches of 100)`);
         const worker = await startWorker("worker-s4thr");
         const services = [await startApi("api-s4thr"), worker];
-        const groupAdmin = kafka.admin();
-        await groupAdmin.connect();
         const groupId = workerGroups.get(worker);
         const points: { x: number; applied: number; lag: number; updates: number }[] = [];
-        const load = await phase("4-throughput", services, async () => {
+        const load = await phase("4 applied", services, async () => {
           const t0 = Date.now();
           let stop = false;
           const poll = (async () => {
@@ -474,7 +491,7 @@ async function main(): Promise<void> {
               points.push({
                 x: (Date.now() - t0) / 1_000,
                 applied: parseCounterTotal(text, "resolver_events_applied_total"),
-                lag: groupId ? await groupLag(groupAdmin, groupId) : Number.NaN,
+                lag: groupId ? await groupLag(kafkaAdmin, groupId) : Number.NaN,
                 updates: updates.messages,
               });
               await sleep(1_000);
@@ -491,7 +508,6 @@ async function main(): Promise<void> {
           await poll;
           return load;
         });
-        await groupAdmin.disconnect();
         const window = points.filter(
           (point) => point.x > cfg.warmupS && point.x <= cfg.warmupS + cfg.durationS,
         );
@@ -525,10 +541,8 @@ async function main(): Promise<void> {
       const size = recordSize ?? 400;
       say(`limits: Kafka producer perf test (${size} B records, acks=all, ${partitions} partitions)`);
       const topic = `bench-limit-${runId}`.toLowerCase();
-      const kafkaAdmin = kafka.admin();
-      await kafkaAdmin.connect();
       await kafkaAdmin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }] });
-      const producer = await phase("6-kafka", [], () =>
+      const producer = await phase("6 kafka", [], () =>
         runProducerPerf({
           brokers: brokers.join(","),
           topic,
@@ -538,16 +552,33 @@ async function main(): Promise<void> {
           onSpawn: onLoadSpawn,
         }),
       ).finally(() => kafkaAdmin.deleteTopics({ topics: [topic] }).catch(() => {}));
-      await kafkaAdmin.disconnect();
       say(`  ${fmt(producer.recordsPerSec)} records/s`);
       limits.kafkaProducer = producer;
+    });
+  if (cfg.only.has(6))
+    await attempt("limit: raw HTTP", async () => {
+      say("limits: raw HTTP ceiling (a do-nothing Node server, the same autocannon load as scenario 1)");
+      const port = cfg.apiPort + 19;
+      const server = await startBenchService({
+        name: "http-ceiling",
+        entry: "bench/src/http-ceiling.ts",
+        args: [String(port)],
+        env: {},
+        healthUrl: `http://127.0.0.1:${port}/`,
+        logFile: join(logDir, `bench-${runId}-http.log`),
+      });
+      const http = await phase("6 http", [server], () =>
+        maxLoad("track", main.key, `http://127.0.0.1:${port}`),
+      );
+      say(`  ${fmt(http.requestsPerSec)} requests/s`);
+      limits.http = http;
     });
   if (cfg.only.has(6))
     await attempt("limit: pgbench", async () => {
       say("limits: pgbench of the resolve transaction (same identity mix, the worker's role)");
       const pgbenchTenant = await createTenant(admin, "pgbench");
       const clients = Number(env.DATABASE_POOL_SIZE ?? 8);
-      const pgbench = await phase("6-pgbench", [], () =>
+      const pgbench = await phase("6 pgbench", [], () =>
         runPgbench({
           databaseUrl: env.DATABASE_URL!,
           businessId: pgbenchTenant.businessId,
@@ -565,6 +596,7 @@ async function main(): Promise<void> {
   if (Object.keys(errors).length) results.errors = errors;
 
   await admin.end();
+  await kafkaAdmin.disconnect();
   const commit = spawnSync("git", ["rev-parse", "HEAD"], { cwd: root, encoding: "utf8" }).stdout.trim();
   const report = buildReport(results, phases);
   const json = {

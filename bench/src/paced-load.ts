@@ -25,6 +25,8 @@ export interface PacedLoadConfig {
   /** Requests in flight beyond which the generator records a drop instead of sending (it is itself overloaded). */
   maxInFlight: number;
   outFile: string;
+  /** Added to the stream number in identities, so two runs against one business never repeat each other's. */
+  streamBase: number;
 }
 
 export interface PacedRecord {
@@ -59,7 +61,7 @@ let maxInFlightSeen = 0;
 
 function nextBody(stream: number): { body: unknown; kinds: string[] } {
   const one = () => {
-    const { kind, contact } = identityFor(stream, sequence[stream]!++, mergeLag[stream]);
+    const { kind, contact } = identityFor(config.streamBase + stream, sequence[stream]!++, mergeLag[stream]);
     return { kind, event: { type: `bench.${kind}`, contact, props: { plan: "pro", amount: 42 } } };
   };
   if (config.mode === "track") {

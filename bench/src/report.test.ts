@@ -6,7 +6,7 @@ import { summarize } from "./stats.ts";
 describe("formatting", () => {
   it("formats figures, ratios and verdicts", () => {
     expect(fmt(12_345.6)).toBe("12,346");
-    expect(fmt(2.71828, 2)).toBe("2.72");
+    expect(fmt(1.23456, 2)).toBe("1.23");
     expect(fmt(Number.NaN)).toBe("n/a");
     expect(ratio(50, 200)).toBe("0.25");
     expect(ratio(50, 0)).toBe("n/a");
@@ -45,12 +45,15 @@ describe("buildReport", () => {
   };
 
   it("puts each figure beside its limit, the ratio and the target", () => {
-    const report = buildReport(results, { "2": { sample, profiles: { "api-s2": "no profile written" } } });
+    const report = buildReport(results, {
+      "2": { sample, rawTopicInPerSec: 61_000, profiles: { "api-s2": "no profile written" } },
+    });
     const row = report.split("\n").find((line) => line.startsWith("| 2 batch"));
     expect(row).toMatch(/60,000 +\| Kafka 120,000 rec\/s +\| 0\.50 +\| >= 50,000: met/);
     expect(report).toContain("| 6 limit");
     expect(report).toMatch(/\| 2 +\| 120 MB \/ 0\.90 +\| 300 MB \/ 0\.20/);
     expect(report).toContain("ingest-api CPU 50%");
+    expect(report).toMatch(/\| 2 +\| api 0\.90, postgres 0\.20 +\| 61,000 +\|/);
   });
 
   it("says n/a when a limit is missing", () => {

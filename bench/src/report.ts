@@ -58,13 +58,15 @@ export interface BenchResults {
     apiLatencyMs: Summary;
     statuses: Record<string, number>;
   };
-  limits?: { kafkaProducer?: ProducerPerfResult; pgbench?: PgbenchResult };
+  limits?: { kafkaProducer?: ProducerPerfResult; pgbench?: PgbenchResult; http?: MaxLoadResult };
   errors?: Record<string, string>;
 }
 
 /** One measured phase: what the sampler saw, the services' CPU profiles, the worker's own metrics. */
 export interface Phase {
   sample: SampleReport;
+  /** Events produced to events.raw.v1 per second during the phase, by every producer on the shared stack. */
+  rawTopicInPerSec: number;
   profiles: Record<string, (ProfileSummary & { file: string }) | string>;
   workerMetrics?: { lockHoldP95Ms: number; lockWaitP95Ms: number; transactionP95Ms: number; applied: number };
 }
@@ -194,6 +196,16 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
       "",
       "",
     ]);
+  const http = results.limits?.http;
+  if (http)
+    rows.push([
+      "6 limit",
+      "raw HTTP: do-nothing Node server, scenario 1's load",
+      `${fmt(http.requestsPerSec)} req/s`,
+      `p99 ${fmt(http.latencyMs.p99, 2)} ms`,
+      s1 ? `scenario 1 / this: ${ratio(s1.max.eventsPerSec, http.requestsPerSec)}` : "",
+      "",
+    ]);
   const pgbench = results.limits?.pgbench;
   if (pgbench)
     rows.push([
@@ -254,7 +266,7 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
               .join(", ")}`,
       )
       .join("; ");
-    return [phaseName, busiest, waits || "idle", profiles];
+    return [phaseName, busiest, fmt(p.rawTopicInPerSec), waits || "idle", profiles];
   });
   const bottlenecks = markdownTable(
     [

@@ -28,6 +28,7 @@ export async function stopAllServices(): Promise<void> {
 export async function startBenchService(options: {
   name: string;
   entry: string;
+  args?: string[];
   env: Record<string, string>;
   healthUrl: string;
   logFile: string;
@@ -37,11 +38,15 @@ export async function startBenchService(options: {
   const profileDir = options.profileDir ? join(options.profileDir, options.name) : undefined;
   const profileArgs = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
   const log = openSync(options.logFile, "a");
-  const child: ChildProcess = spawn(process.execPath, [...profileArgs, "--import", "tsx", options.entry], {
-    cwd: repoRoot(),
-    env: { ...process.env, ...stackEnv(), LOG_LEVEL: "warn", ...options.env },
-    stdio: ["ignore", log, log],
-  });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [...profileArgs, "--import", "tsx", options.entry, ...(options.args ?? [])],
+    {
+      cwd: repoRoot(),
+      env: { ...process.env, ...stackEnv(), LOG_LEVEL: "warn", ...options.env },
+      stdio: ["ignore", log, log],
+    },
+  );
   closeSync(log);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const deadline = Date.now() + 60_000;

@@ -475,8 +475,10 @@ async function main(): Promise<void> {
     if (cfg.only.has(4))
       await attempt("scenario 4 throughput", async () => {
         say(`scenario 4: applied events/s with ${cfg.offeredRate} events/s offered (batches of 100)`);
+        // API first: the worker's group starts at the topic's end just before the load does.
+        const api = await startApi("api-s4thr");
         const worker = await startWorker("worker-s4thr");
-        const services = [await startApi("api-s4thr"), worker];
+        const services = [api, worker];
         const groupId = workerGroups.get(worker);
         const points: { x: number; applied: number; lag: number; updates: number }[] = [];
         const load = await phase("4 applied", services, async () => {
@@ -598,7 +600,7 @@ async function main(): Promise<void> {
   await admin.end();
   await kafkaAdmin.disconnect();
   const commit = spawnSync("git", ["rev-parse", "HEAD"], { cwd: root, encoding: "utf8" }).stdout.trim();
-  const report = buildReport(results, phases);
+  const report = buildReport(results, phases, cpus().length);
   const json = {
     date: new Date().toISOString(),
     command: `npm run bench${process.argv.slice(2).length ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,

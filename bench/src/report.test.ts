@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type BenchResults, buildReport, fmt, markdownTable, ratio, verdict } from "./report.ts";
+import { type BenchResults, buildReport, fmt, likelyLimit, markdownTable, ratio, verdict } from "./report.ts";
 import type { SampleReport } from "./sampler.ts";
 import { summarize } from "./stats.ts";
 
@@ -53,11 +53,44 @@ describe("buildReport", () => {
     expect(report).toContain("| 6 limit");
     expect(report).toMatch(/\| 2 +\| 120 MB \/ 0\.90 +\| 300 MB \/ 0\.20/);
     expect(report).toContain("ingest-api CPU 50%");
-    expect(report).toMatch(/\| 2 +\| api 0\.90, postgres 0\.20 +\| 61,000 +\|/);
+    expect(report).toMatch(
+      /\| 2 +\| api CPU \(one event loop\) +\| api 0\.90, postgres 0\.20 +\| 61,000 +\|/,
+    );
   });
 
   it("says n/a when a limit is missing", () => {
     const report = buildReport({ scenario2: results.scenario2 }, {});
     expect(report).toMatch(/\| 2 batch.*\| n\/a +\|/);
+  });
+});
+
+describe("likelyLimit", () => {
+  const base: SampleReport = {
+    seconds: 20,
+    processes: {
+      "worker-s4": { pid: 1, maxRssMb: 100, cpuCores: 0.2 },
+      postgres: { pid: 2, maxRssMb: 300, cpuCores: 0.9 },
+    },
+    machineBusyCores: 1.2,
+    loadAverage1m: [1],
+    pgWaits: {
+      "resolver-worker LWLock:WALWrite": 0.45,
+      "resolver-worker CPU": 0.3,
+      "resolver-worker IO:WALSync": 0.1,
+    },
+    pgActiveBackendsMean: 4,
+  };
+
+  it("names WAL flush waits, not Postgres's many processes", () => {
+    expect(likelyLimit({ sample: base, rawTopicInPerSec: 0, profiles: {} }, 2)).toBe(
+      "Postgres WAL flush at commit (55% of active backends)",
+    );
+  });
+
+  it("falls back to a saturated machine", () => {
+    const sample = { ...base, pgWaits: {}, machineBusyCores: 1.95 };
+    expect(likelyLimit({ sample, rawTopicInPerSec: 0, profiles: {} }, 2)).toBe(
+      "machine CPU (1.95 of 2 cores busy)",
+    );
   });
 });

@@ -111,7 +111,7 @@ export function verdict(value: number | undefined, target: number, better: "high
 }
 
 /** The Markdown report: scenarios beside their limits, resources per phase, bottleneck evidence per phase. */
-export function buildReport(results: BenchResults, phases: Record<string, Phase>): string {
+export function buildReport(results: BenchResults, phases: Record<string, Phase>, cores = 2): string {
   const kafkaLimit: number | undefined = results.limits?.kafkaProducer?.recordsPerSec;
   const pgLimit: number | undefined = results.limits?.pgbench?.tps;
   const s1 = results.scenario1;
@@ -266,16 +266,40 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
               .join(", ")}`,
       )
       .join("; ");
-    return [phaseName, busiest, fmt(p.rawTopicInPerSec), waits || "idle", profiles];
+    return [phaseName, likelyLimit(p, cores), busiest, fmt(p.rawTopicInPerSec), waits || "idle", profiles];
   });
   const bottlenecks = markdownTable(
     [
       "phase",
+      "likely limit",
       "busiest processes (CPU cores)",
+      "events.raw.v1 in/s (all producers)",
       "Postgres active backends by wait",
       "CPU profile: top self time by module",
     ],
     bottleneckRows,
   );
   return `${main}\n\nResident memory (max VmRSS) and CPU (cores) per process, per phase:\n\n${resources}\n\nEvidence of what limits each phase:\n\n${bottlenecks}\n`;
+}
+
+/**
+ * A first reading of a phase's evidence: one Node process near a full core is its own limit (one event loop);
+ * Postgres backends mostly waiting on WAL means commits wait for the WAL flush; a machine with every core busy
+ * and no such process is CPU-starved as a whole (shared with everything else running). Several can hold.
+ */
+export function likelyLimit(phase: Phase, cores: number): string {
+  const reasons: string[] = [];
+  for (const [name, figures] of Object.entries(phase.sample.processes)) {
+    const single = !["postgres", "kafka", "connect", "registry", "load"].includes(name);
+    if (single && figures.cpuCores >= 0.85)
+      reasons.push(`${name.replace(/-s\d\w*$/, "")} CPU (one event loop)`);
+  }
+  const wal = Object.entries(phase.sample.pgWaits)
+    .filter(([key]) => /WALWrite|WALSync|WALInsert/.test(key))
+    .reduce((sum, [, share]) => sum + share, 0);
+  if (wal >= 0.4)
+    reasons.push(`Postgres WAL flush at commit (${(wal * 100).toFixed(0)}% of active backends)`);
+  if (reasons.length === 0 && phase.sample.machineBusyCores >= 0.9 * cores)
+    reasons.push(`machine CPU (${phase.sample.machineBusyCores.toFixed(2)} of ${cores} cores busy)`);
+  return reasons.join("; ") || "none evident (load generator or rate)";
 }

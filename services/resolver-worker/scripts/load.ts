@@ -7,10 +7,11 @@
  *   npx tsx services/resolver-worker/scripts/load.ts [events=20000] [KEY=value worker env ...]
  */
 
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
-import { stackEnv } from "@crm/config";
-import { createBusiness, freePort, startService } from "@crm/testing";
+import { repoRoot, stackEnv } from "@crm/config";
+import { createBusiness, eventually, freePort } from "@crm/testing";
 import pg from "pg";
 import {
   type Contact,
@@ -88,18 +89,30 @@ function cpuTicks(): Map<string, number> {
 const port = await freePort();
 const countSql = `SELECT count(*)::int AS n FROM crm_events WHERE business_id = ANY($1::uuid[])`;
 const ids = businesses.map((b) => b.businessId);
-const worker = await startService({
-  entry: "services/resolver-worker/src/main.ts",
-  env: {
-    WORKER_PORT: String(port),
-    WORKER_TOPIC: topics.topic,
-    WORKER_DLQ_TOPIC: topics.dlqTopic,
-    WORKER_GROUP_ID: topics.groupId,
-    LOG_LEVEL: "warn",
-    ...workerEnv,
+// PROFILE_DIR=<dir>: the worker runs under --cpu-prof and writes its profile there when it exits.
+const profile = process.env.PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PROFILE_DIR}`] : [];
+const worker = spawn(
+  process.execPath,
+  [...profile, "--import", "tsx", "services/resolver-worker/src/main.ts"],
+  {
+    cwd: repoRoot(),
+    env: {
+      ...process.env,
+      ...env,
+      WORKER_PORT: String(port),
+      WORKER_TOPIC: topics.topic,
+      WORKER_DLQ_TOPIC: topics.dlqTopic,
+      WORKER_GROUP_ID: topics.groupId,
+      LOG_LEVEL: "warn",
+      ...workerEnv,
+    },
+    stdio: ["ignore", "inherit", "inherit"],
   },
-  healthUrl: `http://127.0.0.1:${port}/healthz`,
-});
+);
+const exited = new Promise((resolve) => worker.once("exit", resolve));
+await eventually("worker healthy", async () =>
+  (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok ? true : undefined,
+);
 t = performance.now();
 let at10: { t: number; n: number } | undefined;
 let at90: { t: number; n: number } | undefined;
@@ -128,6 +141,7 @@ const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then((res) => re
 for (const line of metrics.split("\n")) {
   if (/lock_hold_seconds_(sum|count)|transaction_seconds_(sum|count)/.test(line)) console.log(`  ${line}`);
 }
-await worker.stop();
+worker.kill("SIGTERM");
+await exited;
 await dropWorkerTopics(brokers, topics);
 await admin.end();

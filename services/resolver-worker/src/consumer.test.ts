@@ -1,6 +1,7 @@
 import { DependencyUnavailableError, NonRetriableError } from "@crm/errors";
+import type { KafkaMessage } from "@crm/kafka";
 import { describe, expect, it } from "vitest";
-import { classifyFailure } from "./consumer.ts";
+import { classifyFailure, takeChunk } from "./consumer.ts";
 
 const pgError = (code: string) => Object.assign(new Error(`pg ${code}`), { code });
 
@@ -20,5 +21,23 @@ describe("classifyFailure", () => {
     expect(classifyFailure(new NonRetriableError("bad"))).toBe("permanent");
     for (const code of ["22P02", "23503", "23514", "42501"])
       expect(classifyFailure(pgError(code))).toBe("permanent");
+  });
+});
+
+describe("takeChunk", () => {
+  const queue = (key: string, n: number) =>
+    Array.from({ length: n }, (_, i) => ({ key: Buffer.from(key), offset: `${key}${i}` }) as KafkaMessage);
+
+  it("takes whole key queues, in order, up to the limit", () => {
+    const queues = [queue("a", 2), queue("b", 3), queue("c", 4)];
+    expect(takeChunk(queues, 5).map((m) => m.offset)).toEqual(["a0", "a1", "b0", "b1", "b2"]);
+    expect(queues.map((q) => q[0]!.offset)).toEqual(["c0"]);
+  });
+
+  it("never splits a key between chunks: a long queue goes whole, alone", () => {
+    const queues = [queue("a", 7), queue("b", 1)];
+    expect(takeChunk(queues, 5).map((m) => m.offset)).toEqual(["a0", "a1", "a2", "a3", "a4", "a5", "a6"]);
+    expect(takeChunk(queues, 5).map((m) => m.offset)).toEqual(["b0"]);
+    expect(takeChunk(queues, 5)).toEqual([]);
   });
 });

@@ -7,7 +7,7 @@ import { BatchProgress } from "./batch-progress.ts";
 import { decodeRawEvent } from "./decode-event.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 import { redactPii } from "./redact.ts";
-import { type ResolveResult, resolveContact } from "./resolve-contact.ts";
+import { type ResolveResult, resolveContact, resolveContacts } from "./resolve-contact.ts";
 
 export interface ConsumerOptions {
   kafka: Kafka;
@@ -20,6 +20,8 @@ export interface ConsumerOptions {
   groupId: string;
   maxAttempts: number;
   keyConcurrency: number;
+  /** Events applied in one transaction when they can be (1 = one transaction per event). */
+  eventsPerTransaction?: number;
   partitionConcurrency: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
@@ -75,6 +77,18 @@ function isRebalancing(error: unknown): boolean {
     type === "UNKNOWN_MEMBER_ID" ||
     type === "NOT_COORDINATOR_FOR_GROUP"
   );
+}
+
+/**
+ * The next chunk a runner applies: whole key queues (never part of one, so a key stays with one runner and in
+ * offset order) until `max` events; a single queue longer than that is taken alone.
+ */
+export function takeChunk(queues: KafkaMessage[][], max: number): KafkaMessage[] {
+  const chunk: KafkaMessage[] = [];
+  while (queues.length > 0 && (chunk.length === 0 || chunk.length + queues[0]!.length <= max)) {
+    chunk.push(...queues.shift()!);
+  }
+  return chunk;
 }
 
 function groupByKey(messages: KafkaMessage[]): KafkaMessage[][] {
@@ -196,15 +210,24 @@ export class ResolverConsumer {
 
     try {
       const queues = groupByKey(messages);
+      const perTransaction = Math.max(1, this.options.eventsPerTransaction ?? 1);
       const runQueues = async () => {
-        for (let queue = queues.shift(); queue; queue = queues.shift()) {
-          for (const message of queue) {
-            if (!keepGoing()) return;
-            const outcome = await this.apply(topic, partition, message, keepGoing);
-            if (outcome.kind === "abandoned") return;
-            if (outcome.kind === "dlq") await this.deadLetter(topic, partition, message, outcome);
-            progress.markDone(message.offset);
+        for (let chunk = takeChunk(queues, perTransaction); chunk.length > 0; ) {
+          // A chunk longer than the limit is one key's queue: its slices run one after the other, in order.
+          const slice = chunk.splice(0, perTransaction);
+          if (!keepGoing()) return;
+          if (slice.length > 1 && (await this.applyTogether(partition, slice))) {
+            for (const message of slice) progress.markDone(message.offset);
+          } else {
+            for (const message of slice) {
+              if (!keepGoing()) return;
+              const outcome = await this.apply(topic, partition, message, keepGoing);
+              if (outcome.kind === "abandoned") return;
+              if (outcome.kind === "dlq") await this.deadLetter(topic, partition, message, outcome);
+              progress.markDone(message.offset);
+            }
           }
+          if (chunk.length === 0) chunk = takeChunk(queues, perTransaction);
         }
       };
       await Promise.all(
@@ -224,6 +247,37 @@ export class ResolverConsumer {
       Math.max(0, Number(BigInt(batch.highWatermark) - nextOffset)),
     );
     if (failure) throw failure;
+  }
+
+  /**
+   * Applies `messages` (different keys, each key's in offset order) in one transaction. False when that cannot
+   * be done: an undecodable message, or any failure of the transaction, which then rolled back as a whole. The
+   * caller applies them one by one instead, with the usual retries and dead-lettering per event.
+   */
+  private async applyTogether(partition: number, messages: KafkaMessage[]): Promise<boolean> {
+    let events: RawEventV1[];
+    try {
+      events = messages.map((message) => decodeRawEvent(message.value));
+    } catch {
+      return false;
+    }
+    try {
+      const results = await resolveContacts(this.options.pool, events);
+      for (const result of results) this.record(result);
+      return true;
+    } catch (error) {
+      this.options.metrics.retries.inc({ reason: "chunk" });
+      this.options.logger.debug(
+        {
+          source_partition: partition,
+          events: messages.length,
+          err_code: sqlState(error) || undefined,
+          err: redactPii(errorMessage(error)),
+        },
+        "chunk failed; applying its events one by one",
+      );
+      return false;
+    }
   }
 
   private async apply(

@@ -35,6 +35,7 @@ const consumer = new ResolverConsumer({
   groupId: env.WORKER_GROUP_ID,
   maxAttempts: env.WORKER_MAX_ATTEMPTS,
   keyConcurrency: env.WORKER_KEY_CONCURRENCY,
+  eventsPerTransaction: env.WORKER_EVENTS_PER_TRANSACTION,
   partitionConcurrency: env.WORKER_PARTITION_CONCURRENCY,
   commitIntervalMs: env.WORKER_COMMIT_INTERVAL_MS,
   sessionTimeoutMs: env.WORKER_SESSION_TIMEOUT_MS,

@@ -4,8 +4,16 @@ import { createBusiness, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { decodeRawEvent } from "./decode-event.ts";
-import { resolveContact } from "./resolve-contact.ts";
-import { type Contact, identityGroups, invariantViolations, rawEvent } from "./test-harness.ts";
+import { resolveContact, resolveContacts } from "./resolve-contact.ts";
+import {
+  actualContacts,
+  type Contact,
+  expectedContacts,
+  identityGroups,
+  invariantViolations,
+  overlappingLoad,
+  rawEvent,
+} from "./test-harness.ts";
 
 // The resolve transaction (SPEC 7) against the real Postgres, as the worker runs it: service role, tenant set
 // per transaction, app.resolve_contact. Every business is fresh, so tests never see each other's rows.
@@ -279,5 +287,53 @@ describe("identity resolution", () => {
     // Deadlocks are retried by the worker; report how many this needed, fail only if it was not rare.
     console.log(`[resolve] parallel merge retries: ${failures.length} ${JSON.stringify(failures)}`);
     expect(failures.length).toBeLessThanOrEqual(3);
+  });
+});
+
+describe("several events in one transaction (resolve_contacts)", () => {
+  const decode = (event: RawEventV1) => decodeRawEvent(Buffer.from(JSON.stringify(event)));
+
+  it("ends exactly as one by one, with overlapping identities, late events and merges, chunks in parallel", async () => {
+    const { businessId } = await createBusiness(admin);
+    const events = overlappingLoad(businessId, 30, 8).map(decode);
+    // chunks of 10 run four at a time, as the worker's runners do; deadlocks between chunks are retried one by one
+    const chunks = Array.from({ length: Math.ceil(events.length / 10) }, (_, i) =>
+      events.slice(i * 10, i * 10 + 10),
+    );
+    let fellBack = 0;
+    const pending = [...chunks];
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        for (let chunk = pending.shift(); chunk; chunk = pending.shift()) {
+          try {
+            const results = await resolveContacts(service, chunk);
+            expect(results).toHaveLength(chunk.length);
+          } catch {
+            fellBack++;
+            for (const event of chunk) await resolveContact(service, event);
+          }
+        }
+      }),
+    );
+    console.log(`[resolve_contacts] chunks redone one by one: ${fellBack} of ${chunks.length}`);
+    expect(await actualContacts(admin, businessId)).toEqual(expectedContacts(events));
+    expect(await invariantViolations(admin, businessId)).toEqual([]);
+  });
+
+  it("a chunk with a failing event applies none of its events, and its results come back in input order", async () => {
+    const { businessId } = await createBusiness(admin);
+    const good = decode(rawEvent(businessId, { email: "chunk-a@example.com" }));
+    // a tenant that does not exist: resolve_contact raises (23503) after the good event was applied
+    const bad = decode(rawEvent("00000000-0000-4000-8000-000000000000", { email: "chunk-b@example.com" }));
+    await expect(resolveContacts(service, [good, bad])).rejects.toThrow();
+    expect(await rows("SELECT id FROM crm_events WHERE id = $1", [good.event_id])).toEqual([]);
+
+    const second = decode(rawEvent(businessId, { email: "chunk-a@example.com", name: "A" }));
+    const results = await resolveContacts(service, [good, second, good]);
+    expect(results.map((r) => r.outcome)).toEqual(["created", "updated", "duplicate"]);
+    expect(new Set(results.map((r) => r.contactId)).size).toBe(1);
+    expect(
+      await rows("SELECT type FROM outbox WHERE business_id = $1 ORDER BY created_at", [businessId]),
+    ).toHaveLength(2);
   });
 });

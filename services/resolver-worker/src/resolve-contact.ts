@@ -64,3 +64,52 @@ export async function resolveContact(pool: Pool, event: RawEventV1): Promise<Res
     transactionMs: performance.now() - started,
   };
 }
+
+interface ResolveManyRow extends ResolveRow {
+  event_id: string;
+}
+
+/**
+ * Applies several events, in the given order, in ONE transaction (`app.resolve_contacts`, migration 031): the
+ * same result as applying them one by one, for about half the Postgres CPU per event. The caller passes events
+ * of different keys (per-key order is the order given) and, when this throws, applies them one by one instead:
+ * any error rolls the whole chunk back, so nothing is half applied. Results are in input order; each event's
+ * lock hold runs from its locks to the COMMIT.
+ */
+export async function resolveContacts(pool: Pool, events: RawEventV1[]): Promise<ResolveResult[]> {
+  const started = performance.now();
+  const payload = events.map((event) => ({
+    event_id: event.event_id,
+    business_id: event.business_id,
+    email: event.contact.email,
+    phone: event.contact.phone,
+    external_id: event.contact.external_id,
+    name: event.contact.name,
+    type: event.type,
+    props: event.props,
+    occurred_at: event.occurred_at,
+  }));
+  const { rows, commitMs } = await transactionOfOne<ResolveManyRow>(
+    pool,
+    "resolve_contacts",
+    `SELECT * FROM app.resolve_contacts(${sqlLiteral(JSON.stringify(payload))}::jsonb)`,
+    { businessId: events[0]!.business_id },
+  );
+  if (
+    rows.length !== events.length ||
+    rows.some((row, i) => row.event_id !== events[i]!.event_id.toLowerCase())
+  ) {
+    throw new Error(`resolve_contacts answered ${rows.length} rows for ${events.length} events`);
+  }
+  const transactionMs = performance.now() - started;
+  return rows.map((row) => ({
+    contactId: row.contact_id,
+    outcome: row.outcome,
+    outboxRows: row.outbox_rows,
+    merged: row.merged,
+    conflicts: row.conflicts,
+    lockWaitMs: row.lock_wait_ms,
+    lockHoldMs: row.locked_ms + commitMs,
+    transactionMs,
+  }));
+}

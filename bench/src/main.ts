@@ -20,7 +20,14 @@ import {
   startBenchService,
   stopAllServices,
 } from "./services.ts";
-import { histogramQuantile, parseCounterTotal, parseHistogram, slope, summarize } from "./stats.ts";
+import {
+  histogramQuantile,
+  parseCounterTotal,
+  parseGauge,
+  parseHistogram,
+  slope,
+  summarize,
+} from "./stats.ts";
 
 /*
  * `npm run bench` (issue 6): each scenario after a warm-up, for a fixed time, against the shared stack, with its
@@ -203,12 +210,13 @@ async function main(): Promise<void> {
       name,
       entry: "services/ingest-api/src/main.ts",
       env: {
+        DATABASE_URL: withApplicationName(env.DATABASE_URL!, "bench-ingest-api"),
         INGEST_PORT: String(cfg.apiPort),
         // Its own instance group, so the rate-limit share is 1/1 whatever else runs on the shared stack.
         INGEST_INSTANCE_GROUP: `bench-${runId}`,
         RATE_LIMIT_PLANS: JSON.stringify({ [BENCH_PLAN]: BENCH_PLAN_LIMIT }),
       },
-      healthUrl: `${apiUrl}/healthz`,
+      healthUrl: `${apiUrl}/readyz`,
       logFile: join(logDir, `bench-${runId}-api.log`),
       profileDir: cfg.profile ? profileDir : undefined,
     });
@@ -219,8 +227,13 @@ async function main(): Promise<void> {
     const worker = await startBenchService({
       name,
       entry: "services/resolver-worker/src/main.ts",
-      env: { WORKER_PORT: String(cfg.workerPort), WORKER_GROUP_ID: groupId },
-      healthUrl: `http://127.0.0.1:${cfg.workerPort}/healthz`,
+      env: {
+        DATABASE_URL: withApplicationName(env.DATABASE_URL!, "bench-resolver-worker"),
+        WORKER_PORT: String(cfg.workerPort),
+        WORKER_GROUP_ID: groupId,
+      },
+      // Ready once the consumer holds its assignment, so the warm-up is not spent joining the group.
+      healthUrl: `http://127.0.0.1:${cfg.workerPort}/readyz`,
       logFile: join(logDir, `bench-${runId}-worker.log`),
       profileDir: cfg.profile ? profileDir : undefined,
     });
@@ -269,6 +282,24 @@ async function main(): Promise<void> {
         applied: parseCounterTotal(text, "resolver_events_applied_total"),
       };
     }
+    const api = services.find((service) => service.name.startsWith("api"));
+    let apiMetrics: Phase["apiMetrics"];
+    if (api) {
+      const text = await fetch(`${api.url}/metrics`).then(
+        (res) => res.text(),
+        () => "",
+      );
+      apiMetrics = {
+        produceP95Ms: round(
+          histogramQuantile(
+            parseHistogram(text, "ingest_kafka_produce_duration_seconds", { outcome: "ok" }),
+            0.95,
+          ) * 1_000,
+          2,
+        ),
+        eventLoopLagP99Ms: round(parseGauge(text, "nodejs_eventloop_lag_p99_seconds") * 1_000, 2),
+      };
+    }
     const profiles: Phase["profiles"] = {};
     await Promise.all(services.map((service) => service.stop()));
     for (const service of services) {
@@ -276,7 +307,13 @@ async function main(): Promise<void> {
       const file = mainThreadProfile(service.profileDir);
       profiles[service.name] = file ? { ...summarizeProfileFile(file, 8), file } : "no profile written";
     }
-    phases[name] = { sample, rawTopicInPerSec, profiles, ...(workerMetrics ? { workerMetrics } : {}) };
+    phases[name] = {
+      sample,
+      rawTopicInPerSec,
+      profiles,
+      ...(workerMetrics ? { workerMetrics } : {}),
+      ...(apiMetrics ? { apiMetrics } : {}),
+    };
   }
 
   const maxLoad = async (mode: MaxLoadConfig["mode"], key: string, url = apiUrl) => {
@@ -627,6 +664,16 @@ async function main(): Promise<void> {
   );
   console.log(report);
   say(`done in ${json.runtimeS} s; bench/results/latest.json written`);
+}
+
+/**
+ * The services' database URL with an application_name of the bench's own (pg lets the URL's parameters win over
+ * the pool's option), so pg_stat_activity tells the bench's backends from other services on the shared stack.
+ */
+function withApplicationName(url: string, name: string): string {
+  const parsed = new URL(url);
+  parsed.searchParams.set("application_name", name);
+  return parsed.toString();
 }
 
 /** Messages between a group's committed offsets and the ends of events.raw.v1. */

@@ -74,17 +74,31 @@ describe("likelyLimit", () => {
     machineBusyCores: 1.2,
     loadAverage1m: [1],
     pgWaits: {
-      "resolver-worker LWLock:WALWrite": 0.45,
-      "resolver-worker CPU": 0.3,
-      "resolver-worker IO:WALSync": 0.1,
+      "bench-resolver-worker LWLock:WALWrite": 0.45,
+      "bench-resolver-worker CPU": 0.3,
+      "bench-resolver-worker IO:WALSync": 0.1,
+      "resolver-worker LWLock:WALWrite": 0.15,
     },
     pgActiveBackendsMean: 4,
   };
 
   it("names WAL flush waits, not Postgres's many processes", () => {
     expect(likelyLimit({ sample: base, rawTopicInPerSec: 0, profiles: {} }, 2)).toBe(
-      "Postgres WAL flush at commit (55% of active backends)",
+      "Postgres WAL flush at commit (65% of its active backends)",
     );
+  });
+
+  it("ignores other services' backends and names slow Kafka acknowledgements", () => {
+    const sample = {
+      ...base,
+      pgWaits: { "resolver-worker LWLock:WALWrite": 0.9, "bench-ingest-api CPU": 0.1 },
+    };
+    expect(
+      likelyLimit(
+        { sample, rawTopicInPerSec: 0, profiles: {}, apiMetrics: { produceP95Ms: 80, eventLoopLagP99Ms: 3 } },
+        2,
+      ),
+    ).toBe("Kafka acknowledgements (produce p95 80 ms)");
   });
 
   it("falls back to a saturated machine", () => {

@@ -69,6 +69,8 @@ export interface Phase {
   rawTopicInPerSec: number;
   profiles: Record<string, (ProfileSummary & { file: string }) | string>;
   workerMetrics?: { lockHoldP95Ms: number; lockWaitP95Ms: number; transactionP95Ms: number; applied: number };
+  /** The bench API's own view: Kafka acknowledgement p95 and event-loop delay p99 over its life (this phase). */
+  apiMetrics?: { produceP95Ms: number; eventLoopLagP99Ms: number };
 }
 
 /** A Markdown table; cells are escaped for pipes, columns padded so the raw text reads as a table too. */
@@ -233,6 +235,7 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
       `${p.sample.machineBusyCores.toFixed(2)}`,
       load.length ? fmt(Math.max(...load), 2) : "n/a",
       p.workerMetrics ? fmt(p.workerMetrics.lockHoldP95Ms, 2) : "",
+      p.apiMetrics ? `${fmt(p.apiMetrics.produceP95Ms, 2)} / ${fmt(p.apiMetrics.eventLoopLagP99Ms, 2)}` : "",
     ];
   });
   const resources = markdownTable(
@@ -242,6 +245,7 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
       "machine busy cores",
       "load 1m max",
       "lock hold p95 ms",
+      "API produce p95 / loop delay p99 ms",
     ],
     resourceRows,
   );
@@ -294,11 +298,18 @@ export function likelyLimit(phase: Phase, cores: number): string {
     if (single && figures.cpuCores >= 0.85)
       reasons.push(`${name.replace(/-s\d\w*$/, "")} CPU (one event loop)`);
   }
-  const wal = Object.entries(phase.sample.pgWaits)
+  if (phase.apiMetrics && phase.apiMetrics.produceP95Ms >= 50)
+    reasons.push(`Kafka acknowledgements (produce p95 ${phase.apiMetrics.produceP95Ms} ms)`);
+  // Only the bench's own backends (and pgbench's): other services on a shared stack wait on the WAL too.
+  const own = Object.entries(phase.sample.pgWaits).filter(([key]) => /^(bench-|pgbench)/.test(key));
+  const ownTotal = own.reduce((sum, [, share]) => sum + share, 0);
+  const wal = own
     .filter(([key]) => /WALWrite|WALSync|WALInsert/.test(key))
     .reduce((sum, [, share]) => sum + share, 0);
-  if (wal >= 0.4)
-    reasons.push(`Postgres WAL flush at commit (${(wal * 100).toFixed(0)}% of active backends)`);
+  if (ownTotal > 0 && wal / ownTotal >= 0.4)
+    reasons.push(
+      `Postgres WAL flush at commit (${((wal / ownTotal) * 100).toFixed(0)}% of its active backends)`,
+    );
   if (reasons.length === 0 && phase.sample.machineBusyCores >= 0.9 * cores)
     reasons.push(`machine CPU (${phase.sample.machineBusyCores.toFixed(2)} of ${cores} cores busy)`);
   return reasons.join("; ") || "none evident (load generator or rate)";

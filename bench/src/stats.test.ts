@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   histogramQuantile,
   parseCounterTotal,
+  parseGauge,
   parseHistogram,
   percentile,
   slope,
@@ -58,6 +59,23 @@ describe("Prometheus histograms", () => {
         0.9,
       ),
     ).toBe(0.01);
+  });
+
+  it("filters labelled histograms and reads gauges", () => {
+    const labelled = [
+      'ingest_kafka_produce_duration_seconds_bucket{le="0.01",outcome="ok"} 4',
+      'ingest_kafka_produce_duration_seconds_bucket{le="+Inf",outcome="ok"} 5',
+      'ingest_kafka_produce_duration_seconds_bucket{le="0.01",outcome="error"} 0',
+      'ingest_kafka_produce_duration_seconds_bucket{le="+Inf",outcome="error"} 9',
+      "nodejs_eventloop_lag_p99_seconds 0.0125",
+    ].join("\n");
+    expect(parseHistogram(labelled, "ingest_kafka_produce_duration_seconds", { outcome: "ok" })).toEqual([
+      { le: 0.01, count: 4 },
+      { le: Number.POSITIVE_INFINITY, count: 5 },
+    ]);
+    expect(parseHistogram(labelled, "ingest_kafka_produce_duration_seconds")).toHaveLength(2);
+    expect(parseGauge(labelled, "nodejs_eventloop_lag_p99_seconds")).toBe(0.0125);
+    expect(parseGauge(labelled, "absent")).toBeNaN();
   });
 
   it("sums a counter over its labels", () => {

@@ -59,19 +59,39 @@ export function histogramQuantile(buckets: readonly Bucket[], q: number): number
   return lowerBound;
 }
 
-/** The buckets of histogram `name` in a Prometheus text exposition (unlabelled series only). */
-export function parseHistogram(text: string, name: string): Bucket[] {
-  const buckets: Bucket[] = [];
-  const pattern = new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)`);
+/**
+ * The buckets of histogram `name` in a Prometheus text exposition, summed over the series whose labels include
+ * `labels` (all series when empty).
+ */
+export function parseHistogram(text: string, name: string, labels: Record<string, string> = {}): Bucket[] {
+  const byLe = new Map<number, number>();
+  const prefix = `${name}_bucket{`;
   for (const line of text.split("\n")) {
-    const match = pattern.exec(line);
-    if (match)
-      buckets.push({
-        le: match[1] === "+Inf" ? Number.POSITIVE_INFINITY : Number(match[1]),
-        count: Number(match[2]),
-      });
+    if (!line.startsWith(prefix)) continue;
+    const close = line.lastIndexOf("}");
+    const pairs = new Map(
+      [...line.slice(prefix.length, close).matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!] as const),
+    );
+    if (Object.entries(labels).some(([key, value]) => pairs.get(key) !== value)) continue;
+    const le = pairs.get("le");
+    if (le === undefined) continue;
+    const bound = le === "+Inf" ? Number.POSITIVE_INFINITY : Number(le);
+    byLe.set(bound, (byLe.get(bound) ?? 0) + Number(line.slice(close + 1).trim()));
   }
-  return buckets;
+  return [...byLe.entries()].map(([le, count]) => ({ le, count })).sort((a, b) => a.le - b.le);
+}
+
+/** The value of unlabelled gauge `name`; NaN when absent. */
+export function parseGauge(text: string, name: string): number {
+  const line = text.split("\n").find((candidate) => candidate.startsWith(`${name} `));
+  return line
+    ? Number(
+        line
+          .slice(name.length + 1)
+          .trim()
+          .split(" ")[0],
+      )
+    : Number.NaN;
 }
 
 /** The sum of every series of counter `name` in a Prometheus text exposition (all label values). */

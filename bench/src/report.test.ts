@@ -91,7 +91,7 @@ describe("likelyLimit", () => {
   it("ignores other services' backends and names slow Kafka acknowledgements", () => {
     const sample = {
       ...base,
-      pgWaits: { "resolver-worker LWLock:WALWrite": 0.9, "bench-ingest-api CPU": 0.1 },
+      pgWaits: { "resolver-worker LWLock:WALWrite": 0.9 },
     };
     expect(
       likelyLimit(
@@ -99,6 +99,16 @@ describe("likelyLimit", () => {
         2,
       ),
     ).toBe("Kafka acknowledgements (produce p95 80 ms)");
+  });
+
+  it("names Postgres CPU when the bench's backends run rather than wait", () => {
+    const sample = {
+      ...base,
+      pgWaits: { "bench-resolver-worker CPU": 0.7, "bench-resolver-worker LWLock:WALWrite": 0.3 },
+    };
+    expect(likelyLimit({ sample, rawTopicInPerSec: 0, profiles: {} }, 2)).toBe(
+      "Postgres CPU (0.90 cores, 70% of its active backends on CPU)",
+    );
   });
 
   it("falls back to a saturated machine", () => {

@@ -298,7 +298,8 @@ export function likelyLimit(phase: Phase, cores: number): string {
     if (single && figures.cpuCores >= 0.85)
       reasons.push(`${name.replace(/-s\d\w*$/, "")} CPU (one event loop)`);
   }
-  if (phase.apiMetrics && phase.apiMetrics.produceP95Ms >= 50)
+  // In end-to-end phases the worker's side decides; a slow acknowledgement only delays the API's answers there.
+  if (!phase.workerMetrics && phase.apiMetrics && phase.apiMetrics.produceP95Ms >= 50)
     reasons.push(`Kafka acknowledgements (produce p95 ${phase.apiMetrics.produceP95Ms} ms)`);
   // Only the bench's own backends (and pgbench's): other services on a shared stack wait on the WAL too.
   const own = Object.entries(phase.sample.pgWaits).filter(([key]) => /^(bench-|pgbench)/.test(key));
@@ -309,6 +310,12 @@ export function likelyLimit(phase: Phase, cores: number): string {
   if (ownTotal > 0 && wal / ownTotal >= 0.4)
     reasons.push(
       `Postgres WAL flush at commit (${((wal / ownTotal) * 100).toFixed(0)}% of its active backends)`,
+    );
+  const onCpu = own.filter(([key]) => key.endsWith(" CPU")).reduce((sum, [, share]) => sum + share, 0);
+  const postgres = phase.sample.processes.postgres?.cpuCores ?? 0;
+  if (ownTotal > 0 && onCpu / ownTotal >= 0.5 && postgres >= 0.5)
+    reasons.push(
+      `Postgres CPU (${postgres.toFixed(2)} cores, ${((onCpu / ownTotal) * 100).toFixed(0)}% of its active backends on CPU)`,
     );
   if (reasons.length === 0 && phase.sample.machineBusyCores >= 0.9 * cores)
     reasons.push(`machine CPU (${phase.sample.machineBusyCores.toFixed(2)} of ${cores} cores busy)`);

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot, stackDir } from "@crm/config";
 import { CYCLE } from "./identity-mix.ts";
@@ -114,6 +114,18 @@ export function pgbenchScript(options: { businessId: string; runTag: string; occ
   ].join("\n");
 }
 
+/** PGBENCH, else the newest /usr/lib/postgresql/<v>/bin/pgbench (Debian's layout), else pgbench on PATH. */
+export function pgbenchBinary(): string {
+  if (process.env.PGBENCH) return process.env.PGBENCH;
+  const base = "/usr/lib/postgresql";
+  const versions = existsSync(base)
+    ? readdirSync(base)
+        .filter((version) => existsSync(join(base, version, "bin", "pgbench")))
+        .sort((a, b) => Number(b) - Number(a))
+    : [];
+  return versions[0] ? join(base, versions[0], "bin", "pgbench") : "pgbench";
+}
+
 export interface PgbenchResult {
   tps: number;
   meanLatencyMs: number;
@@ -139,7 +151,7 @@ export async function runPgbench(options: {
     script,
     pgbenchScript({ businessId: options.businessId, runTag, occurredAt: new Date().toISOString() }),
   );
-  const bin = process.env.PGBENCH ?? "/usr/lib/postgresql/15/bin/pgbench";
+  const bin = pgbenchBinary();
   const args = [
     "-n",
     "-M",

@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { repoRoot, stackDir, stackEnv } from "@crm/config";
@@ -356,7 +356,9 @@ async function main(): Promise<void> {
       ...options,
     };
     await runNodeChild(join(root, "bench/src/paced-load.ts"), JSON.stringify(config), onLoadSpawn);
-    const parsed = JSON.parse(readFileSync(outFile, "utf8")) as {
+    const text = readFileSync(outFile, "utf8");
+    rmSync(outFile, { force: true });
+    const parsed = JSON.parse(text) as {
       records: PacedRecord[];
       dropped: number;
       maxInFlight: number;

@@ -171,6 +171,8 @@ export class ResolverConsumer {
     if (messages.length === 0) return;
     const progress = new BatchProgress(messages.map((message) => message.offset));
     let rebalancing = false;
+    // The group error that ended the batch early; rethrown at the end so kafkajs rejoins (see below).
+    let groupError: unknown;
     let failure: unknown;
     const keepGoing = () => isRunning() && !isStale() && !rebalancing && failure === undefined;
 
@@ -189,7 +191,10 @@ export class ResolverConsumer {
           committed = applied;
         } catch (error) {
           // Not a correctness problem: what is applied but uncommitted is replayed and deduped.
-          if (isRebalancing(error)) rebalancing = true;
+          if (isRebalancing(error)) {
+            rebalancing = true;
+            groupError ??= error;
+          }
           this.options.logger.warn(
             { topic, partition, offset: next, err: errorMessage(error) },
             "offset commit failed",
@@ -203,7 +208,10 @@ export class ResolverConsumer {
     // applied prefix as we go so a crash replays little. A rebalance makes the batch wind down quickly.
     const tick = setInterval(() => {
       heartbeat().catch((error) => {
-        if (isRebalancing(error)) rebalancing = true;
+        if (isRebalancing(error)) {
+          rebalancing = true;
+          groupError ??= error;
+        }
       });
       void commitApplied();
     }, this.options.commitIntervalMs);
@@ -247,6 +255,10 @@ export class ResolverConsumer {
       Math.max(0, Number(BigInt(batch.highWatermark) - nextOffset)),
     );
     if (failure) throw failure;
+    // kafkajs rejoins (and looks the coordinator up again) only when a group error reaches it. Swallowed here, a
+    // coordinator that moved after a broker restart kept answering NOT_COORDINATOR to every commit and heartbeat
+    // for over a minute while each batch wound down at its first tick (found by npm run test:faults).
+    if (groupError) throw groupError;
   }
 
   /**

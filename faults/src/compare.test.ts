@@ -124,13 +124,16 @@ describe("markdownTable", () => {
     const [counts] = ledgerFindings([entry(1)], [{ eventId: "e1", req: 1 }]);
     const phase = {
       ...counts!,
+      notStarted: 4,
       duplicateMessages: 3,
       notes: [],
       recovery: { faultMs: 2_000, firstAckMs: 150, appliedMs: undefined, streamedMs: 4_321 },
     };
     const table = markdownTable([phase, totalRow([phase])]).split("\n");
     expect(table).toHaveLength(4);
-    expect(table[2]).toBe("| baseline | 1 | 0 | 1 | 0 | 0 | 0 | 0 | 0 | 3 | 0 | 2.0 | 0.1 | timeout | 4.3 |");
-    expect(table[3]).toContain("| total | 1 | 0 | 1 |");
+    expect(table[2]).toBe(
+      "| baseline | 1 | 4 | 0 | 1 | 0 | 0 | 0 | 0 | 0 | 3 | 0 | 2.0 | 0.1 | timeout | 4.3 |",
+    );
+    expect(table[3]).toContain("| total | 1 | 4 | 0 | 1 |");
   });
 });

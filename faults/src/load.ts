@@ -71,6 +71,8 @@ export class LoadDriver {
   private inFlight = 0;
   private inFlightKeyed = 0;
   private skipped = 0;
+  /** Requests not started because `maxInFlight` were awaiting an answer, by phase. */
+  readonly skippedByPhase = new Map<string, number>();
   private loop: Promise<void> | undefined;
   private readonly pending = new Set<Promise<void>>();
 
@@ -112,6 +114,8 @@ export class LoadDriver {
         issued++;
         if (this.inFlight >= this.options.maxInFlight) {
           this.skipped++;
+          const phase = this.phase();
+          this.skippedByPhase.set(phase, (this.skippedByPhase.get(phase) ?? 0) + 1);
           continue;
         }
         const promise = this.send();

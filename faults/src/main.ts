@@ -357,6 +357,7 @@ async function exercise(stack: Stack, s: StackSettings, tools: FaultContext["too
     }
     const phases: PhaseReport[] = counts.map((c) => ({
       ...c,
+      notStarted: load!.skippedByPhase.get(c.phase) ?? 0,
       duplicateMessages: dupByPhase.get(c.phase) ?? 0,
       recovery: recoveries.get(c.phase),
       notes: notes.get(c.phase) ?? [],

@@ -13,6 +13,8 @@ export interface Recovery {
 }
 
 export interface PhaseReport extends PhaseCounts {
+  /** Requests the client did not start because too many were awaiting an answer (open loop with a cap). */
+  notStarted: number;
   duplicateMessages: number;
   recovery?: Recovery;
   notes: string[];
@@ -25,6 +27,7 @@ export function markdownTable(phases: PhaseReport[]): string {
   const header = [
     "fault",
     "sent",
+    "not started",
     "keyed",
     "2xx",
     "5xx tries",
@@ -42,6 +45,7 @@ export function markdownTable(phases: PhaseReport[]): string {
   const rows = phases.map((p) => [
     p.phase,
     p.sent,
+    p.notStarted,
     p.keyed,
     p.acked,
     p.status5xx,
@@ -74,6 +78,7 @@ export function totalRow(phases: PhaseReport[]): PhaseReport {
     ackLost: 0,
     duplicateEffects: 0,
     unackedApplied: 0,
+    notStarted: 0,
     duplicateMessages: 0,
     notes: [],
   };
@@ -89,6 +94,7 @@ export function totalRow(phases: PhaseReport[]): PhaseReport {
       "ackLost",
       "duplicateEffects",
       "unackedApplied",
+      "notStarted",
       "duplicateMessages",
     ] as const) {
       total[key] += p[key];

@@ -395,12 +395,32 @@ async function main(): Promise<void> {
     const deadline = Date.now() + 20_000;
     const missing = () => [...expected.keys()].filter((id) => !updates.firstSeen.has(id)).length;
     while (Date.now() < deadline && missing() > 0) await sleep(250);
+    // Where the time went: the outbox row's created_at is the worker's transaction time (now()), on the same
+    // machine's clock, so 202 -> commit is the API + Kafka + worker part and commit -> message is Debezium's.
+    const since = Math.min(...records.map((record) => record.dueAt));
+    const { rows } = await admin.query<{ id: string; at: number }>(
+      `SELECT payload->>'cause_event_id' AS id, extract(epoch FROM min(created_at)) * 1000 AS at
+       FROM outbox WHERE created_at >= to_timestamp($1 / 1000.0) AND business_id = ANY($2::uuid[]) GROUP BY 1`,
+      [since - 1_000, [...allBusinesses]],
+    );
+    const committedAt = new Map(rows.map((row) => [row.id, Number(row.at)]));
     const latencies: number[] = [];
+    const toCommit: number[] = [];
+    const commitToTopic: number[] = [];
     for (const [id, ackAt] of expected) {
       const seen = updates.firstSeen.get(id);
       if (seen !== undefined) latencies.push(seen - ackAt);
+      const committed = committedAt.get(id);
+      if (committed !== undefined) toCommit.push(committed - ackAt);
+      if (committed !== undefined && seen !== undefined) commitToTopic.push(seen - committed);
     }
-    return { latencyMs: summarize(latencies), expected: expected.size, unmatched: missing() };
+    return {
+      latencyMs: summarize(latencies),
+      expected: expected.size,
+      unmatched: missing(),
+      ackToCommitMs: summarize(toCommit),
+      commitToMessageMs: summarize(commitToTopic),
+    };
   };
 
   const errors: Record<string, string> = {};

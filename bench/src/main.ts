@@ -665,6 +665,17 @@ async function main(): Promise<void> {
     command: `npm run bench${process.argv.slice(2).length ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
     settings: { ...cfg, only: [...cfg.only] },
     gitCommit: commit,
+    // The services run from the working tree: uncommitted changes there are part of what was measured.
+    gitUncommitted: spawnSync(
+      "git",
+      ["status", "--porcelain", "--", "services", "packages", "infra", "schemas"],
+      {
+        cwd: root,
+        encoding: "utf8",
+      },
+    )
+      .stdout.split("\n")
+      .filter(Boolean),
     machine: {
       cores: cpus().length,
       cpuModel: cpus()[0]?.model,

@@ -50,6 +50,9 @@ const child = spawn(
   },
 );
 const exited = new Promise((resolve) => child.once("exit", resolve));
+// never leave the API behind, whatever ends this script
+process.once("exit", () => child.kill("SIGKILL"));
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
 await eventually("ingest-api ready", async () =>
   (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.ok ? true : undefined,
 );

@@ -17,6 +17,7 @@ import {
   type Contact,
   createWorkerTopics,
   dropWorkerTopics,
+  histogramQuantile,
   RawEventProducer,
   rawEvent,
 } from "../src/test-harness.ts";
@@ -110,6 +111,9 @@ const worker = spawn(
   },
 );
 const exited = new Promise((resolve) => worker.once("exit", resolve));
+// never leave the worker behind, whatever ends this script
+process.once("exit", () => worker.kill("SIGKILL"));
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
 await eventually("worker healthy", async () =>
   (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok ? true : undefined,
 );
@@ -118,13 +122,19 @@ let at10: { t: number; n: number } | undefined;
 let at90: { t: number; n: number } | undefined;
 let cpu10: Map<string, number> | undefined;
 let cpu90: Map<string, number> | undefined;
+let lastCount = -1;
+let lastProgress = performance.now();
 for (;;) {
   await new Promise((resolve) => setTimeout(resolve, 250));
   const n = (await admin.query(countSql, [ids])).rows[0].n as number;
   const now = performance.now();
   if (!at10 && n >= total * 0.1) [at10, cpu10] = [{ t: now, n }, cpuTicks()];
   if (!at90 && n >= total * 0.9) [at90, cpu90] = [{ t: now, n }, cpuTicks()];
-  if (n >= total || now - t > 600_000) break;
+  if (n !== lastCount) [lastCount, lastProgress] = [n, now];
+  if (n >= total || now - lastProgress > 20_000) {
+    if (n < total) console.log(`stalled at ${n} of ${total} events (dead-lettered or stuck)`);
+    break;
+  }
 }
 const rate = at10 && at90 ? ((at90.n - at10.n) / (at90.t - at10.t)) * 1000 : 0;
 const secs = at10 && at90 ? (at90.t - at10.t) / 1000 : 1;
@@ -138,8 +148,14 @@ if (cpu10 && cpu90) {
   }
 }
 const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then((res) => res.text());
-for (const line of metrics.split("\n")) {
-  if (/lock_hold_seconds_(sum|count)|transaction_seconds_(sum|count)/.test(line)) console.log(`  ${line}`);
+for (const metric of [
+  "resolver_lock_hold_seconds",
+  "resolver_lock_wait_seconds",
+  "resolver_transaction_seconds",
+]) {
+  const p50 = histogramQuantile([metrics], metric, 0.5) * 1000;
+  const p95 = histogramQuantile([metrics], metric, 0.95) * 1000;
+  console.log(`  ${metric} p50 ${p50.toFixed(1)} ms, p95 ${p95.toFixed(1)} ms`);
 }
 worker.kill("SIGTERM");
 await exited;

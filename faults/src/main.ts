@@ -55,21 +55,23 @@ const CONFIG = {
 };
 
 /**
- * The private stack: its own dir and ports (below the kernel's ephemeral range, away from the shared stack's), the
- * main stack's jars. Nothing here touches the shared stack.
+ * The private stack: its own dir and ports, the main stack's jars. Nothing here touches the shared stack. Ports are
+ * FAULTS_PORT_BASE (26000) + the usual suffixes: below the kernel's ephemeral range, and away from the private
+ * brokers and Connect workers of the integration tests (29092, 28083, 19192...), which may run at the same time.
  */
+const portBase = num("FAULTS_PORT_BASE", 26_000);
 const PRIVATE_ENV: Record<string, string> = {
   STACK_DIR: join(root, ".stack-faults"),
   STACK_LIB_DIR: process.env.STACK_LIB_DIR ?? join(root, ".stack", "lib"),
   STACK_KAFKA_NODES: "3",
-  STACK_PG_PORT: "25432",
-  STACK_KAFKA_PORT: "29092",
-  STACK_KAFKA_CONTROLLER_PORT: "29093",
-  STACK_CONNECT_PORT: "28083",
-  STACK_REGISTRY_PORT: "28081",
-  STACK_REGISTRY_MANAGEMENT_PORT: "28181",
-  STACK_INGEST_PORT: "28080",
-  STACK_WORKER_PORT: "28091",
+  STACK_PG_PORT: String(portBase + 432),
+  STACK_KAFKA_PORT: String(portBase + 92),
+  STACK_KAFKA_CONTROLLER_PORT: String(portBase + 93),
+  STACK_CONNECT_PORT: String(portBase + 83),
+  STACK_REGISTRY_PORT: String(portBase + 81),
+  STACK_REGISTRY_MANAGEMENT_PORT: String(portBase + 181),
+  STACK_INGEST_PORT: String(portBase + 80),
+  STACK_WORKER_PORT: String(portBase + 191),
   STACK_PARTITIONS: "6",
 };
 

@@ -55,3 +55,50 @@ describe("pgbench script", () => {
     expect(script).toMatch(/'b:client_id\.:prev\.0@bench\.example', '\+1:phprev'.*'bench\.merge'/);
   });
 });
+
+describe("pgbench script of chunked transactions", () => {
+  const script = pgbenchScript({
+    businessId: "b1",
+    runTag: "abcd",
+    occurredAt: "2026-11-27T01:00:00.000Z",
+    eventsPerTransaction: 5,
+  });
+  const calls = script.split("\n").filter((line) => line.startsWith("BEGIN"));
+  // pgbench's substitution, with every variable set to 7
+  const payloads = calls.map((call) => {
+    const literal = /resolve_contacts\('(.*)'::jsonb\)/.exec(call)?.[1] ?? "[]";
+    return JSON.parse(literal.replace(/:([a-z_]+\d*)/g, "7")) as {
+      event_id: string;
+      email?: string;
+      phone?: string;
+      type: string;
+    }[];
+  });
+
+  it("sends resolve_contacts with the worker's chunk size, one branch per position of the cycle", () => {
+    expect(calls).toHaveLength(4);
+    for (const call of calls) {
+      expect(call).toMatch(
+        /^BEGIN \/\* resolve_contacts \*\/ \\; SELECT set_config\('app\.business_id', 'b1', true\)/,
+      );
+      expect(call).toMatch(/\\; COMMIT \\; SELECT extract/);
+    }
+    expect(payloads.map((events) => events.length)).toEqual([5, 5, 5, 5]);
+  });
+
+  it("carries the same mix as the worker's load: 10 new, 9 repeats, 1 merge per 20 events", () => {
+    const types = payloads.flat().map((event) => event.type);
+    expect(types.filter((type) => type === "bench.new")).toHaveLength(10);
+    expect(types.filter((type) => type === "bench.repeat")).toHaveLength(9);
+    expect(types.filter((type) => type === "bench.merge")).toHaveLength(1);
+    const merge = payloads.flat().find((event) => event.type === "bench.merge");
+    expect(merge?.email && merge.phone).toBeTruthy();
+    // event ids differ within a transaction (the 4th group carries the position)
+    expect(new Set(payloads[0]!.map((event) => event.event_id)).size).toBe(5);
+  });
+
+  it("covers chunk sizes that do not divide the cycle", () => {
+    const odd = pgbenchScript({ businessId: "b1", runTag: "abcd", occurredAt: "x", eventsPerTransaction: 3 });
+    expect(odd.split("\n").filter((line) => line.startsWith("BEGIN"))).toHaveLength(20);
+  });
+});

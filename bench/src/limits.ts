@@ -61,16 +61,46 @@ export function parseProducerPerfWindows(text: string, intervalS = 5): RateWindo
   return windows;
 }
 
-/** The pgbench script: the worker's transaction for each slot of the identity mix, one compound message. */
-export function pgbenchScript(options: { businessId: string; runTag: string; occurredAt: string }): string {
+/** The SQL the worker sends for one transaction (@crm/db transactionOfOne): one simple-protocol message. */
+function transactionMessage(tag: string, businessId: string, statement: string): string {
+  return [
+    `BEGIN /* ${tag} */`,
+    `SELECT set_config('app.business_id', '${businessId}', true)`,
+    statement,
+    "SELECT extract(epoch FROM clock_timestamp())::float8 AS at",
+    "COMMIT",
+    "SELECT extract(epoch FROM clock_timestamp())::float8 AS at",
+  ].join(" \\; ");
+}
+
+const PROPS = '{"plan":"pro","amount":42}';
+
+/**
+ * The pgbench script: the worker's transaction for the identity mix (identity-mix.ts), one compound message per
+ * transaction. With one event per transaction it is resolveContact's `app.resolve_contact(...)`; with more it is
+ * resolveContacts' `app.resolve_contacts('[...]'::jsonb)` with that many consecutive events of the mix, the
+ * payload shaped as the worker's JSON (absent fields left out). pgbench has no string functions, so each
+ * position of the mix's cycle is a branch with the identifiers spelled out around pgbench variables.
+ */
+export function pgbenchScript(options: {
+  businessId: string;
+  runTag: string;
+  occurredAt: string;
+  eventsPerTransaction?: number;
+}): string {
+  const perTransaction = Math.max(1, options.eventsPerTransaction ?? 1);
+  return perTransaction === 1 ? singleEventScript(options) : chunkScript({ ...options, perTransaction });
+}
+
+function singleEventScript(options: { businessId: string; runTag: string; occurredAt: string }): string {
   const biz = options.businessId;
   const literal = (value: string | null) => (value === null ? "NULL" : `'${value}'`);
   // Event ids: unique per run, client and sequence, built from pgbench integers (decimal digits are valid hex).
   const eventId = `':cid-${options.runTag}-4000-8000-:uid'`;
   const call = (email: string | null, phone: string | null, name: string | null, kind: string) =>
-    [
-      "BEGIN /* resolve_contact */",
-      `SELECT set_config('app.business_id', '${biz}', true)`,
+    transactionMessage(
+      "resolve_contact",
+      biz,
       `SELECT * FROM app.resolve_contact(${[
         `'${biz}'::uuid`,
         literal(email),
@@ -79,13 +109,10 @@ export function pgbenchScript(options: { businessId: string; runTag: string; occ
         literal(name),
         `${eventId}::uuid`,
         literal(`bench.${kind}`),
-        `'{"plan":"pro","amount":42}'::jsonb`,
+        `'${PROPS}'::jsonb`,
         `'${options.occurredAt}'::timestamptz`,
       ].join(", ")})`,
-      "SELECT extract(epoch FROM clock_timestamp())::float8 AS at",
-      "COMMIT",
-      "SELECT extract(epoch FROM clock_timestamp())::float8 AS at",
-    ].join(" \\; ");
+    );
   const email = (cycle: string, slot: string) => `b:client_id.${cycle}.${slot}@bench.example`;
   const phone = (cycle: string) => `+1:ph${cycle}`;
   return [
@@ -114,6 +141,69 @@ export function pgbenchScript(options: { businessId: string; runTag: string; occ
   ].join("\n");
 }
 
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+
+/**
+ * Chunks of `perTransaction` consecutive events of the mix. The chunks repeat every lcm(20, n) events; each of
+ * those positions is one branch. Unlike the single-event script, the first cycle of each client is not special:
+ * its repeats and merge name identifiers of cycle -1, which do not exist yet and are therefore created.
+ */
+function chunkScript(options: {
+  businessId: string;
+  runTag: string;
+  occurredAt: string;
+  perTransaction: number;
+}): string {
+  const n = options.perTransaction;
+  const span = (CYCLE * n) / gcd(CYCLE, n);
+  const transactions = span / n;
+  const cyclesPerSpan = span / CYCLE;
+  const lines = [
+    "\\set seq :seq + 1",
+    "\\set cid 10000000 + :client_id",
+    "\\set uid 100000000000 + :seq",
+    `\\set span :seq / ${transactions}`,
+    `\\set pos :seq % ${transactions}`,
+  ];
+  for (let position = 0; position < transactions; position++) {
+    lines.push(position === 0 ? "\\if :pos = 0" : `\\elif :pos = ${position}`);
+    const events: string[] = [];
+    for (let j = 0; j < n; j++) {
+      const offset = position * n + j;
+      const slot = offset % CYCLE;
+      lines.push(
+        `\\set c${j} :span * ${cyclesPerSpan} + ${Math.floor(offset / CYCLE)}`,
+        `\\set p${j} :c${j} - 1`,
+        `\\set h${j} 2000000000 + :client_id * 10000000 + :c${j}`,
+        `\\set q${j} 2000000000 + :client_id * 10000000 + :p${j}`,
+      );
+      const email = (cycle: string, at: number) => `"email":"b:client_id.:${cycle}${j}.${at}@bench.example"`;
+      let kind: string;
+      let identity: string;
+      if (slot === 1) [kind, identity] = ["new", `"phone":"+1:h${j}"`];
+      else if (slot < 10)
+        [kind, identity] = ["new", `${email("c", slot)},"name":"Bench :client_id.:c${j}.${slot}"`];
+      else if (slot < 18) [kind, identity] = ["repeat", email("p", slot - 8)];
+      else if (slot === 18) [kind, identity] = ["repeat", email("p", 0)];
+      else [kind, identity] = ["merge", `${email("p", 0)},"phone":"+1:q${j}"`];
+      const eventId = `:cid-${options.runTag}-4000-8${String(j).padStart(3, "0")}-:uid`;
+      events.push(
+        `{"event_id":"${eventId}","business_id":"${options.businessId}",${identity},"type":"bench.${kind}",` +
+          `"props":${PROPS},"occurred_at":"${options.occurredAt}"}`,
+      );
+    }
+    lines.push(
+      transactionMessage(
+        "resolve_contacts",
+        options.businessId,
+        `SELECT * FROM app.resolve_contacts('[${events.join(",")}]'::jsonb)`,
+      ),
+    );
+  }
+  lines.push("\\endif", "");
+  return lines.join("\n");
+}
+
 /** PGBENCH, else the newest /usr/lib/postgresql/<v>/bin/pgbench (Debian's layout), else pgbench on PATH. */
 export function pgbenchBinary(): string {
   if (process.env.PGBENCH) return process.env.PGBENCH;
@@ -128,6 +218,9 @@ export function pgbenchBinary(): string {
 
 export interface PgbenchResult {
   tps: number;
+  /** Events per second: transactions per second times the events each carries. */
+  eventsPerSec: number;
+  eventsPerTransaction: number;
   meanLatencyMs: number;
   clients: number;
   windows: RateWindow[];
@@ -138,6 +231,7 @@ export async function runPgbench(options: {
   databaseUrl: string;
   businessId: string;
   clients: number;
+  eventsPerTransaction: number;
   warmupS: number;
   durationS: number;
   scriptDir: string;
@@ -149,7 +243,12 @@ export async function runPgbench(options: {
     .padStart(4, "0");
   writeFileSync(
     script,
-    pgbenchScript({ businessId: options.businessId, runTag, occurredAt: new Date().toISOString() }),
+    pgbenchScript({
+      businessId: options.businessId,
+      runTag,
+      occurredAt: new Date().toISOString(),
+      eventsPerTransaction: options.eventsPerTransaction,
+    }),
   );
   const bin = pgbenchBinary();
   const args = [
@@ -173,8 +272,11 @@ export async function runPgbench(options: {
   const output = await collect(spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] }), options.onSpawn);
   if (output.code !== 0) throw new Error(`pgbench exited ${output.code}: ${output.text.slice(-1_500)}`);
   const windows = parsePgbenchProgress(output.text);
+  const tps = steadyRate(windows, options.warmupS);
   return {
-    tps: steadyRate(windows, options.warmupS),
+    tps,
+    eventsPerSec: tps * options.eventsPerTransaction,
+    eventsPerTransaction: options.eventsPerTransaction,
     meanLatencyMs: parsePgbenchLatency(output.text, options.warmupS),
     clients: options.clients,
     windows,

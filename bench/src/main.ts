@@ -7,6 +7,9 @@ import { repoRoot, stackDir, stackEnv } from "@crm/config";
 import { createKafka, headerString, type Kafka, TOPICS } from "@crm/kafka";
 import { consumerGroupAtTopicEnd } from "@crm/testing";
 import pg from "pg";
+// The worker's own config schema: pgbench mirrors its pool size and events per transaction (a read of defaults;
+// the bench never runs worker code in-process).
+import { WorkerEnv } from "../../services/resolver-worker/src/env.ts";
 import { runPgbench, runProducerPerf } from "./limits.ts";
 import type { MaxLoadConfig } from "./max-load.ts";
 import type { PacedLoadConfig, PacedRecord } from "./paced-load.ts";
@@ -638,19 +641,24 @@ async function main(): Promise<void> {
     await attempt("limit: pgbench", async () => {
       say("limits: pgbench of the resolve transaction (same identity mix, the worker's role)");
       const pgbenchTenant = await createTenant(admin, "pgbench");
-      const clients = Number(env.DATABASE_POOL_SIZE ?? 8);
+      // As the worker runs: its pool size and events per transaction, from its own config schema.
+      const worker = WorkerEnv.parse(stackEnv());
+      const clients = worker.DATABASE_POOL_SIZE;
       const pgbench = await phase("6 pgbench", [], () =>
         runPgbench({
           databaseUrl: env.DATABASE_URL!,
           businessId: pgbenchTenant.businessId,
           clients,
+          eventsPerTransaction: worker.WORKER_EVENTS_PER_TRANSACTION,
           warmupS: cfg.warmupS,
           durationS: cfg.durationS,
           scriptDir: logDir,
           onSpawn: onLoadSpawn,
         }),
       );
-      say(`  ${fmt(pgbench.tps)} transactions/s with ${clients} clients`);
+      say(
+        `  ${fmt(pgbench.eventsPerSec)} events/s (${fmt(pgbench.tps)} transactions/s of ${pgbench.eventsPerTransaction} events, ${clients} clients)`,
+      );
       limits.pgbench = pgbench;
     });
   if (Object.keys(limits).length) results.limits = limits;

@@ -602,8 +602,11 @@ async function main(): Promise<void> {
   if (cfg.only.has(6))
     await attempt("limit: Kafka producer", async () => {
       recordSize ??= await measureRecordSize(kafka, main.businessId).catch(() => undefined);
+      // The mean value size the API produced in this run; without API traffic in the run, a typical one.
       const size = recordSize ?? 400;
-      say(`limits: Kafka producer perf test (${size} B records, acks=all, ${partitions} partitions)`);
+      say(
+        `limits: Kafka producer perf test (${size} B records${recordSize ? "" : ", assumed: no API traffic in this run"}, acks=all, ${partitions} partitions)`,
+      );
       const topic = `bench-limit-${runId}`.toLowerCase();
       await kafkaAdmin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }] });
       const producer = await phase("6 kafka", [], () =>

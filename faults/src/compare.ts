@@ -29,6 +29,24 @@ export interface PhaseCounts {
   unackedApplied: number;
 }
 
+/** The counters of `PhaseCounts`, each starting at zero (report totals reuse the list). */
+export const COUNTERS = [
+  "sent",
+  "keyed",
+  "acked",
+  "status5xx",
+  "network",
+  "rejected",
+  "retried",
+  "ackLost",
+  "duplicateEffects",
+  "unackedApplied",
+] as const;
+
+export function emptyCounts(phase: string): PhaseCounts {
+  return { phase, ...(Object.fromEntries(COUNTERS.map((key) => [key, 0])) as Omit<PhaseCounts, "phase">) };
+}
+
 /** Per-phase comparison of the client's ledger with what the database applied. */
 export function ledgerFindings(entries: LedgerEntry[], applied: AppliedEvent[]): PhaseCounts[] {
   const eventsByReq = new Map<number, string[]>();
@@ -44,19 +62,7 @@ export function ledgerFindings(entries: LedgerEntry[], applied: AppliedEvent[]):
   const phaseOf = (name: string) => {
     let counts = phases.get(name);
     if (!counts) {
-      counts = {
-        phase: name,
-        sent: 0,
-        keyed: 0,
-        acked: 0,
-        status5xx: 0,
-        network: 0,
-        rejected: 0,
-        retried: 0,
-        ackLost: 0,
-        duplicateEffects: 0,
-        unackedApplied: 0,
-      };
+      counts = emptyCounts(name);
       phases.set(name, counts);
     }
     return counts;

@@ -1,4 +1,4 @@
-import type { PhaseCounts } from "./compare.ts";
+import { COUNTERS, emptyCounts, type PhaseCounts } from "./compare.ts";
 
 /** How long each part took to recover after the fault was cleared (restart done / SIGCONT), in ms. */
 export interface Recovery {
@@ -66,37 +66,9 @@ export function markdownTable(phases: PhaseReport[]): string {
 
 /** Totals over all phases (the table's last row). */
 export function totalRow(phases: PhaseReport[]): PhaseReport {
-  const total: PhaseReport = {
-    phase: "total",
-    sent: 0,
-    keyed: 0,
-    acked: 0,
-    status5xx: 0,
-    network: 0,
-    rejected: 0,
-    retried: 0,
-    ackLost: 0,
-    duplicateEffects: 0,
-    unackedApplied: 0,
-    notStarted: 0,
-    duplicateMessages: 0,
-    notes: [],
-  };
+  const total: PhaseReport = { ...emptyCounts("total"), notStarted: 0, duplicateMessages: 0, notes: [] };
   for (const p of phases) {
-    for (const key of [
-      "sent",
-      "keyed",
-      "acked",
-      "status5xx",
-      "network",
-      "rejected",
-      "retried",
-      "ackLost",
-      "duplicateEffects",
-      "unackedApplied",
-      "notStarted",
-      "duplicateMessages",
-    ] as const) {
+    for (const key of [...COUNTERS, "notStarted", "duplicateMessages"] as const) {
       total[key] += p[key];
     }
   }

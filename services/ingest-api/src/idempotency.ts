@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { type Pool, transaction } from "@crm/db";
+import { type Pool, sqlLiteral, transaction, transactionOfOne } from "@crm/db";
 import { DependencyUnavailableError, HttpError } from "@crm/errors";
 
 /** 1..255 printable ASCII characters (SPEC 4). */
@@ -93,46 +93,28 @@ export class PgIdempotencyStore implements IdempotencyStore {
     private readonly leaseMs = 30_000,
   ) {}
 
-  claim(businessId: string, caller: string, claims: IdempotencyClaim[]): Promise<ClaimOutcome[]> {
+  /**
+   * One claim (every `/v1/track` with a key) is one round trip: BEGIN, tenant, statement and COMMIT in one message.
+   * A batch's claims share one transaction, a statement each.
+   */
+  async claim(businessId: string, caller: string, claims: IdempotencyClaim[]): Promise<ClaimOutcome[]> {
+    const statements = claims.map((claim) => this.claimStatement(businessId, caller, claim));
+    const [only] = statements;
+    if (only !== undefined && statements.length === 1) {
+      const { rows } = await unavailableOnError(
+        transactionOfOne<ClaimRow>(this.pool, "idempotency.claim", only, { businessId }),
+      );
+      return [claimOutcome(rows[0], claims[0]!)];
+    }
     return unavailableOnError(
       transaction(
         this.pool,
         "idempotency.claim",
         async (client) => {
           const outcomes: ClaimOutcome[] = [];
-          for (const claim of claims) {
-            const eventId = keyedEventId(businessId, caller, claim.key);
-            // One statement: insert the claim, or take over an abandoned one with the same body, else read the
-            // existing record (the UNION arm runs only when the insert did nothing).
-            const { rows } = await client.query<ClaimRow>(
-              `WITH claimed AS (
-               INSERT INTO idempotency_keys AS k
-                 (business_id, caller, key_hash, request_hash, event_id, state, lease_until)
-               VALUES ($1, $2, $3, $4, $5, 'in_flight', now() + make_interval(secs => $6 / 1000.0))
-               ON CONFLICT (business_id, caller, key_hash) DO UPDATE SET lease_until = EXCLUDED.lease_until
-                 WHERE k.state = 'in_flight' AND k.lease_until < now() AND k.request_hash = EXCLUDED.request_hash
-               RETURNING event_id, request_hash, state, true AS claimed, 0 AS retry_after)
-             SELECT * FROM claimed
-             UNION ALL
-             SELECT event_id, request_hash, state, false,
-                    GREATEST(1, ceil(extract(epoch FROM lease_until - now())))::int
-             FROM idempotency_keys
-             WHERE business_id = $1 AND caller = $2 AND key_hash = $3 AND NOT EXISTS (SELECT 1 FROM claimed)`,
-              [businessId, caller, sha256(claim.key), claim.requestHash, eventId, this.leaseMs],
-            );
-            const row = rows[0];
-            if (!row) {
-              // Another request committed its claim while this statement ran: it is in flight.
-              outcomes.push({ kind: "in_flight", retryAfterSeconds: 1 });
-            } else if (row.claimed) {
-              outcomes.push({ kind: "claimed", eventId: row.event_id });
-            } else if (row.request_hash !== claim.requestHash) {
-              outcomes.push({ kind: "mismatch" });
-            } else if (row.state === "done") {
-              outcomes.push({ kind: "replay", eventId: row.event_id });
-            } else {
-              outcomes.push({ kind: "in_flight", retryAfterSeconds: Math.min(row.retry_after, 60) });
-            }
+          for (const [i, statement] of statements.entries()) {
+            const { rows } = await client.query<ClaimRow>(statement);
+            outcomes.push(claimOutcome(rows[0], claims[i]!));
           }
           return outcomes;
         },
@@ -141,18 +123,40 @@ export class PgIdempotencyStore implements IdempotencyStore {
     );
   }
 
+  /**
+   * Inserts the claim, or takes over an abandoned one with the same body, else reads the existing record (the
+   * UNION arm runs only when the insert did nothing). Values are inlined (`sqlLiteral`) so it fits one message.
+   */
+  private claimStatement(businessId: string, caller: string, claim: IdempotencyClaim): string {
+    const business = sqlLiteral(businessId);
+    const who = sqlLiteral(caller);
+    const keyHash = sqlLiteral(sha256(claim.key));
+    const eventId = sqlLiteral(keyedEventId(businessId, caller, claim.key));
+    return `WITH claimed AS (
+       INSERT INTO idempotency_keys AS k
+         (business_id, caller, key_hash, request_hash, event_id, state, lease_until)
+       VALUES (${business}, ${who}, ${keyHash}, ${sqlLiteral(claim.requestHash)}, ${eventId}, 'in_flight',
+               now() + make_interval(secs => ${Number(this.leaseMs)} / 1000.0))
+       ON CONFLICT (business_id, caller, key_hash) DO UPDATE SET lease_until = EXCLUDED.lease_until
+         WHERE k.state = 'in_flight' AND k.lease_until < now() AND k.request_hash = EXCLUDED.request_hash
+       RETURNING event_id, request_hash, state, true AS claimed, 0 AS retry_after)
+     SELECT * FROM claimed
+     UNION ALL
+     SELECT event_id, request_hash, state, false, GREATEST(1, ceil(extract(epoch FROM lease_until - now())))::int
+     FROM idempotency_keys
+     WHERE business_id = ${business} AND caller = ${who} AND key_hash = ${keyHash}
+       AND NOT EXISTS (SELECT 1 FROM claimed)`;
+  }
+
   async complete(businessId: string, caller: string, keys: string[]): Promise<void> {
     if (keys.length === 0) return;
     await unavailableOnError(
-      transaction(
+      transactionOfOne(
         this.pool,
         "idempotency.complete",
-        (client) =>
-          client.query(
-            `UPDATE idempotency_keys SET state = 'done'
-           WHERE business_id = $1 AND caller = $2 AND key_hash = ANY ($3::text[])`,
-            [businessId, caller, keys.map(sha256)],
-          ),
+        `UPDATE idempotency_keys SET state = 'done'
+         WHERE business_id = ${sqlLiteral(businessId)} AND caller = ${sqlLiteral(caller)}
+           AND key_hash = ANY (${keyHashes(keys)})`,
         { businessId },
       ),
     );
@@ -161,19 +165,28 @@ export class PgIdempotencyStore implements IdempotencyStore {
   async release(businessId: string, caller: string, keys: string[]): Promise<void> {
     if (keys.length === 0) return;
     await unavailableOnError(
-      transaction(
+      transactionOfOne(
         this.pool,
         "idempotency.release",
-        (client) =>
-          client.query(
-            `DELETE FROM idempotency_keys
-           WHERE business_id = $1 AND caller = $2 AND key_hash = ANY ($3::text[]) AND state = 'in_flight'`,
-            [businessId, caller, keys.map(sha256)],
-          ),
+        `DELETE FROM idempotency_keys
+         WHERE business_id = ${sqlLiteral(businessId)} AND caller = ${sqlLiteral(caller)}
+           AND key_hash = ANY (${keyHashes(keys)}) AND state = 'in_flight'`,
         { businessId },
       ),
     );
   }
+}
+
+const keyHashes = (keys: string[]) =>
+  `ARRAY[${keys.map((key) => sqlLiteral(sha256(key))).join(",")}]::text[]`;
+
+function claimOutcome(row: ClaimRow | undefined, claim: IdempotencyClaim): ClaimOutcome {
+  // No row: another request committed its claim while this statement ran, so it is in flight.
+  if (!row) return { kind: "in_flight", retryAfterSeconds: 1 };
+  if (row.claimed) return { kind: "claimed", eventId: row.event_id };
+  if (row.request_hash !== claim.requestHash) return { kind: "mismatch" };
+  if (row.state === "done") return { kind: "replay", eventId: row.event_id };
+  return { kind: "in_flight", retryAfterSeconds: Math.min(row.retry_after, 60) };
 }
 
 /** Any database failure of the bookkeeping means "try again later" to the client (503), never a 500. */

@@ -1,4 +1,6 @@
+import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { repoRoot, stackEnv } from "@crm/config";
 import { createBusiness, freePort, signUserToken, startService, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
@@ -63,5 +65,18 @@ describe("ingest-api process", () => {
     for (const secret of [email, "+15551234567", "555 123 4567", token, idemKey, ownerId]) {
       expect(logs).not.toContain(secret);
     }
+  });
+
+  it("refuses to start with a role that can bypass RLS", () => {
+    const result = spawnSync(process.execPath, ["--import", "tsx", "services/ingest-api/src/main.ts"], {
+      cwd: repoRoot(),
+      env: { ...process.env, ...stackEnv(), DATABASE_URL: env.adminUrl, INGEST_PORT: "0" },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    expect(result.status).not.toBe(0);
+    expect(result.stderr + result.stdout).toMatch(
+      /refusing to start: role postgres can bypass row level security/,
+    );
   });
 });

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { parseEnv } from "@crm/config";
-import { createPool } from "@crm/db";
+import { assertCannotBypassRls, createPool } from "@crm/db";
 import { createKafka, KafkaEventProducer } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
 import { SchemaRegistryClient } from "@crm/schema-registry";
@@ -15,6 +15,8 @@ import { PgTenantDirectory } from "./tenant-directory.ts";
 const env = parseEnv(IngestEnv);
 const logger = createLogger("ingest-api");
 const pool = createPool({ connectionString: env.DATABASE_URL, applicationName: "ingest-api", max: 10 });
+// Tenant checks and idempotency records rely on RLS: a role that could bypass it must not serve.
+await assertCannotBypassRls(pool);
 const kafka = createKafka({
   brokers: env.KAFKA_BROKERS.split(","),
   clientId: "ingest-api",

@@ -1,7 +1,7 @@
 import { DependencyUnavailableError, NonRetriableError } from "@crm/errors";
 import type { KafkaMessage } from "@crm/kafka";
 import { describe, expect, it } from "vitest";
-import { classifyFailure, takeChunk } from "./consumer.ts";
+import { classifyFailure, eventsPerTransaction, takeChunk } from "./consumer.ts";
 
 const pgError = (code: string) => Object.assign(new Error(`pg ${code}`), { code });
 
@@ -39,5 +39,16 @@ describe("takeChunk", () => {
     expect(takeChunk(queues, 5).map((m) => m.offset)).toEqual(["a0", "a1", "a2", "a3", "a4", "a5", "a6"]);
     expect(takeChunk(queues, 5).map((m) => m.offset)).toEqual(["b0"]);
     expect(takeChunk(queues, 5)).toEqual([]);
+  });
+});
+
+describe("eventsPerTransaction", () => {
+  it("chunks only while the partition lags by chunkMinLag or more", () => {
+    const options = { eventsPerTransaction: 5, chunkMinLag: 200 };
+    expect(eventsPerTransaction(options, 0n)).toBe(1);
+    expect(eventsPerTransaction(options, 199n)).toBe(1);
+    expect(eventsPerTransaction(options, 200n)).toBe(5);
+    expect(eventsPerTransaction({ eventsPerTransaction: 5, chunkMinLag: 0 }, 0n)).toBe(5);
+    expect(eventsPerTransaction({ eventsPerTransaction: 0 }, 1_000n)).toBe(1);
   });
 });

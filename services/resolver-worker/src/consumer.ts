@@ -22,6 +22,12 @@ export interface ConsumerOptions {
   keyConcurrency: number;
   /** Events applied in one transaction when they can be (1 = one transaction per event). */
   eventsPerTransaction?: number;
+  /**
+   * Chunks are used only while a partition is at least this far behind (messages from the batch's first offset to
+   * the high watermark): catching up gets chunk throughput, a worker keeping up gets one short transaction per
+   * event and its short lock hold (SPEC 7). 0 = always chunk.
+   */
+  chunkMinLag?: number;
   partitionConcurrency: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
@@ -89,6 +95,15 @@ export function takeChunk(queues: KafkaMessage[][], max: number): KafkaMessage[]
     chunk.push(...queues.shift()!);
   }
   return chunk;
+}
+
+/** This batch's chunk size: the configured one while the partition lags by `chunkMinLag` or more, else 1. */
+export function eventsPerTransaction(
+  options: Pick<ConsumerOptions, "eventsPerTransaction" | "chunkMinLag">,
+  lag: bigint,
+): number {
+  const max = Math.max(1, options.eventsPerTransaction ?? 1);
+  return lag >= BigInt(options.chunkMinLag ?? 0) ? max : 1;
 }
 
 function groupByKey(messages: KafkaMessage[]): KafkaMessage[][] {
@@ -218,7 +233,10 @@ export class ResolverConsumer {
 
     try {
       const queues = groupByKey(messages);
-      const perTransaction = Math.max(1, this.options.eventsPerTransaction ?? 1);
+      const perTransaction = eventsPerTransaction(
+        this.options,
+        BigInt(batch.highWatermark) - BigInt(messages[0]?.offset ?? batch.highWatermark),
+      );
       const runQueues = async () => {
         for (let chunk = takeChunk(queues, perTransaction); chunk.length > 0; ) {
           // A chunk longer than the limit is one key's queue: its slices run one after the other, in order.

@@ -36,6 +36,7 @@ const consumer = new ResolverConsumer({
   maxAttempts: env.WORKER_MAX_ATTEMPTS,
   keyConcurrency: env.WORKER_KEY_CONCURRENCY,
   eventsPerTransaction: env.WORKER_EVENTS_PER_TRANSACTION,
+  chunkMinLag: env.WORKER_CHUNK_MIN_LAG,
   partitionConcurrency: env.WORKER_PARTITION_CONCURRENCY,
   commitIntervalMs: env.WORKER_COMMIT_INTERVAL_MS,
   sessionTimeoutMs: env.WORKER_SESSION_TIMEOUT_MS,

@@ -309,41 +309,45 @@ export async function identityGroups(admin: pg.Pool, businessId: string): Promis
  * contact with two external_ids, contact.external_id equal to its identity, and for every contact exactly one
  * outbox row per version (1..version): a change applied twice or lost would break the sequence.
  */
-export async function invariantViolations(admin: pg.Pool, businessId: string): Promise<string[]> {
+/**
+ * SPEC 7's invariants over one business or several at once (one scan of the outbox for many businesses: the
+ * outbox has no index on aggregateid, and on a long-lived dev database it holds many rows).
+ */
+export async function invariantViolations(admin: pg.Pool, businessIds: string | string[]): Promise<string[]> {
   const problems: string[] = [];
   const checks: [string, string][] = [
     [
       "identity on a merged contact",
       `SELECT i.value FROM contact_identities i JOIN crm_contacts c ON c.id = i.contact_id
-       WHERE i.business_id = $1 AND c.merged_into IS NOT NULL`,
+       WHERE i.business_id = ANY ($1::uuid[]) AND c.merged_into IS NOT NULL`,
     ],
     [
       "event on a merged contact",
       `SELECT e.id FROM crm_events e JOIN crm_contacts c ON c.id = e.contact_id
-       WHERE e.business_id = $1 AND c.merged_into IS NOT NULL`,
+       WHERE e.business_id = ANY ($1::uuid[]) AND c.merged_into IS NOT NULL`,
     ],
     [
       "contact with two external_ids",
-      `SELECT contact_id FROM contact_identities WHERE business_id = $1 AND type = 'external_id'
+      `SELECT contact_id FROM contact_identities WHERE business_id = ANY ($1::uuid[]) AND type = 'external_id'
        GROUP BY contact_id HAVING count(*) > 1`,
     ],
     [
       "external_id column differs from its identity",
       `SELECT c.id FROM crm_contacts c
        LEFT JOIN contact_identities i ON i.contact_id = c.id AND i.type = 'external_id'
-       WHERE c.business_id = $1 AND c.merged_into IS NULL AND c.external_id IS DISTINCT FROM i.value`,
+       WHERE c.business_id = ANY ($1::uuid[]) AND c.merged_into IS NULL AND c.external_id IS DISTINCT FROM i.value`,
     ],
     [
       "outbox rows do not match versions 1..version",
       `SELECT c.id FROM crm_contacts c LEFT JOIN outbox o ON o.aggregateid = c.id::text
-       WHERE c.business_id = $1 GROUP BY c.id, c.version
+       WHERE c.business_id = ANY ($1::uuid[]) GROUP BY c.id, c.version
        HAVING count(o.id) <> c.version
            OR count(DISTINCT (o.payload->>'version')::int) <> c.version
            OR max((o.payload->>'version')::int) <> c.version`,
     ],
   ];
   for (const [what, sql] of checks) {
-    const { rows } = await admin.query(sql, [businessId]);
+    const { rows } = await admin.query(sql, [[businessIds].flat()]);
     if (rows.length > 0) problems.push(`${what}: ${rows.length}`);
   }
   return problems;

@@ -141,7 +141,12 @@ export async function assertPortsFree(what: string, host: string, ports: number[
         `${what}: port ${port} is in the ephemeral range ${low}-${high} (outgoing connections take those); choose a port below ${low}`,
       );
     }
-    if (!(await portFree(host, port))) throw new Error(`${what}: port ${host}:${port} is already in use`);
+    // A process killed a moment ago can still hold its listening socket while it exits: give it a few seconds.
+    const deadline = Date.now() + 10_000;
+    while (!(await portFree(host, port))) {
+      if (Date.now() > deadline) throw new Error(`${what}: port ${host}:${port} is already in use`);
+      await sleep(250);
+    }
   }
 }
 

@@ -52,7 +52,11 @@ export async function resolveContact(pool: Pool, event: RawEventV1): Promise<Res
     ].join(", ")})`,
     { businessId: event.business_id },
   );
-  const row = rows[0]!;
+  return toResult(rows[0]!, commitMs, performance.now() - started);
+}
+
+/** A row of `resolve_contact(s)` as the worker reports it; lock hold runs from the locks to the end of COMMIT. */
+function toResult(row: ResolveRow, commitMs: number, transactionMs: number): ResolveResult {
   return {
     contactId: row.contact_id,
     outcome: row.outcome,
@@ -61,7 +65,7 @@ export async function resolveContact(pool: Pool, event: RawEventV1): Promise<Res
     conflicts: row.conflicts,
     lockWaitMs: row.lock_wait_ms,
     lockHoldMs: row.locked_ms + commitMs,
-    transactionMs: performance.now() - started,
+    transactionMs,
   };
 }
 
@@ -102,14 +106,5 @@ export async function resolveContacts(pool: Pool, events: RawEventV1[]): Promise
     throw new Error(`resolve_contacts answered ${rows.length} rows for ${events.length} events`);
   }
   const transactionMs = performance.now() - started;
-  return rows.map((row) => ({
-    contactId: row.contact_id,
-    outcome: row.outcome,
-    outboxRows: row.outbox_rows,
-    merged: row.merged,
-    conflicts: row.conflicts,
-    lockWaitMs: row.lock_wait_ms,
-    lockHoldMs: row.locked_ms + commitMs,
-    transactionMs,
-  }));
+  return rows.map((row) => toResult(row, commitMs, transactionMs));
 }

@@ -148,32 +148,38 @@ export class PgIdempotencyStore implements IdempotencyStore {
        AND NOT EXISTS (SELECT 1 FROM claimed)`;
   }
 
-  async complete(businessId: string, caller: string, keys: string[]): Promise<void> {
-    if (keys.length === 0) return;
-    await unavailableOnError(
-      transactionOfOne(
-        this.pool,
-        "idempotency.complete",
-        `UPDATE idempotency_keys SET state = 'done'
-         WHERE business_id = ${sqlLiteral(businessId)} AND caller = ${sqlLiteral(caller)}
-           AND key_hash = ANY (${keyHashes(keys)})`,
-        { businessId },
-      ),
+  complete(businessId: string, caller: string, keys: string[]): Promise<void> {
+    return this.onKeys(
+      "idempotency.complete",
+      businessId,
+      caller,
+      keys,
+      (where) => `UPDATE idempotency_keys SET state = 'done' WHERE ${where}`,
     );
   }
 
-  async release(businessId: string, caller: string, keys: string[]): Promise<void> {
-    if (keys.length === 0) return;
-    await unavailableOnError(
-      transactionOfOne(
-        this.pool,
-        "idempotency.release",
-        `DELETE FROM idempotency_keys
-         WHERE business_id = ${sqlLiteral(businessId)} AND caller = ${sqlLiteral(caller)}
-           AND key_hash = ANY (${keyHashes(keys)}) AND state = 'in_flight'`,
-        { businessId },
-      ),
+  release(businessId: string, caller: string, keys: string[]): Promise<void> {
+    return this.onKeys(
+      "idempotency.release",
+      businessId,
+      caller,
+      keys,
+      (where) => `DELETE FROM idempotency_keys WHERE ${where} AND state = 'in_flight'`,
     );
+  }
+
+  /** One statement over the caller's given keys, in one round trip; nothing to do for no keys. */
+  private async onKeys(
+    tag: string,
+    businessId: string,
+    caller: string,
+    keys: string[],
+    statement: (where: string) => string,
+  ): Promise<void> {
+    if (keys.length === 0) return;
+    const where = `business_id = ${sqlLiteral(businessId)} AND caller = ${sqlLiteral(caller)}
+      AND key_hash = ANY (${keyHashes(keys)})`;
+    await unavailableOnError(transactionOfOne(this.pool, tag, statement(where), { businessId }));
   }
 }
 

@@ -36,6 +36,32 @@ describe("normalizeExternalId", () => {
   });
 });
 
+describe("look-alike identifiers (issue 11)", () => {
+  it.each([
+    "bo\u200Bb@x.com",
+    "\u202Ebob@x.com",
+    "bob@x.com\uFEFF",
+    "b\u00ADob@x.com",
+    "\u2066bob\u2069@x.com",
+  ])("%j is bob@x.com once its format characters are removed", (raw) =>
+    expect(normalizeEmail(raw)).toEqual({ ok: true, value: "bob@x.com" }),
+  );
+  it("removes format characters from phones and external ids too", () => {
+    expect(normalizePhone("+1 555\u200B123 4567")).toEqual({ ok: true, value: "+15551234567" });
+    expect(normalizeExternalId("acct\u200D_42\u200E")).toEqual({ ok: true, value: "acct_42" });
+  });
+  it("refuses control characters and lone surrogates instead of removing them", () => {
+    for (const raw of ["bob\u0000@x.com", "bob@x.com\n", "bob\u0085@x.com", "bob\uD800@x.com"]) {
+      expect(normalizeEmail(raw).ok).toBe(false);
+    }
+    expect(normalizeExternalId("acct\t42").ok).toBe(false);
+    expect(normalizePhone("+15551234567\u0000").ok).toBe(false);
+  });
+  it("an id of format characters only is empty", () => {
+    expect(normalizeExternalId("\u200B\u200C").ok).toBe(false);
+  });
+});
+
 describe("partitionKey", () => {
   it("keys by the highest-priority identifier", () => {
     expect(partitionKey("b", { email: "a@x.io", phone: "+15551234567" }, "e")).toBe("b:email:a@x.io");

@@ -10,9 +10,27 @@ export type Normalized<T> = { ok: true; value: T } | { ok: false; reason: string
 const EMAIL =
   /^[^\s@"(),:;<>[\\\]]{1,64}@(?:[\p{L}\p{N}](?:[\p{L}\p{N}-]{0,61}[\p{L}\p{N}])?\.)+[\p{L}]{2,63}$/u;
 
-/** Email: trim, Unicode NFKC, lowercase, syntax check (SPEC 7.1). */
+// Format characters (zero-width spaces and joiners, bidi marks and overrides, soft hyphen, BOM) are invisible:
+// left in, `bo\u200Bb@x.com` and `bob@x.com` would be two people who look like one.
+const FORMAT_CHARACTERS = /\p{Cf}/gu;
+const CONTROL_CHARACTER = /\p{Cc}/u;
+
+/**
+ * The visible text of an identifier: format characters removed, then trimmed. Control characters (NUL, tab,
+ * newline, C1) are refused rather than removed: they are never part of an identifier a person typed.
+ */
+function visible(raw: string): Normalized<string> {
+  if (CONTROL_CHARACTER.test(raw) || !raw.isWellFormed()) {
+    return { ok: false, reason: "must not contain control characters or lone surrogates" };
+  }
+  return { ok: true, value: raw.replace(FORMAT_CHARACTERS, "").trim() };
+}
+
+/** Email: format characters removed, trim, Unicode NFKC, lowercase, syntax check (SPEC 7.1). */
 export function normalizeEmail(raw: string): Normalized<string> {
-  const value = raw.trim().normalize("NFKC").toLowerCase();
+  const text = visible(raw);
+  if (!text.ok) return text;
+  const value = text.value.normalize("NFKC").toLowerCase();
   if (value.length > 254 || !EMAIL.test(value)) return { ok: false, reason: "not a valid email address" };
   return { ok: true, value };
 }
@@ -22,16 +40,20 @@ export function normalizeEmail(raw: string): Normalized<string> {
  * (right length and shape for the country) are accepted, not only assigned ranges: +15551234567 must pass.
  */
 export function normalizePhone(raw: string, defaultCountry = "US"): Normalized<string> {
-  const parsed = parsePhoneNumberFromString(raw.trim(), defaultCountry.toUpperCase() as CountryCode);
+  const text = visible(raw);
+  if (!text.ok) return text;
+  const parsed = parsePhoneNumberFromString(text.value, defaultCountry.toUpperCase() as CountryCode);
   if (!parsed?.isPossible()) return { ok: false, reason: "not a possible phone number" };
   const value = parsed.number;
   if (!/^\+[1-9]\d{6,14}$/.test(value)) return { ok: false, reason: "not a possible phone number" };
   return { ok: true, value };
 }
 
-/** external_id: trimmed, 1..255 characters, case-sensitive. */
+/** external_id: format characters removed, trimmed, 1..255 characters, case-sensitive. */
 export function normalizeExternalId(raw: string): Normalized<string> {
-  const value = raw.trim();
+  const text = visible(raw);
+  if (!text.ok) return text;
+  const value = text.value;
   if (value.length < 1 || value.length > 255) return { ok: false, reason: "must be 1..255 characters" };
   return { ok: true, value };
 }

@@ -157,3 +157,64 @@ describe("ingest app (fakes)", () => {
     expect(res.status).toBe(401);
   });
 });
+
+function nestedProps(levels: number): string {
+  return `${'{"a":'.repeat(levels)}1${"}".repeat(levels)}`;
+}
+
+describe("hostile input (issue 11): what is accepted, the worker can store", () => {
+  it.each([
+    [
+      "a NUL in a contact name",
+      '{"type":"x","contact":{"external_id":"a","name":"M\\u0000"}}',
+      "contact.name",
+    ],
+    ["a NUL inside props", '{"type":"x","props":{"note":"a\\u0000b"}}', "props.note"],
+    ["a control character in a props key", '{"type":"x","props":{"k\\u0007":1}}', "props.k\u0007"],
+    ["a lone surrogate in type", '{"type":"x\\ud800"}', "type"],
+    ["a tab in type", '{"type":"a\\tb"}', "type"],
+    ["occurred_at in year 0000", '{"type":"x","occurred_at":"0000-01-01T00:00:00Z"}', "occurred_at"],
+    ["occurred_at before 1900", '{"type":"x","occurred_at":"1899-12-31T23:59:59Z"}', "occurred_at"],
+    ["a number JSON.parse makes Infinity", '{"type":"x","props":{"n":1e400}}', "props.n"],
+    ["props 4,000 levels deep", `{"type":"x","props":${nestedProps(4_000)}}`, "props"],
+    ["a __proto__ key in props", '{"type":"x","props":{"__proto__":{"a":1}}}', "props.__proto__"],
+  ])("refuses %s with 400 and the field's path", async (_what, body, path) => {
+    const { app, producer } = setup();
+    const res = await post(app, "/v1/track", body);
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe("invalid_request");
+    // the path of the offending value (for depth, the first container past the limit, under `path`)
+    const paths: string[] = res.body.error.issues.map((i: { path: string[] }) => i.path.join("."));
+    expect(paths.some((p) => p === path || p.startsWith(`${path}.`))).toBe(true);
+    expect(producer.sent).toHaveLength(0);
+  });
+
+  it("accepts tab and newline in props values, and emoji and combining marks anywhere", async () => {
+    const { app, producer } = setup();
+    const res = await post(app, "/v1/track", {
+      type: "note 🎉",
+      contact: { name: "Zoë e\u0301" },
+      props: { text: "line 1\nline 2\tend" },
+    });
+    expect(res.status).toBe(202);
+    expect(producer.sent).toHaveLength(1);
+  });
+
+  it("gives a keyed request with deep props the same 400 as an unkeyed one", async () => {
+    const { app } = setup();
+    const body = `{"type":"x","props":${nestedProps(3_000)}}`;
+    expect((await post(app, "/v1/track", body)).status).toBe(400);
+    expect((await post(app, "/v1/track", body, { "idempotency-key": "deep-1" })).status).toBe(400);
+  });
+
+  it("makes a bad batch item that item's error only: the valid items are accepted", async () => {
+    const { app, producer } = setup();
+    const body = `{"events":[{"type":"ok-1"},{"type":"x","props":${nestedProps(4_000)}},{"type":"x\\u0000"},{"type":"ok-2","idempotency_key":"b-1"}]}`;
+    const res = await post(app, "/v1/batch", body);
+    expect(res.status).toBe(202);
+    expect(res.body.results.map((r: { ok: boolean }) => r.ok)).toEqual([true, false, false, true]);
+    expect(res.body.results[1].error.issues[0].path.slice(0, 3)).toEqual(["events", "1", "props"]);
+    expect(res.body.results[2].error.issues[0].path).toEqual(["events", "2", "type"]);
+    expect(producer.sent).toHaveLength(2);
+  });
+});

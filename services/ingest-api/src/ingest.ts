@@ -4,6 +4,7 @@ import { normalizeEmail, normalizeExternalId, normalizePhone, partitionKey } fro
 import { type EventProducer, type OutgoingMessage, TOPICS } from "@crm/kafka";
 import { hashId, type Logger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
+import { eventIssues } from "@crm/storable";
 import type { z } from "zod";
 import type { Caller } from "./auth.ts";
 import type { IdempotencyStore } from "./idempotency.ts";
@@ -44,6 +45,23 @@ export function parseOr400<T extends z.ZodType>(schema: T, raw: unknown, prefix:
     message: i.message,
   }));
   throw invalid(issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; "), issues);
+}
+
+/**
+ * Parses an event body (a track body or a batch item): first the storable check of @crm/storable (what is
+ * accepted here, the worker can store; depth is walked iteratively before any validator or hash sees it), then
+ * `schema`. Either failure is a 400 naming the fields.
+ */
+export function parseEventOr400<T extends z.ZodType>(
+  schema: T,
+  raw: unknown,
+  prefix: string[] = [],
+): z.infer<T> {
+  const issues = eventIssues(raw, prefix);
+  if (issues.length > 0) {
+    throw invalid(issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "), issues);
+  }
+  return parseOr400(schema, raw, prefix);
 }
 
 /** Scope name of a caller in idempotency records and rate-limit buckets. */

@@ -1,3 +1,4 @@
+import { timestampProblem } from "@crm/storable";
 import { z } from "zod";
 
 export const MAX_PROPS_BYTES = 32 * 1024;
@@ -50,11 +51,12 @@ export const TrackBody = z.object({
     }),
   occurred_at: z.iso
     .datetime({ offset: true, error: "occurred_at must be an ISO 8601 date-time" })
-    .refine((at) => Date.parse(at) <= Date.now() + MAX_FUTURE_MS, {
-      message: "occurred_at must not be more than 24 h in the future",
+    .check((ctx) => {
+      const problem = timestampProblem(ctx.value, MAX_FUTURE_MS);
+      if (problem) ctx.issues.push({ code: "custom", input: ctx.value, message: `occurred_at ${problem}` });
     })
     .optional()
-    .meta({ description: "Defaults to the time of receipt; at most 24 h in the future" }),
+    .meta({ description: "Defaults to the time of receipt; from 1900 to at most 24 h in the future" }),
 });
 export type TrackBody = z.infer<typeof TrackBody>;
 

@@ -12,6 +12,7 @@ import {
   newEventId,
   normalizeContact,
   type PreparedEvent,
+  parseEventOr400,
   parseOr400,
   produce,
   resolveBusiness,
@@ -35,7 +36,7 @@ const errorResult = (error: HttpError): ItemResult => ({
 /** One item, validated and authorized on its own: a bad item becomes its error result, not the batch's. */
 async function prepareItem(caller: Caller, raw: unknown, index: number, deps: IngestDeps) {
   const at = ["events", String(index)];
-  const body = parseOr400(BatchItem, raw, at);
+  const body = parseEventOr400(BatchItem, raw, at);
   const idemKey =
     body.idempotency_key ??
     (body.props?.idemKey !== undefined

@@ -10,7 +10,7 @@ import {
   type IngestDeps,
   newEventId,
   normalizeContact,
-  parseOr400,
+  parseEventOr400,
   produce,
   resolveBusiness,
 } from "../ingest.ts";
@@ -25,7 +25,7 @@ export function trackRoutes(deps: IngestDeps) {
     const raw = await readJsonBody(bodySource(c), MAX_TRACK_BODY_BYTES);
     const limitHeaders = enforceRateLimit(caller, 1, deps);
     for (const [name, value] of Object.entries(limitHeaders)) c.header(name, value);
-    const body = parseOr400(TrackBody, raw);
+    const body = parseEventOr400(TrackBody, raw);
     const headerKey = c.req.header("idempotency-key");
     const idempotencyKey =
       headerKey !== undefined

@@ -35,6 +35,23 @@ describe("decodeRawEvent", () => {
     ["a wrong shape", bytes({ ...valid, event_id: "nope" }), /event_id/],
     ["an invalid email", bytes({ ...valid, contact: { email: "not-an-email" } }), /contact.email/],
     ["an impossible phone", bytes({ ...valid, contact: { phone: "+9991234567" } }), /contact.phone/],
+    // What the edge refuses (@crm/storable), refused again for messages written straight to the topic.
+    [
+      "a NUL in the name",
+      bytes({ ...valid, contact: { name: "M\u0000" } }),
+      /contact.name: string contains a NUL/,
+    ],
+    ["a NUL in props", bytes({ ...valid, props: { a: "\u0000" } }), /props.a/],
+    ["a lone surrogate in type", bytes({ ...valid, type: "x\ud800" }), /type: string is not well-formed/],
+    ["occurred_at in year 0000", bytes({ ...valid, occurred_at: "0000-01-01T00:00:00Z" }), /occurred_at/],
+    [
+      "props nested 10,000 deep",
+      Buffer.from(
+        JSON.stringify(valid).replace('{"plan":"pro"}', `${'{"a":'.repeat(10_000)}1${"}".repeat(10_000)}`),
+      ),
+      /nested deeper/,
+    ],
+    ["a type that is a number", bytes({ ...valid, type: 42 }), /type/],
   ])("rejects %s as non-retriable", (_what, value, message) => {
     expect(() => decodeRawEvent(value)).toThrow(NonRetriableError);
     expect(() => decodeRawEvent(value)).toThrow(message);

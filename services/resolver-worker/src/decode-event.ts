@@ -2,7 +2,13 @@ import { NonRetriableError } from "@crm/errors";
 import { type Normalized, normalizeEmail, normalizeExternalId, normalizePhone } from "@crm/identity";
 import { decodeFramedJson } from "@crm/schema-registry";
 import type { RawEventV1 } from "@crm/schemas";
+import { eventIssues, timestampProblem } from "@crm/storable";
 import { z } from "zod";
+
+function storableTimestamp(ctx: { value: string; issues: unknown[] }) {
+  const problem = timestampProblem(ctx.value, undefined);
+  if (problem) ctx.issues.push({ code: "custom", input: ctx.value, message: problem });
+}
 
 const RawEvent = z.object({
   event_id: z.uuid(),
@@ -18,8 +24,8 @@ const RawEvent = z.object({
     name: z.string().max(255).optional(),
   }),
   props: z.record(z.string(), z.unknown()),
-  occurred_at: z.iso.datetime({ offset: true }),
-  received_at: z.iso.datetime({ offset: true }),
+  occurred_at: z.iso.datetime({ offset: true }).check(storableTimestamp),
+  received_at: z.iso.datetime({ offset: true }).check(storableTimestamp),
   source: z.object({ kind: z.enum(["user", "ingest_key"]), id_hash: z.string() }),
 });
 
@@ -39,6 +45,12 @@ export function decodeRawEvent(value: Buffer | null): RawEventV1 {
     throw new NonRetriableError(`value is not JSON (framed or plain): ${(error as Error).message}`, {
       cause: error,
     });
+  }
+  // The edge's own rule (@crm/storable), checked again: a message written by anything but ingest-api may hold
+  // what Postgres refuses (NUL, lone surrogates, year 0) or a depth meant to exhaust a validator.
+  const [problem] = eventIssues(json);
+  if (problem) {
+    throw new NonRetriableError(`value cannot be stored: ${problem.path.join(".")}: ${problem.message}`);
   }
   const parsed = RawEvent.safeParse(json);
   if (!parsed.success) {

@@ -29,25 +29,48 @@ export interface TransactionOptions {
   onTiming?: (tag: string, ms: number) => void;
 }
 
-/** Postgres error codes that mean "try again": serialization, deadlock, connection loss, shutdown. */
-const TRANSIENT_SQLSTATES = new Set([
-  "40001",
-  "40P01",
-  "57P01",
-  "57P02",
-  "57P03",
-  "08000",
-  "08003",
-  "08006",
-  "53300",
+/** Errno codes of a connection that could not be made or was lost: the server gave no answer. */
+const CONNECTION_ERRNOS = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
 ]);
 
-/** True when an error from pg is worth retrying (network loss or a transient SQLSTATE). */
-export function isTransientDbError(error: unknown): boolean {
+/** A server shutting down or starting up: it refuses every statement, not this one. */
+const SERVER_GOING_AWAY_SQLSTATES = new Set(["57P01", "57P02", "57P03"]);
+
+/** What node-postgres says of a connection that ended or never came (these errors carry no code). */
+const CONNECTION_LOST_MESSAGE =
+  /Connection terminated|timeout exceeded when trying to connect|not queryable|Connection is closed/i;
+
+/** A statement that lost a race with another transaction or hit a momentary limit: the same one can succeed. */
+const TRANSIENT_SQLSTATES = new Set(["40001", "40P01", "55P03", "53300"]);
+
+const codeOf = (error: unknown): string => (error as { code?: unknown } | null)?.code?.toString() ?? "";
+
+/**
+ * True when the database did not answer: no connection (refused, reset, timed out, lost mid-statement, pool
+ * checkout failed) or a server shutting down or starting (57P01-57P03). Any other error carrying a SQLSTATE came
+ * from a live server about this statement (08P01 "invalid message format" included): it is not an outage.
+ */
+export function isConnectionFailure(error: unknown): boolean {
   if (error instanceof DependencyUnavailableError) return true;
-  const code = (error as { code?: string } | null)?.code;
-  if (code && TRANSIENT_SQLSTATES.has(code)) return true;
-  return code === "ECONNREFUSED" || code === "ECONNRESET" || code === "ETIMEDOUT" || code === "EPIPE";
+  const code = codeOf(error);
+  if (CONNECTION_ERRNOS.has(code) || SERVER_GOING_AWAY_SQLSTATES.has(code)) return true;
+  return code === "" && error instanceof Error && CONNECTION_LOST_MESSAGE.test(error.message);
+}
+
+/**
+ * True when the same statement is worth retrying: a connection failure, a serialization failure, a deadlock, a
+ * lock timeout or too many connections.
+ */
+export function isTransientDbError(error: unknown): boolean {
+  return isConnectionFailure(error) || TRANSIENT_SQLSTATES.has(codeOf(error));
 }
 
 /**

@@ -62,7 +62,8 @@ GRANT EXECUTE ON FUNCTION app.identity_lock_key(uuid, text, text), app.write_out
 --    enough for merges: a merge moves ALL identities of the loser, including ones the merging transaction never
 --    locked. So candidate contacts are also row-locked (FOR UPDATE, ascending id) and their ownership re-read
 --    until stable; a merge needs the loser's row lock, and the ascending order keeps two merges from deadlocking.
---  * Junk values are compared with the whole value, case-insensitively (never the local part of an email).
+--  * Junk values are compared with the whole value (never the local part of an email), NFKC-normalized and
+--    lowercased on both sides (issue 11); the event row keeps the value as received.
 --  * Name ties on equal occurred_at keep the current name, so the result does not depend on arrival order.
 --  * The survivor's change is `merged` whenever a merge happened (even if this event created it), so downstream
 --    sees `merged` + `merged_from` for every `merged_away`.
@@ -116,14 +117,16 @@ BEGIN
     RAISE EXCEPTION 'app.business_id is not the business of event %', p_event_id USING ERRCODE = '42501';
   END IF;
 
-  SELECT ARRAY(SELECT lower(j) FROM unnest(b.junk_values) AS j) INTO v_junk FROM businesses b WHERE b.id = p_business;
+  -- Junk values compare in one form on both sides: NFKC (fullwidth `ｎｕｌｌ` is `null`), then lowercase.
+  SELECT ARRAY(SELECT lower(normalize(j, NFKC)) FROM unnest(b.junk_values) AS j) INTO v_junk
+    FROM businesses b WHERE b.id = p_business;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'unknown business %', p_business USING ERRCODE = '23503';
   END IF;
   v_junk := COALESCE(v_junk, ARRAY[]::text[]);
-  IF lower(v_ext) = ANY (v_junk) THEN v_ext := NULL; END IF;
-  IF lower(v_email) = ANY (v_junk) THEN v_email := NULL; END IF;
-  IF lower(v_phone) = ANY (v_junk) THEN v_phone := NULL; END IF;
+  IF lower(normalize(v_ext, NFKC)) = ANY (v_junk) THEN v_ext := NULL; END IF;
+  IF lower(normalize(v_email, NFKC)) = ANY (v_junk) THEN v_email := NULL; END IF;
+  IF lower(normalize(v_phone, NFKC)) = ANY (v_junk) THEN v_phone := NULL; END IF;
 
   -- Locks first, in ascending key order: two events sharing identifiers always queue in the same order.
   v_before_locks := clock_timestamp();

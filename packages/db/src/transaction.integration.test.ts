@@ -1,11 +1,18 @@
 import { testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { createPool, transaction } from "./index.ts";
+import {
+  createPool,
+  isConnectionFailure,
+  isTransientDbError,
+  sqlLiteral,
+  transaction,
+  transactionOfOne,
+} from "./index.ts";
 
 // Postgres crashing under a transaction (the fault harness's `pg_ctl stop -m immediate`) must fail that
 // transaction, not the process: pg reports a lost connection as an 'error' event on the checked-out client too.
-describe("transaction on a connection that dies", () => {
+describe("transaction failures: a connection that dies, a statement the server refuses", () => {
   const env = testEnv();
   const pool = createPool({ connectionString: env.adminUrl, applicationName: "db-kill-test", max: 2 });
   const killer = new pg.Pool({ connectionString: env.adminUrl, max: 1 });
@@ -22,7 +29,20 @@ describe("transaction on a connection that dies", () => {
       await new Promise((resolve) => setTimeout(resolve, 500));
       await client.query("SELECT 1");
     });
-    await expect(killed).rejects.toThrow();
+    const error = await killed.catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(Error);
+    expect(isConnectionFailure(error), String(error)).toBe(true);
+    const { rows } = await pool.query<{ one: number }>("SELECT 1 AS one");
+    expect(rows[0]!.one).toBe(1);
+  });
+
+  it("a NUL byte is the live server's answer (08P01), not a lost connection: the pool goes on", async () => {
+    const refused = await transactionOfOne(pool, "nul", `SELECT ${sqlLiteral("M\u0000")}`).catch(
+      (caught: unknown) => caught,
+    );
+    expect(refused).toMatchObject({ code: "08P01" });
+    expect(isConnectionFailure(refused)).toBe(false);
+    expect(isTransientDbError(refused)).toBe(false);
     const { rows } = await pool.query<{ one: number }>("SELECT 1 AS one");
     expect(rows[0]!.one).toBe(1);
   });

@@ -1,0 +1,341 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { TOPICS } from "@crm/kafka";
+import {
+  consumerGroupAtTopicEnd,
+  createBusiness,
+  eventually,
+  freePort,
+  type RunningService,
+  startService,
+  TopicProbe,
+  testEnv,
+} from "@crm/testing";
+import fc from "fast-check";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+// Issue 11: no input can stop, stall or poison the pipeline. Arbitrary Unicode and JSON go into every field of
+// both endpoints of a real ingest-api, in front of a real resolver-worker, Kafka and Postgres. Every answer must
+// be a client error or an acceptance, and every acceptance must become a crm_events row, never a dead letter.
+// FUZZ_RUNS and FUZZ_SEED choose the run: `npm test` runs a fixed seed, `npm run test:fuzz` a longer one.
+const RUNS = Number(process.env.FUZZ_RUNS ?? 1_000);
+const SEED = Number(process.env.FUZZ_SEED ?? 20_261_127);
+// 403: a well-formed business_id of somebody else's business (the tenant check, not a failure to store).
+const ALLOWED = new Set([202, 400, 403, 413, 429]);
+
+/** Characters that broke something once, or could: NUL, controls, format characters, surrogates, look-alikes. */
+const NASTY = [
+  "\u0000",
+  "\u0007",
+  "\t",
+  "\n",
+  "\r",
+  "\u007f",
+  "\u0085",
+  "\u00ad",
+  "\u200b",
+  "\u200d",
+  "\u202e",
+  "\u2066",
+  "\ufeff",
+  "\ud800",
+  "\udfff",
+  "\ud83d\ude00",
+  "e\u0301",
+  "ｎｕｌｌ",
+  "null",
+  "'; DROP TABLE crm_contacts; --",
+  "\\",
+  '"',
+  "%00",
+  "\u{10ffff}",
+];
+
+const utf16Units = fc
+  .array(fc.integer({ min: 0, max: 0xffff }), { maxLength: 12 })
+  .map((units) => String.fromCharCode(...units));
+const hostileString = fc.oneof(
+  { weight: 3, arbitrary: fc.string({ maxLength: 20 }) },
+  { weight: 3, arbitrary: fc.string({ unit: "binary", maxLength: 20 }) },
+  { weight: 2, arbitrary: utf16Units },
+  {
+    weight: 3,
+    arbitrary: fc
+      .tuple(fc.string({ maxLength: 8 }), fc.constantFrom(...NASTY), fc.string({ maxLength: 8 }))
+      .map((parts) => parts.join("")),
+  },
+);
+const hostileNumber = fc.oneof(
+  fc.double(),
+  fc.integer(),
+  fc.bigInt().map((n) => Number(n)),
+);
+
+const { tree } = fc.letrec((tie) => ({
+  tree: fc.oneof(
+    { depthSize: "small", withCrossShrink: true },
+    hostileString,
+    hostileNumber,
+    fc.boolean(),
+    fc.constant(null),
+    fc.array(tie("tree"), { maxLength: 4 }),
+    fc.dictionary(hostileString, tie("tree"), { maxKeys: 4 }),
+  ),
+}));
+const props = fc.dictionary(hostileString, tree, { maxKeys: 6 });
+
+const dateText = fc.oneof(
+  {
+    weight: 4,
+    arbitrary: fc
+      .date({ min: new Date("2020-01-01"), max: new Date(), noInvalidDate: true })
+      .map((d) => d.toISOString()),
+  },
+  fc.date({ noInvalidDate: false }).map((d) => (Number.isNaN(d.getTime()) ? "NaN" : d.toISOString())),
+  fc.constantFrom(
+    "0000-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+14:00",
+    "1899-12-31T23:59:59Z",
+    "9999-12-31T23:59:59Z",
+    "2026-02-30T00:00:00Z",
+    "2026-11-27T10:00:00+25:00",
+    "+275760-09-13T00:00:00Z",
+  ),
+  hostileString,
+);
+
+/** Mostly `benign` (arbitrary but storable-looking), sometimes `hostile`: accepted bodies must be common too. */
+const mostly = <T, U>(benign: fc.Arbitrary<T>, hostile: fc.Arbitrary<U>) =>
+  fc.oneof({ weight: 4, arbitrary: benign }, { weight: 1, arbitrary: hostile });
+const graphemes = (maxLength: number) => fc.string({ unit: "grapheme", minLength: 1, maxLength });
+
+function trackBody(businessId: string) {
+  const field = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined, freq: 3 });
+  const email = fc.oneof(
+    { weight: 4, arbitrary: fc.emailAddress() },
+    fc
+      .tuple(fc.emailAddress(), fc.constantFrom(...NASTY), fc.nat(20))
+      .map(([e, c, at]) => e.slice(0, at) + c + e.slice(at)),
+    hostileString,
+  );
+  const benignProps = fc.dictionary(graphemes(12), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 6 });
+  return fc.record(
+    {
+      type: mostly(graphemes(40), fc.oneof(hostileString, tree)),
+      business_id: fc.oneof(
+        { weight: 6, arbitrary: fc.constant(businessId) },
+        { weight: 1, arbitrary: fc.uuid() },
+        { weight: 1, arbitrary: hostileString },
+      ),
+      contact: mostly(
+        fc.record(
+          {
+            external_id: field(
+              mostly(graphemes(30), fc.constantFrom("ｎｕｌｌ", "null\u200b", "acct\u200d_1")),
+            ),
+            email: field(email),
+            phone: field(
+              fc.constantFrom("+1 555 123 4567", "+1 555\u200b123 4567", "+44 20 7946 0958", "12"),
+            ),
+            name: field(mostly(graphemes(40), hostileString)),
+          },
+          { requiredKeys: [] },
+        ),
+        tree,
+      ),
+      props: fc.oneof(
+        { weight: 4, arbitrary: benignProps },
+        { weight: 2, arbitrary: props },
+        { weight: 1, arbitrary: tree },
+      ),
+      occurred_at: dateText,
+      extra: tree,
+    },
+    { requiredKeys: ["type"] },
+  );
+}
+
+/** Texts JSON.stringify never writes: Infinity once parsed, deep nesting, duplicate keys, a BOM, cut-off JSON. */
+function rawText(businessId: string) {
+  const deep = (levels: number) => `{"type":"deep","props":${'{"a":'.repeat(levels)}1${"}".repeat(levels)}}`;
+  return fc.oneof(
+    fc.constantFrom(
+      deep(33),
+      deep(4_000),
+      `{"type":"n","props":{"big":1e400,"tiny":1e-400,"neg":-0}}`,
+      `{"type":"dup","type":"again","business_id":"${businessId}"}`,
+      `\ufeff{"type":"bom"}`,
+      `{"type":"cut`,
+      `[${"[".repeat(20_000)}${"]".repeat(20_000)}]`,
+      `{"type":"x","props":{"__proto__":{"polluted":true}}}`,
+      "",
+      "null",
+    ),
+    fc.string({ unit: "binary", maxLength: 200 }),
+    tree.map((value) => JSON.stringify(value) ?? "null"),
+  );
+}
+
+type Case = { path: "/v1/track" | "/v1/batch"; body: string; key: string | undefined };
+
+function requests(businessId: string, runId: string) {
+  const items = fc.oneof(
+    { weight: 4, arbitrary: trackBody(businessId).map((b) => JSON.stringify(b)) },
+    { weight: 1, arbitrary: rawText(businessId) },
+  );
+  // Keys are unique per case (200/409/422 are other tests' subject); their tail is arbitrary ASCII or worse.
+  const key = fc.option(
+    fc.tuple(fc.nat(), fc.string({ maxLength: 16 })).map(([n, tail]) => `${runId}-${n}-${tail}`),
+    { nil: undefined },
+  );
+  const track = fc.tuple(items, key).map(([body, k]): Case => ({ path: "/v1/track", body, key: k }));
+  const batch = fc
+    .array(mostly(trackBody(businessId), tree), { maxLength: 8 })
+    .map((events): Case => ({ path: "/v1/batch", body: JSON.stringify({ events }), key: undefined }));
+  return fc.oneof({ weight: 3, arbitrary: track }, { weight: 1, arbitrary: batch });
+}
+
+describe("hostile input end to end (issue 11)", () => {
+  const env = testEnv();
+  const admin = new pg.Pool({ connectionString: env.adminUrl, max: 2 });
+  let api: RunningService;
+  let worker: RunningService;
+  let dlq: TopicProbe;
+  let businessId: string;
+  const ingestKey = `ik_${randomBytes(32).toString("base64url")}`;
+
+  beforeAll(async () => {
+    ({ businessId } = await createBusiness(admin));
+    await admin.query(
+      "INSERT INTO ingest_keys (business_id, key_hash, label) VALUES ($1, encode(sha256(convert_to($2, 'UTF8')), 'hex'), 'fuzz')",
+      [businessId, ingestKey],
+    );
+    dlq = await new TopicProbe(env.brokers, TOPICS.dlq).start();
+    const [apiPort, workerPort] = [await freePort(), await freePort()];
+    const groupId = await consumerGroupAtTopicEnd(env.brokers, TOPICS.raw, "fuzz");
+    [api, worker] = await Promise.all([
+      startService({
+        entry: "services/ingest-api/src/main.ts",
+        env: { INGEST_PORT: String(apiPort), LOG_LEVEL: "warn" },
+        healthUrl: `http://127.0.0.1:${apiPort}/healthz`,
+      }),
+      startService({
+        entry: "services/resolver-worker/src/main.ts",
+        env: { WORKER_PORT: String(workerPort), WORKER_GROUP_ID: groupId, LOG_LEVEL: "warn" },
+        healthUrl: `http://127.0.0.1:${workerPort}/healthz`,
+      }),
+    ]);
+  });
+
+  afterAll(async () => {
+    await Promise.all([api?.stop(), worker?.stop(), dlq?.stop()]);
+    await admin.end();
+  });
+
+  async function send(c: Case): Promise<{ status: number; body: unknown } | "unsendable"> {
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${ingestKey}`,
+      "content-type": "application/json",
+    };
+    if (c.key !== undefined) headers["idempotency-key"] = c.key;
+    let res: Response;
+    try {
+      res = await fetch(`${api.url}${c.path}`, { method: "POST", headers, body: c.body });
+    } catch (error) {
+      // fetch refuses a header value that is not a ByteString (newline, NUL, > U+00FF) before sending anything
+      if (error instanceof TypeError && /header/i.test(String(error.message))) return "unsendable";
+      throw error;
+    }
+    return { status: res.status, body: await res.json() };
+  }
+
+  it(`answers ${RUNS} arbitrary requests with 2xx or 4xx only, and applies every acceptance (seed ${SEED})`, async () => {
+    const runId = randomUUID().slice(0, 8);
+    const outcomes = new Map<string, number>();
+    const count = (what: string) => {
+      outcomes.set(what, (outcomes.get(what) ?? 0) + 1);
+    };
+    const accepted: string[] = [];
+
+    await fc.assert(
+      fc.asyncProperty(requests(businessId, runId), async (c) => {
+        const res = await send(c);
+        if (res === "unsendable") {
+          count("unsendable header");
+          return;
+        }
+        count(`${c.path} ${res.status}`);
+        expect(ALLOWED, `${c.path} ${c.body.slice(0, 300)} -> ${JSON.stringify(res.body)}`).toContain(
+          res.status,
+        );
+        const body = res.body as {
+          event_id?: string;
+          results?: { ok: boolean; event_id?: string; error?: { code: string } }[];
+        };
+        if (res.status === 202 && c.path === "/v1/track") accepted.push(body.event_id!);
+        for (const item of body.results ?? []) {
+          count(`/v1/batch item ${item.ok ? "accepted" : item.error!.code}`);
+          if (item.ok) accepted.push(item.event_id!);
+        }
+      }),
+      { numRuns: RUNS, seed: SEED, endOnFailure: true },
+    );
+
+    // Every acceptance is applied: a crm_events row of this business, within a bounded time.
+    await eventually(
+      `all ${accepted.length} accepted events applied`,
+      async () => {
+        const { rows } = await admin.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM crm_events WHERE business_id = $1 AND id = ANY ($2::uuid[])",
+          [businessId, accepted],
+        );
+        return rows[0]!.n === accepted.length ? true : undefined;
+      },
+      90_000,
+    );
+    // ... and none of them, nor anything else of this business, was dead-lettered.
+    const deadLetters = dlq.messages.filter((m) => m.key?.startsWith(`${businessId}:`));
+    expect(deadLetters.map((m) => m.headers["error.message"])).toEqual([]);
+
+    console.log(
+      `[fuzz] seed ${SEED}, ${RUNS} requests, ${accepted.length} events accepted and applied, 0 dead-lettered; outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort()))}`,
+    );
+  });
+
+  it("a NUL in a name is a 400, and good events of other tenants keep being applied", async () => {
+    const bad = await send({
+      path: "/v1/track",
+      body: '{"type":"x","contact":{"external_id":"a","name":"M\\u0000"}}',
+      key: undefined,
+    });
+    expect(bad).toMatchObject({ status: 400 });
+    const others = await Promise.all(
+      [1, 2, 3].map(async () => {
+        const other = await createBusiness(admin);
+        const key = `ik_${randomBytes(32).toString("base64url")}`;
+        await admin.query(
+          "INSERT INTO ingest_keys (business_id, key_hash, label) VALUES ($1, encode(sha256(convert_to($2, 'UTF8')), 'hex'), 'fuzz')",
+          [other.businessId, key],
+        );
+        const res = await fetch(`${api.url}/v1/track`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+          body: JSON.stringify({ type: "good", contact: { external_id: `acct-${randomUUID()}` } }),
+        });
+        expect(res.status).toBe(202);
+        return ((await res.json()) as { event_id: string }).event_id;
+      }),
+    );
+    await eventually(
+      "the other tenants' events applied",
+      async () => {
+        const { rows } = await admin.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM crm_events WHERE id = ANY ($1::uuid[])",
+          [others],
+        );
+        return rows[0]!.n === others.length ? true : undefined;
+      },
+      30_000,
+    );
+  });
+});

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { TOPICS } from "@crm/kafka";
+import { createKafka, KafkaEventProducer, TOPICS } from "@crm/kafka";
 import {
   consumerGroupAtTopicEnd,
   createBusiness,
@@ -195,6 +195,41 @@ function requests(businessId: string, runId: string) {
   return fc.oneof({ weight: 3, arbitrary: track }, { weight: 1, arbitrary: batch });
 }
 
+/**
+ * events.raw.v1 values as anything but ingest-api might write them: a valid event with one field replaced by a
+ * hostile value, arbitrary JSON, arbitrary bytes. Each carries its own event id when it has one.
+ */
+function rawMessages(businessId: string) {
+  const valid = () => ({
+    event_id: randomUUID(),
+    business_id: businessId,
+    type: "raw",
+    contact: { external_id: `acct-${randomUUID()}` },
+    props: {},
+    occurred_at: new Date().toISOString(),
+    received_at: new Date().toISOString(),
+    source: { kind: "ingest_key", id_hash: "fuzz" },
+  });
+  const field = fc.constantFrom(
+    "event_id",
+    "business_id",
+    "type",
+    "contact",
+    "props",
+    "occurred_at",
+    "source",
+  );
+  const mutated = fc
+    .tuple(field, fc.oneof(hostileString, tree, dateText, fc.uuid()))
+    .map(([name, value]) => Buffer.from(JSON.stringify({ ...valid(), [name]: value })));
+  return fc.oneof(
+    { weight: 1, arbitrary: fc.constant(null).map(() => Buffer.from(JSON.stringify(valid()))) },
+    { weight: 4, arbitrary: mutated },
+    { weight: 1, arbitrary: tree.map((value) => Buffer.from(JSON.stringify(value) ?? "null")) },
+    { weight: 1, arbitrary: fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)) },
+  );
+}
+
 describe("hostile input end to end (issue 11)", () => {
   const env = testEnv();
   const admin = new pg.Pool({ connectionString: env.adminUrl, max: 2 });
@@ -294,11 +329,54 @@ describe("hostile input end to end (issue 11)", () => {
       90_000,
     );
     // ... and none of them, nor anything else of this business, was dead-lettered.
-    const deadLetters = dlq.messages.filter((m) => m.key?.startsWith(`${businessId}:`));
+    const deadLetters = dlq.messages.filter(
+      (m) => m.key?.startsWith(`${businessId}:`) && !m.key.startsWith(`${businessId}:fuzz:`),
+    );
     expect(deadLetters.map((m) => m.headers["error.message"])).toEqual([]);
 
     console.log(
       `[fuzz] seed ${SEED}, ${RUNS} requests, ${accepted.length} events accepted and applied, 0 dead-lettered; outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort()))}`,
+    );
+  });
+
+  it("every arbitrary message written straight to events.raw.v1 is applied or dead-lettered, and stalls nothing", async () => {
+    const messages = fc.sample(rawMessages(businessId), { numRuns: Math.min(RUNS, 300), seed: SEED });
+    const keyed = messages.map((value, i) => ({ key: `${businessId}:fuzz:${i}`, value }));
+    const kafka = createKafka({ brokers: env.brokers, clientId: "fuzz-producer" });
+    const producer = new KafkaEventProducer(kafka, { sendTimeoutMs: 10_000 });
+    await producer.send(TOPICS.raw, keyed);
+    await producer.close();
+    const idOf = (value: Buffer) => {
+      try {
+        const id = (JSON.parse(value.toString("utf8")) as { event_id?: unknown }).event_id;
+        return typeof id === "string" && /^[0-9a-f-]{36}$/i.test(id) ? id : undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    const { applied, deadLettered } = await eventually(
+      `all ${keyed.length} raw messages applied or dead-lettered`,
+      async () => {
+        const ids = keyed.map((m) => idOf(m.value)).filter((id): id is string => id !== undefined);
+        const { rows } = await admin.query<{ id: string }>(
+          "SELECT id::text FROM crm_events WHERE id = ANY ($1::uuid[])",
+          [ids],
+        );
+        const appliedIds = new Set(rows.map((r) => r.id));
+        const dlqKeys = new Set(dlq.messages.map((m) => m.key));
+        const open = keyed.filter((m) => !dlqKeys.has(m.key) && !appliedIds.has(idOf(m.value) ?? ""));
+        return open.length === 0
+          ? { applied: appliedIds.size, deadLettered: keyed.length - appliedIds.size }
+          : undefined;
+      },
+      90_000,
+    );
+    // A dead letter says why, for an operator to decide.
+    for (const m of dlq.messages.filter((d) => d.key?.startsWith(`${businessId}:fuzz:`))) {
+      expect(m.headers["error.message"]).toBeTruthy();
+    }
+    console.log(
+      `[fuzz] events.raw.v1: ${keyed.length} arbitrary messages, ${applied} applied, ${deadLettered} dead-lettered`,
     );
   });
 

@@ -67,6 +67,68 @@ export class RateLimiter {
   }
 }
 
+/**
+ * Failed authentications per client address, as token buckets of `ratePerSecond` with room for `burst`. Checked
+ * before authentication and charged only when it fails, so a producer whose credential is good never spends
+ * any: what it bounds is the credential lookups an address can make the API do for nothing. Failures that were
+ * in flight together may push a balance below zero (at most to -burst); the address then waits until it has
+ * refilled to one token. Enforced per instance (not divided among instances as the caller limits are).
+ */
+export class AuthFailureLimiter {
+  private readonly buckets = new Map<string, Bucket>();
+  private readonly rate: number;
+  private readonly burst: number;
+  private readonly maxAddresses: number;
+  private readonly now: () => number;
+
+  constructor(options: {
+    ratePerSecond: number;
+    burst: number;
+    /** Addresses remembered at once; past it, those whose bucket is full again are forgotten first. */
+    maxAddresses?: number;
+    now?: () => number;
+  }) {
+    this.rate = options.ratePerSecond;
+    this.burst = Math.max(1, options.burst);
+    this.maxAddresses = options.maxAddresses ?? 100_000;
+    this.now = options.now ?? (() => Date.now());
+  }
+
+  /** Seconds until `address` may try to authenticate again; 0 when it may now. */
+  retryAfterSeconds(address: string): number {
+    const bucket = this.buckets.get(address);
+    if (!bucket) return 0;
+    const tokens = this.refill(bucket);
+    return tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - tokens) / this.rate));
+  }
+
+  /** Records one failed authentication from `address`. */
+  charge(address: string): void {
+    let bucket = this.buckets.get(address);
+    if (!bucket) {
+      if (this.buckets.size >= this.maxAddresses) this.evictFull();
+      bucket = { tokens: this.burst, at: this.now() };
+      this.buckets.set(address, bucket);
+    }
+    bucket.tokens = Math.max(-this.burst, this.refill(bucket) - 1);
+  }
+
+  private refill(bucket: Bucket): number {
+    const now = this.now();
+    bucket.tokens = Math.min(this.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.rate);
+    bucket.at = now;
+    return bucket.tokens;
+  }
+
+  /** A full bucket is the same as none. */
+  private evictFull(): void {
+    for (const [address, bucket] of this.buckets) {
+      if (this.refill(bucket) >= this.burst) this.buckets.delete(address);
+    }
+    if (this.buckets.size >= this.maxAddresses) this.buckets.clear();
+  }
+}
+
 /** The standard headers of a rate-limit answer (draft-ietf-httpapi-ratelimit-headers, and the older trio). */
 export function rateLimitHeaders(decision: RateDecision): Record<string, string> {
   const reset = decision.allowed ? 1 : decision.retryAfterSeconds;

@@ -5,12 +5,12 @@ import type { Logger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
 import { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { createAuthenticator, type JwtOptions } from "./auth.ts";
-import type { AppVariables } from "./http.ts";
+import { createAuthenticator, type JwtOptions, Unauthorized } from "./auth.ts";
+import { type AppVariables, clientAddress } from "./http.ts";
 import type { IdempotencyStore } from "./idempotency.ts";
 import type { RateLimits } from "./ingest.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
-import { RateLimiter } from "./rate-limit.ts";
+import { type AuthFailureLimiter, RateLimiter } from "./rate-limit.ts";
 import { batchRoutes } from "./routes/batch.ts";
 import { trackRoutes } from "./routes/track.ts";
 import type { TenantDirectory } from "./tenant-directory.ts";
@@ -30,6 +30,13 @@ export interface AppDeps {
   /** Defaults to a limiter that enforces the whole limit (one instance). */
   limiter?: RateLimiter;
   metrics?: Metrics;
+  /**
+   * Failed authentications allowed per client address, checked before authentication (429 past it). Unset: no
+   * per-address check. Applies only to requests that came through a socket (not to `app.request()`).
+   */
+  authFailures?: AuthFailureLimiter;
+  /** Proxies in front of the API whose X-Forwarded-For is trusted (default 0: the socket's peer is the client). */
+  trustedProxyHops?: number;
   /** What /readyz checks besides Kafka (e.g. `postgres`); each rejects when its dependency is unreachable. */
   readinessChecks?: Record<string, () => Promise<unknown>>;
   /** True once shutdown began: /readyz turns 503 so balancers stop sending. */
@@ -41,7 +48,7 @@ const DEFAULT_LIMITS: RateLimits = { userPerSecond: 20, keyPerSecond: () => 5_00
 /** The ingest HTTP API (SPEC 4). Never listens: main.ts serves it, tests call `app.request()`. */
 export function createApp(deps: AppDeps) {
   const app = new Hono<{ Variables: AppVariables }>();
-  const authenticate = createAuthenticator({ jwt: deps.jwt, directory: deps.directory });
+  const authenticator = createAuthenticator({ jwt: deps.jwt, directory: deps.directory });
   const metrics = deps.metrics ?? createMetrics();
   const ingest = {
     ...deps,
@@ -93,8 +100,30 @@ export function createApp(deps: AppDeps) {
   const openApi = openApiDocument();
   app.get("/openapi.json", (c) => c.json(openApi));
 
+  // An address that failed to authenticate too often is refused before its credential is looked at, unless the
+  // credential is one that authenticated recently (a producer sharing the address with a flood keeps working).
+  const failures = deps.authFailures;
   app.use("/v1/*", async function requireCaller(c, next) {
-    c.set("caller", await authenticate(c.req.header("authorization")));
+    const header = c.req.header("authorization");
+    const address = failures ? clientAddress(c, deps.trustedProxyHops ?? 0) : undefined;
+    if (failures && address !== undefined && !authenticator.verifiedRecently(header)) {
+      const wait = failures.retryAfterSeconds(address);
+      if (wait > 0) {
+        metrics.rateLimited.inc({ caller_kind: "address" });
+        throw new HttpError(429, "rate_limited", "too many failed authentications from this address", {
+          headers: { "Retry-After": String(wait) },
+        });
+      }
+    }
+    try {
+      c.set("caller", await authenticator.authenticate(header));
+    } catch (error) {
+      if (error instanceof Unauthorized) {
+        metrics.authFailures.inc({ reason: error.reason });
+        if (failures && address !== undefined) failures.charge(address);
+      }
+      throw error;
+    }
     await next();
   });
   app.route("/v1", trackRoutes(ingest));

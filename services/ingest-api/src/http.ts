@@ -1,4 +1,5 @@
 import type { IncomingMessage } from "node:http";
+import { isIP } from "node:net";
 import { HttpError } from "@crm/errors";
 import type { HttpBindings } from "@hono/node-server";
 import type { Caller } from "./auth.ts";
@@ -14,6 +15,56 @@ export interface AppVariables {
  */
 export function bodySource(c: { env: unknown; req: { raw: Request } }): Request | IncomingMessage {
   return (c.env as Partial<HttpBindings> | undefined)?.incoming ?? c.req.raw;
+}
+
+/**
+ * The address a request comes from, as the key of per-address limits: the socket's peer, or with
+ * `trustedProxyHops` N > 0 the address the Nth proxy saw, read from X-Forwarded-For counting from the right
+ * (where each proxy appends; entries further left are whatever the client wrote). IPv6 addresses count per /64,
+ * which one host usually owns whole. Undefined when there is no socket (tests calling `app.request()`).
+ */
+export function clientAddress(c: { env: unknown }, trustedProxyHops: number): string | undefined {
+  const incoming = (c.env as Partial<HttpBindings> | undefined)?.incoming;
+  if (!incoming) return undefined;
+  const forwardedFor = incoming.headers["x-forwarded-for"];
+  return addressOf(
+    incoming.socket.remoteAddress,
+    Array.isArray(forwardedFor) ? forwardedFor.join(",") : forwardedFor,
+    trustedProxyHops,
+  );
+}
+
+/** `clientAddress` from its parts; an entry that is not an IP address falls back to the peer. */
+export function addressOf(
+  peer: string | undefined,
+  forwardedFor: string | undefined,
+  trustedProxyHops: number,
+): string | undefined {
+  let address = peer;
+  if (trustedProxyHops > 0 && forwardedFor) {
+    const hops = forwardedFor.split(",").map((entry) => entry.trim());
+    const chosen = hops[Math.max(0, hops.length - trustedProxyHops)];
+    if (chosen && isIP(chosen)) address = chosen;
+  }
+  return address === undefined ? undefined : addressKey(address);
+}
+
+/** IPv4 as is (also when IPv4-mapped), IPv6 as its /64 prefix. */
+function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (isIP(address) !== 6) return address;
+  const [head = "", tail] = address.split("%")[0]!.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups =
+    tail === undefined
+      ? left
+      : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((group) => Number.parseInt(group, 16).toString(16))
+    .join(":")}::/64`;
 }
 
 /**

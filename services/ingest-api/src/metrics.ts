@@ -32,9 +32,21 @@ export function createMetrics() {
       labelNames: ["outcome"] as const,
       registers: [registry],
     }),
+    authFailures: new Counter({
+      name: "ingest_auth_failures_total",
+      help: "Requests refused with 401, by reason (malformed ones cost no lookup)",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
+    connectionsRefused: new Counter({
+      name: "ingest_connections_refused_total",
+      help: "Connections closed before the app saw a request: max_connections, request_timeout, headers_too_large, invalid_request",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
     rateLimited: new Counter({
       name: "ingest_rate_limited_total",
-      help: "Requests refused with 429, by caller kind",
+      help: "Requests refused with 429, by caller kind (address: too many failed authentications before auth)",
       labelNames: ["caller_kind"] as const,
       registers: [registry],
     }),

@@ -37,6 +37,8 @@ export interface AppDeps {
   authFailures?: AuthFailureLimiter;
   /** Proxies in front of the API whose X-Forwarded-For is trusted (default 0: the socket's peer is the client). */
   trustedProxyHops?: number;
+  /** How long after its headers a request's body may take to arrive (default 10 s); 408 past it. */
+  bodyTimeoutMs?: number;
   /** What /readyz checks besides Kafka (e.g. `postgres`); each rejects when its dependency is unreachable. */
   readinessChecks?: Record<string, () => Promise<unknown>>;
   /** True once shutdown began: /readyz turns 503 so balancers stop sending. */
@@ -49,6 +51,7 @@ const DEFAULT_LIMITS: RateLimits = { userPerSecond: 20, keyPerSecond: () => 5_00
 export function createApp(deps: AppDeps) {
   const app = new Hono<{ Variables: AppVariables }>();
   const authenticator = createAuthenticator({ jwt: deps.jwt, directory: deps.directory });
+  const bodyTimeoutMs = deps.bodyTimeoutMs ?? 10_000;
   const metrics = deps.metrics ?? createMetrics();
   const ingest = {
     ...deps,
@@ -57,6 +60,12 @@ export function createApp(deps: AppDeps) {
     limiter: deps.limiter ?? new RateLimiter(),
     encodeRawEvent: deps.encodeRawEvent ?? ((event: RawEventV1) => JSON.stringify(event)),
   };
+
+  // Node emits a request once its headers are in: the body's time starts now.
+  app.use(async function bodyDeadline(c, next) {
+    c.set("bodyDeadline", Date.now() + bodyTimeoutMs);
+    await next();
+  });
 
   app.use(async function requestId(c, next) {
     const incoming = c.req.header("x-request-id");

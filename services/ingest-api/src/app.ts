@@ -61,6 +61,13 @@ export function createApp(deps: AppDeps) {
     encodeRawEvent: deps.encodeRawEvent ?? ((event: RawEventV1) => JSON.stringify(event)),
   };
 
+  // While draining, every answer closes its connection: server.close() waits for open connections, and a
+  // keep-alive one left idle by a finished request would otherwise hold it until INGEST_KEEP_ALIVE_TIMEOUT_MS.
+  app.use(async function closeWhenDraining(c, next) {
+    await next();
+    if (deps.isShuttingDown?.()) c.header("Connection", "close");
+  });
+
   // Node emits a request once its headers are in: the body's time starts now.
   app.use(async function bodyDeadline(c, next) {
     c.set("bodyDeadline", Date.now() + bodyTimeoutMs);

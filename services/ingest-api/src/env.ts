@@ -8,46 +8,78 @@ const csv = z.string().transform((value) =>
     .filter(Boolean),
 );
 
-export const IngestEnv = z.object({
-  // services' role (no BYPASSRLS); only definer lookups are used before a tenant is known
-  DATABASE_URL: z.string().url(),
-  // comma-separated host:port list
-  KAFKA_BROKERS: z.string().min(1),
-  // Confluent-compatible registry (Apicurio ccompat); values are framed with the events.raw.v1 schema id. Unset:
-  // plain JSON values
-  SCHEMA_REGISTRY_URL: z.string().url().optional(),
-  // HS256 secret of user tokens; a leak lets anyone write as any user
-  JWT_SECRET: z.string().min(16),
-  // JWKS of RS256/ES256 user tokens (e.g. Supabase's /auth/v1/.well-known/jwks.json); unset: HS256 only
-  JWKS_URL: z.string().url().optional(),
-  // accepted token algorithms; `none` and anything else are refused
-  JWT_ALGORITHMS: csv
-    .pipe(z.array(z.enum(["HS256", "RS256", "ES256"])).min(1))
-    .default(["HS256", "RS256", "ES256"]),
-  // expected `aud` of user tokens (Supabase issues "authenticated")
-  JWT_AUDIENCE: z.string().default("authenticated"),
-  // expected `iss`, checked only when set
-  JWT_ISSUER: z.string().optional(),
-  // key of the HMAC that hashes user ids in logs (SPEC 9.6)
-  LOG_HASH_SECRET: z.string().min(16),
-  // listen port (default 8080), on 127.0.0.1 unless INGEST_HOST says otherwise
-  INGEST_PORT: envInt.default(8080),
-  INGEST_HOST: z.string().default("127.0.0.1"),
-  // how long a send may wait for Kafka's acknowledgement before the API answers 503
-  KAFKA_SEND_TIMEOUT_MS: envInt.default(5_000),
-  // events per second per user (seed figure)
-  RATE_LIMIT_USER_PER_SEC: envInt.default(20),
-  // events per second per ingest key, by business plan, as JSON ({"standard":5000}); unknown plans get the default
-  RATE_LIMIT_PLANS: z
-    .string()
-    .default("{}")
-    .transform((text) => z.record(z.string(), z.number().int().positive()).parse(JSON.parse(text))),
-  RATE_LIMIT_KEY_DEFAULT_PER_SEC: envInt.default(5_000),
-  // instances of one deployment share each caller's rate limit (each enforces 1/N); give canaries their own
-  INGEST_INSTANCE_GROUP: z.string().min(1).default("default"),
-  // idempotency records are kept this long (never less than 24 h: the database refuses to prune younger ones)
-  IDEMPOTENCY_RETENTION_HOURS: envInt.default(24),
-  // how long shutdown waits for in-flight requests before exiting anyway
-  SHUTDOWN_GRACE_MS: envInt.default(15_000),
-});
+export const IngestEnv = z
+  .object({
+    // services' role (no BYPASSRLS); only definer lookups are used before a tenant is known
+    DATABASE_URL: z.string().url(),
+    // comma-separated host:port list
+    KAFKA_BROKERS: z.string().min(1),
+    // Confluent-compatible registry (Apicurio ccompat); values are framed with the events.raw.v1 schema id. Unset:
+    // plain JSON values
+    SCHEMA_REGISTRY_URL: z.string().url().optional(),
+    // HS256 secret of user tokens; a leak lets anyone write as any user
+    JWT_SECRET: z.string().min(16),
+    // JWKS of RS256/ES256 user tokens (e.g. Supabase's /auth/v1/.well-known/jwks.json); unset: HS256 only
+    JWKS_URL: z.string().url().optional(),
+    // accepted token algorithms; `none` and anything else are refused
+    JWT_ALGORITHMS: csv
+      .pipe(z.array(z.enum(["HS256", "RS256", "ES256"])).min(1))
+      .default(["HS256", "RS256", "ES256"]),
+    // expected `aud` of user tokens (Supabase issues "authenticated")
+    JWT_AUDIENCE: z.string().default("authenticated"),
+    // expected `iss`, checked only when set
+    JWT_ISSUER: z.string().optional(),
+    // key of the HMAC that hashes user ids in logs (SPEC 9.6)
+    LOG_HASH_SECRET: z.string().min(16),
+    // listen port (default 8080), on 127.0.0.1 unless INGEST_HOST says otherwise
+    INGEST_PORT: envInt.default(8080),
+    INGEST_HOST: z.string().default("127.0.0.1"),
+    // how long a send may wait for Kafka's acknowledgement before the API answers 503
+    KAFKA_SEND_TIMEOUT_MS: envInt.default(5_000),
+    // events per second per user (seed figure)
+    RATE_LIMIT_USER_PER_SEC: envInt.default(20),
+    // events per second per ingest key, by business plan, as JSON ({"standard":5000}); unknown plans get the default
+    RATE_LIMIT_PLANS: z
+      .string()
+      .default("{}")
+      .transform((text) => z.record(z.string(), z.number().int().positive()).parse(JSON.parse(text))),
+    RATE_LIMIT_KEY_DEFAULT_PER_SEC: envInt.default(5_000),
+    // failed authentications per second allowed from one client address (and burst), checked before
+    // authentication: 429 past it, except for credentials that authenticated in the last 10 min. Only failures
+    // count, so a busy producer with a good key never spends any; 0 turns the check off
+    RATE_LIMIT_ADDRESS_AUTH_FAILURES_PER_SEC: envInt.pipe(z.number().min(0)).default(10),
+    RATE_LIMIT_ADDRESS_AUTH_FAILURE_BURST: envInt.pipe(z.number().min(1)).default(100),
+    // proxies in front of the API that append to X-Forwarded-For; the client address is the entry the farthest of
+    // them saw. 0 (default): the socket's peer. Set it only behind such proxies, or clients choose their address
+    INGEST_TRUSTED_PROXY_HOPS: envInt.pipe(z.number().min(0)).default(0),
+    // how long an ingest key found unknown is answered 401 without a lookup (a key created meanwhile works after
+    // at most this long)
+    INGEST_KEY_UNKNOWN_CACHE_MS: envInt.pipe(z.number().min(0)).default(5_000),
+    // complete request headers must arrive within this (Node's default is 60 s)
+    INGEST_HEADERS_TIMEOUT_MS: envInt.pipe(z.number().min(1)).default(10_000),
+    // the body must arrive within this after the headers: 408 request_timeout and the connection closed
+    INGEST_BODY_TIMEOUT_MS: envInt.pipe(z.number().min(1)).default(10_000),
+    // backstop for a whole request, headers and body (Node's default is 300 s): 408 if nothing was answered yet,
+    // else the socket is closed. Must exceed headers + body timeouts so those answer first
+    INGEST_REQUEST_TIMEOUT_MS: envInt.pipe(z.number().min(1)).default(30_000),
+    // an idle keep-alive connection is closed after this; above the 60 s idle timeout of common balancers, so the
+    // balancer closes first and never reuses a connection the API just closed (a 502)
+    INGEST_KEEP_ALIVE_TIMEOUT_MS: envInt.pipe(z.number().min(1)).default(65_000),
+    // open connections at most (idle keep-alive ones included); further ones are closed at once. Keep it below
+    // the process's file limit (ulimit -n)
+    INGEST_MAX_CONNECTIONS: envInt.pipe(z.number().min(1)).default(2_048),
+    // instances of one deployment share each caller's rate limit (each enforces 1/N); give canaries their own
+    INGEST_INSTANCE_GROUP: z.string().min(1).default("default"),
+    // idempotency records are kept this long (never less than 24 h: the database refuses to prune younger ones)
+    IDEMPOTENCY_RETENTION_HOURS: envInt.default(24),
+    // how long shutdown waits for in-flight requests before exiting anyway
+    SHUTDOWN_GRACE_MS: envInt.default(15_000),
+  })
+  .refine(
+    (env) => env.INGEST_REQUEST_TIMEOUT_MS > env.INGEST_HEADERS_TIMEOUT_MS + env.INGEST_BODY_TIMEOUT_MS,
+    {
+      path: ["INGEST_REQUEST_TIMEOUT_MS"],
+      message: "must exceed INGEST_HEADERS_TIMEOUT_MS + INGEST_BODY_TIMEOUT_MS",
+    },
+  );
 export type IngestEnv = z.infer<typeof IngestEnv>;

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Server } from "node:http";
 import { parseEnv } from "@crm/config";
 import { assertCannotBypassRls, createPool } from "@crm/db";
 import { createKafka, KafkaEventProducer } from "@crm/kafka";
@@ -8,8 +9,10 @@ import { serve } from "@hono/node-server";
 import { createApp } from "./app.ts";
 import { IngestEnv } from "./env.ts";
 import { PgIdempotencyStore, pruneIdempotencyKeys } from "./idempotency.ts";
-import { InstanceRegistry, RateLimiter } from "./rate-limit.ts";
+import { createMetrics } from "./metrics.ts";
+import { AuthFailureLimiter, InstanceRegistry, RateLimiter } from "./rate-limit.ts";
 import { RawEventEncoder } from "./raw-event-encoder.ts";
+import { limitConnections, type ServerLimits, serverOptions } from "./server-limits.ts";
 import { PgTenantDirectory } from "./tenant-directory.ts";
 
 const env = parseEnv(IngestEnv);
@@ -34,10 +37,11 @@ const encoder = new RawEventEncoder(
     logger.warn({ err: error }, "schema registry unavailable; producing unframed JSON until it answers"),
 );
 let shuttingDown = false;
+const metrics = createMetrics();
 
 const app = createApp({
   producer,
-  directory: new PgTenantDirectory(pool),
+  directory: new PgTenantDirectory(pool, 30_000, { unknownKeyTtlMs: env.INGEST_KEY_UNKNOWN_CACHE_MS }),
   idempotency: new PgIdempotencyStore(pool, env.KAFKA_SEND_TIMEOUT_MS + 10_000),
   jwt: {
     secret: env.JWT_SECRET,
@@ -54,14 +58,38 @@ const app = createApp({
     keyPerSecond: (plan) => env.RATE_LIMIT_PLANS[plan] ?? env.RATE_LIMIT_KEY_DEFAULT_PER_SEC,
   },
   limiter: new RateLimiter(instances.share),
+  metrics,
+  ...(env.RATE_LIMIT_ADDRESS_AUTH_FAILURES_PER_SEC > 0
+    ? {
+        authFailures: new AuthFailureLimiter({
+          ratePerSecond: env.RATE_LIMIT_ADDRESS_AUTH_FAILURES_PER_SEC,
+          burst: env.RATE_LIMIT_ADDRESS_AUTH_FAILURE_BURST,
+        }),
+      }
+    : {}),
+  trustedProxyHops: env.INGEST_TRUSTED_PROXY_HOPS,
+  bodyTimeoutMs: env.INGEST_BODY_TIMEOUT_MS,
   readinessChecks: { postgres: () => pool.query("SELECT 1") },
   isShuttingDown: () => shuttingDown,
 });
 
 await Promise.all([instances.start(), encoder.start()]);
-const server = serve({ fetch: app.fetch, port: env.INGEST_PORT, hostname: env.INGEST_HOST }, (info) =>
-  logger.info({ port: info.port }, "ingest-api listening"),
+const serverLimits: ServerLimits = {
+  headersTimeoutMs: env.INGEST_HEADERS_TIMEOUT_MS,
+  requestTimeoutMs: env.INGEST_REQUEST_TIMEOUT_MS,
+  keepAliveTimeoutMs: env.INGEST_KEEP_ALIVE_TIMEOUT_MS,
+  maxConnections: env.INGEST_MAX_CONNECTIONS,
+};
+const server = serve(
+  {
+    fetch: app.fetch,
+    port: env.INGEST_PORT,
+    hostname: env.INGEST_HOST,
+    serverOptions: serverOptions(serverLimits),
+  },
+  (info) => logger.info({ port: info.port }, "ingest-api listening"),
 );
+limitConnections(server as Server, serverLimits, metrics.connectionsRefused);
 
 // Records older than the retention are pruned hourly (and once at start), by whichever instance gets there.
 const prune = () =>

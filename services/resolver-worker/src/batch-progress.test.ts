@@ -10,7 +10,9 @@ describe("BatchProgress", () => {
     expect(progress.appliedThrough()).toBeUndefined();
     progress.markDone("10");
     expect(progress.appliedThrough()).toBe("10");
+    expect(progress.doneBeyondPrefix()).toEqual(["12", "14"]);
     progress.markDone("11");
     expect(progress.appliedThrough()).toBe("14");
+    expect(progress.doneBeyondPrefix()).toEqual([]);
   });
 });

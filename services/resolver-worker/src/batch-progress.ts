@@ -18,4 +18,9 @@ export class BatchProgress {
   appliedThrough(): string | undefined {
     return this.next === 0 ? undefined : this.offsets[this.next - 1];
   }
+
+  /** The offsets done past the contiguous prefix (a later key went on while an earlier event waits). */
+  doneBeyondPrefix(): string[] {
+    return this.offsets.slice(this.next).filter((offset) => this.done.has(offset));
+  }
 }

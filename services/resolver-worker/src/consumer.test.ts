@@ -6,21 +6,26 @@ import { classifyFailure, eventsPerTransaction, takeChunk } from "./consumer.ts"
 const pgError = (code: string) => Object.assign(new Error(`pg ${code}`), { code });
 
 describe("classifyFailure", () => {
-  it("waits out an unreachable database instead of dead-lettering events", () => {
+  it("calls the database unavailable only when it gave no answer: waited out, not counted", () => {
     expect(classifyFailure(new DependencyUnavailableError("postgres", "down"))).toBe("unavailable");
-    expect(classifyFailure(pgError("ECONNREFUSED"))).toBe("unavailable");
-    expect(classifyFailure(pgError("57P01"))).toBe("unavailable");
+    for (const code of ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P02", "57P03"])
+      expect(classifyFailure(pgError(code)), code).toBe("unavailable");
     expect(classifyFailure(new Error("Connection terminated unexpectedly"))).toBe("unavailable");
+    expect(classifyFailure(new Error("timeout exceeded when trying to connect"))).toBe("unavailable");
+  });
+  it("treats any other SQLSTATE as an answer about the statement: 08P01 (a NUL byte) is retried, then DLQ", () => {
+    for (const code of ["08P01", "08006", "08003", "08000"])
+      expect(classifyFailure(pgError(code)), code).toBe("transient");
   });
   it("retries races and timeouts", () => {
-    for (const code of ["40001", "40P01", "23505", "55P03"])
-      expect(classifyFailure(pgError(code))).toBe("transient");
+    for (const code of ["40001", "40P01", "23505", "55P03", "53300"])
+      expect(classifyFailure(pgError(code)), code).toBe("transient");
     expect(classifyFailure(new Error("something odd"))).toBe("transient");
   });
   it("dead-letters what can never succeed", () => {
     expect(classifyFailure(new NonRetriableError("bad"))).toBe("permanent");
-    for (const code of ["22P02", "23503", "23514", "42501"])
-      expect(classifyFailure(pgError(code))).toBe("permanent");
+    for (const code of ["22P02", "22021", "22P05", "22008", "23503", "23514", "42501"])
+      expect(classifyFailure(pgError(code)), code).toBe("permanent");
   });
 });
 

@@ -1,10 +1,11 @@
-import { isTransientDbError, type Pool } from "@crm/db";
-import { DependencyUnavailableError, errorMessage, NonRetriableError } from "@crm/errors";
+import { isConnectionFailure, isTransientDbError, type Pool } from "@crm/db";
+import { errorMessage, NonRetriableError } from "@crm/errors";
 import type { Consumer, EachBatchPayload, EventProducer, Kafka, KafkaMessage } from "@crm/kafka";
 import type { Logger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
 import { BatchProgress } from "./batch-progress.ts";
 import { decodeRawEvent } from "./decode-event.ts";
+import { EventRetries, type FailureKind } from "./event-retries.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 import { redactPii } from "./redact.ts";
 import { type ResolveResult, resolveContact, resolveContacts } from "./resolve-contact.ts";
@@ -19,6 +20,8 @@ export interface ConsumerOptions {
   dlqTopic: string;
   groupId: string;
   maxAttempts: number;
+  /** How long one event may keep failing while the database answers other queries before it is dead-lettered. */
+  maxRetryMs: number;
   keyConcurrency: number;
   /** Events applied in one transaction when they can be (1 = one transaction per event). */
   eventsPerTransaction?: number;
@@ -36,41 +39,31 @@ export interface ConsumerOptions {
 }
 
 /**
- * What happened to one message; exceptions are reserved for infrastructure failures. `abandoned`: the worker is
- * stopping or lost the partition before the message could be applied; it stays uncommitted and is replayed.
+ * What happened to one attempt at a message; exceptions are reserved for infrastructure failures. `retry`: it
+ * failed and is tried again after `delayMs`, in a later fetch of its partition (see `handleBatch`).
  */
 type Outcome =
   | { kind: "applied"; result: ResolveResult }
-  | { kind: "dlq"; error: Error; attempts: number }
-  | { kind: "abandoned" };
-
-/** How a failed attempt should be handled. */
-type FailureKind = "unavailable" | "transient" | "permanent";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const backoff = (attempt: number) => Math.min(2_000, 50 * 2 ** attempt) * (0.5 + Math.random());
+  | { kind: "dlq"; error: Error; failure: FailureKind; attempts: number; retriedMs: number }
+  | { kind: "retry"; delayMs: number; databaseDown: boolean };
 
 function sqlState(error: unknown): string {
   return (error as { code?: string } | null)?.code ?? "";
 }
 
 /**
- * unavailable: the database cannot be reached; wait for it and never dead-letter an event for that.
+ * unavailable: the database did not answer (no connection, or a server shutting down or starting): waited out,
+ * dead-lettered only if the database answers other queries all along `maxRetryMs`.
  * permanent: the event itself is bad (contract violation, data exception, constraint other than a race).
- * transient: anything else, including serialization failures, deadlocks and lock timeouts: retry, then DLQ.
+ * transient: any other error from a live server, 08P01 "invalid message format" included, and serialization
+ * failures, deadlocks, lock timeouts, unique races: retried `maxAttempts` times (and at most `maxRetryMs`), then
+ * dead-lettered.
  */
 export function classifyFailure(error: unknown): FailureKind {
-  const code = sqlState(error);
-  if (
-    error instanceof DependencyUnavailableError ||
-    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P02", "57P03"].includes(code) ||
-    code.startsWith("08") ||
-    /Connection terminated|cannot connect|timeout exceeded when trying to connect/i.test(errorMessage(error))
-  ) {
-    return "unavailable";
-  }
+  if (isConnectionFailure(error)) return "unavailable";
   if (error instanceof NonRetriableError) return "permanent";
-  if (isTransientDbError(error) || code === "23505" || code === "55P03") return "transient";
+  const code = sqlState(error);
+  if (isTransientDbError(error) || code === "23505") return "transient";
   if (code.startsWith("22") || code.startsWith("23") || code === "42501") return "permanent";
   return "transient";
 }
@@ -106,10 +99,12 @@ export function eventsPerTransaction(
   return lag >= BigInt(options.chunkMinLag ?? 0) ? max : 1;
 }
 
+const keyOf = (message: KafkaMessage): string => message.key?.toString("utf8") ?? "";
+
 function groupByKey(messages: KafkaMessage[]): KafkaMessage[][] {
   const byKey = new Map<string, KafkaMessage[]>();
   for (const message of messages) {
-    const key = message.key?.toString("utf8") ?? "";
+    const key = keyOf(message);
     const list = byKey.get(key);
     if (list) list.push(message);
     else byKey.set(key, [message]);
@@ -117,18 +112,37 @@ function groupByKey(messages: KafkaMessage[]): KafkaMessage[][] {
   return [...byKey.values()];
 }
 
+/** What a retry left behind on one partition of the current assignment. */
+interface HeldPartition {
+  /** Offsets past the committed prefix that an earlier pass applied or dead-lettered: not done twice. */
+  doneAhead: Set<string>;
+  /** Resumes fetching the partition once the backoff of its failing event has passed. */
+  resumeTimer?: NodeJS.Timeout;
+}
+
 /**
  * Consumes raw events: within a partition batch, messages with the same key are applied one by one in offset
  * order while different keys run concurrently; the committed offset only ever advances to the first message not
  * yet applied (or dead-lettered), so a crash, rebalance or shutdown replays instead of losing, and replays are
  * harmless because the resolver dedupes on event id under the event's advisory lock.
+ *
+ * A failing event never waits inside a batch: kafkajs fetches again only when every batch of a fetch has
+ * returned, so one batch sleeping through retries would stop every partition. Its key stops for the rest of the
+ * batch, the other keys go on, the applied prefix is committed, its partition is paused and resumed after the
+ * backoff; kafkajs then fetches the partition again from the resolved offset, the failing event first.
  */
 export class ResolverConsumer {
   private readonly consumer: Consumer;
+  private readonly retries: EventRetries;
+  private readonly held = new Map<string, HeldPartition>();
+  /** Bumped whenever the retry state is forgotten, so a batch of an older assignment does not pause anything. */
+  private generation = 0;
+  private probe: { at: number; answers: Promise<boolean> } | undefined;
   private joined = false;
   private stopping = false;
 
   constructor(private readonly options: ConsumerOptions) {
+    this.retries = new EventRetries({ maxAttempts: options.maxAttempts, maxRetryMs: options.maxRetryMs });
     this.consumer = options.kafka.consumer({
       groupId: options.groupId,
       sessionTimeout: options.sessionTimeoutMs,
@@ -140,6 +154,11 @@ export class ResolverConsumer {
     const { GROUP_JOIN, REBALANCING, CRASH, STOP } = this.consumer.events;
     this.consumer.on(GROUP_JOIN, () => {
       this.joined = true;
+      // A new assignment: kafkajs fetches every partition from its committed offset again, and a partition moved
+      // away and back must not stay paused by a timer we drop here.
+      this.forgetRetries();
+      const paused = this.consumer.paused();
+      if (paused.length > 0) this.consumer.resume(paused);
     });
     this.consumer.on(REBALANCING, () => {
       this.joined = false;
@@ -175,21 +194,49 @@ export class ResolverConsumer {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    // An event waiting for its retry stays uncommitted: the next owner of its partition starts it afresh.
+    this.forgetRetries();
     // disconnect() stops fetching, waits for the running batches (which finish the events in flight and commit
     // their applied prefix), then leaves the group so the partitions move at once.
     await this.consumer.disconnect();
   }
 
+  private forgetRetries(): void {
+    this.generation++;
+    for (const held of this.held.values()) clearTimeout(held.resumeTimer);
+    this.held.clear();
+    this.retries.clear();
+  }
+
+  private heldPartition(topic: string, partition: number): HeldPartition {
+    const id = `${topic}|${partition}`;
+    let held = this.held.get(id);
+    if (!held) {
+      held = { doneAhead: new Set() };
+      this.held.set(id, held);
+    }
+    return held;
+  }
+
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
-    const { batch, heartbeat, resolveOffset, isRunning, isStale } = payload;
+    const { batch, heartbeat, resolveOffset, isRunning, isStale, pause } = payload;
     const { topic, partition, messages } = batch;
     if (messages.length === 0) return;
+    const generation = this.generation;
+    const held = this.heldPartition(topic, partition);
     const progress = new BatchProgress(messages.map((message) => message.offset));
+    for (const message of messages) if (held.doneAhead.has(message.offset)) progress.markDone(message.offset);
     let rebalancing = false;
     // The group error that ended the batch early; rethrown at the end so kafkajs rejoins (see below).
     let groupError: unknown;
     let failure: unknown;
-    const keepGoing = () => isRunning() && !isStale() && !rebalancing && failure === undefined;
+    // Keys whose event failed and waits for its retry: their later events wait too (per-key order).
+    const waitingKeys = new Set<string>();
+    let retryInMs: number | undefined;
+    // The database does not answer at all: the events not yet tried would fail the same way.
+    let databaseDown = false;
+    const keepGoing = () =>
+      isRunning() && !isStale() && !rebalancing && failure === undefined && !databaseDown;
 
     // Commits never run concurrently for one partition, and only ever move forward.
     let committed: string | undefined;
@@ -232,7 +279,7 @@ export class ResolverConsumer {
     }, this.options.commitIntervalMs);
 
     try {
-      const queues = groupByKey(messages);
+      const queues = groupByKey(messages.filter((message) => !held.doneAhead.has(message.offset)));
       const perTransaction = eventsPerTransaction(
         this.options,
         BigInt(batch.highWatermark) - BigInt(messages[0]?.offset ?? batch.highWatermark),
@@ -240,15 +287,21 @@ export class ResolverConsumer {
       const runQueues = async () => {
         for (let chunk = takeChunk(queues, perTransaction); chunk.length > 0; ) {
           // A chunk longer than the limit is one key's queue: its slices run one after the other, in order.
-          const slice = chunk.splice(0, perTransaction);
+          const slice = chunk.splice(0, perTransaction).filter((message) => !waitingKeys.has(keyOf(message)));
           if (!keepGoing()) return;
           if (slice.length > 1 && (await this.applyTogether(partition, slice))) {
             for (const message of slice) progress.markDone(message.offset);
           } else {
             for (const message of slice) {
               if (!keepGoing()) return;
-              const outcome = await this.apply(topic, partition, message, keepGoing);
-              if (outcome.kind === "abandoned") return;
+              if (waitingKeys.has(keyOf(message))) continue;
+              const outcome = await this.apply(topic, partition, message);
+              if (outcome.kind === "retry") {
+                waitingKeys.add(keyOf(message));
+                retryInMs = Math.min(retryInMs ?? Number.POSITIVE_INFINITY, outcome.delayMs);
+                if (outcome.databaseDown) databaseDown = true;
+                continue;
+              }
               if (outcome.kind === "dlq") await this.deadLetter(topic, partition, message, outcome);
               progress.markDone(message.offset);
             }
@@ -266,6 +319,26 @@ export class ResolverConsumer {
     } finally {
       clearInterval(tick);
       await commitApplied();
+    }
+    const lastOffset = BigInt(messages.at(-1)!.offset);
+    held.doneAhead = new Set([
+      ...progress.doneBeyondPrefix(),
+      ...[...held.doneAhead].filter((offset) => BigInt(offset) > lastOffset),
+    ]);
+    if (
+      retryInMs !== undefined &&
+      generation === this.generation &&
+      isRunning() &&
+      !isStale() &&
+      !rebalancing
+    ) {
+      // Nothing past the applied prefix is resolved, so the next fetch of this partition starts at the first
+      // event not done, after the backoff; the rest of this fetch and the other partitions go on meanwhile.
+      const resume = pause();
+      held.resumeTimer = setTimeout(() => {
+        held.resumeTimer = undefined;
+        resume();
+      }, retryInMs);
     }
     const nextOffset = committed === undefined ? BigInt(messages[0]!.offset) : BigInt(committed) + 1n;
     this.options.metrics.lag.set(
@@ -310,13 +383,9 @@ export class ResolverConsumer {
     }
   }
 
-  private async apply(
-    topic: string,
-    partition: number,
-    message: KafkaMessage,
-    keepGoing: () => boolean,
-  ): Promise<Outcome> {
-    const { metrics, logger, pool, maxAttempts } = this.options;
+  /** One attempt at one message; a failure is remembered by the message's position until it is settled. */
+  private async apply(topic: string, partition: number, message: KafkaMessage): Promise<Outcome> {
+    const { metrics, logger, pool } = this.options;
     let event: RawEventV1;
     try {
       event = decodeRawEvent(message.value);
@@ -331,39 +400,71 @@ export class ResolverConsumer {
         },
         "crm_track_contact_resolve_failed",
       );
-      return { kind: "dlq", error: error as Error, attempts: 1 };
+      return { kind: "dlq", error: error as Error, failure: "permanent", attempts: 1, retriedMs: 0 };
     }
-    let attempts = 0;
-    for (let tries = 1; ; tries++) {
-      try {
-        const result = await resolveContact(pool, event);
-        this.record(result);
-        return { kind: "applied", result };
-      } catch (error) {
-        const kind = classifyFailure(error);
-        if (kind !== "unavailable") attempts++;
-        const giveUp = kind === "permanent" || attempts >= maxAttempts;
-        logger[giveUp ? "error" : "warn"](
-          {
-            event_id: event.event_id,
-            business_id: event.business_id,
-            source_partition: partition,
-            source_offset: message.offset,
-            attempt: tries,
-            failure: kind,
-            err_code: sqlState(error) || undefined,
-            error_class: (error as Error).name,
-            err: redactPii(errorMessage(error)),
-          },
-          "crm_track_contact_resolve_failed",
-        );
-        if (giveUp) return { kind: "dlq", error: error as Error, attempts };
-        if (!keepGoing()) return { kind: "abandoned" };
-        metrics.retries.inc({ reason: kind });
-        await sleep(backoff(Math.min(tries, 6)));
-        if (!keepGoing()) return { kind: "abandoned" };
+    const position = `${topic}|${partition}|${message.offset}`;
+    try {
+      const result = await resolveContact(pool, event);
+      this.retries.settled(position);
+      this.record(result);
+      return { kind: "applied", result };
+    } catch (error) {
+      const failure = classifyFailure(error);
+      // A statement error is an answer; a connection failure may be this event's doing (a statement that kills
+      // its backend) or an outage: a probe query tells them apart.
+      const databaseAnswers = failure !== "unavailable" || (await this.databaseAnswers());
+      const decision = this.retries.failed(position, failure, databaseAnswers);
+      const giveUp = decision.action === "dlq";
+      logger[giveUp ? "error" : "warn"](
+        {
+          event_id: event.event_id,
+          business_id: event.business_id,
+          source_partition: partition,
+          source_offset: message.offset,
+          attempt: decision.attempts,
+          failure,
+          database_answers: databaseAnswers,
+          retry_in_ms: giveUp ? undefined : Math.round(decision.delayMs),
+          err_code: sqlState(error) || undefined,
+          error_class: (error as Error).name,
+          err: redactPii(errorMessage(error)),
+        },
+        "crm_track_contact_resolve_failed",
+      );
+      if (decision.action === "dlq") {
+        return {
+          kind: "dlq",
+          error: error as Error,
+          failure,
+          attempts: decision.attempts,
+          retriedMs: decision.retriedMs,
+        };
       }
+      metrics.retries.inc({ reason: failure });
+      return { kind: "retry", delayMs: decision.delayMs, databaseDown: !databaseAnswers };
     }
+  }
+
+  /**
+   * Whether Postgres answers `SELECT 1` now (2 s at most). One probe at a time, its answer reused for a second:
+   * during an outage every partition asks at once.
+   */
+  private databaseAnswers(): Promise<boolean> {
+    const now = Date.now();
+    if (!this.probe || now - this.probe.at > 1_000) {
+      let timer: NodeJS.Timeout | undefined;
+      const answers = Promise.race([
+        this.options.pool.query("SELECT 1").then(
+          () => true,
+          () => false,
+        ),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), 2_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      this.probe = { at: now, answers };
+    }
+    return this.probe.answers;
   }
 
   private record(result: ResolveResult): void {
@@ -390,7 +491,9 @@ export class ResolverConsumer {
         headers: {
           "error.class": outcome.error.name,
           "error.message": reason,
+          "error.kind": outcome.failure,
           attempts: String(outcome.attempts),
+          "retried.ms": String(Math.round(outcome.retriedMs)),
           "source.topic": topic,
           "source.partition": String(partition),
           "source.offset": message.offset,
@@ -404,7 +507,9 @@ export class ResolverConsumer {
         source_partition: partition,
         source_offset: message.offset,
         error_class: outcome.error.name,
+        failure: outcome.failure,
         attempts: outcome.attempts,
+        retried_ms: Math.round(outcome.retriedMs),
       },
       "event dead-lettered",
     );

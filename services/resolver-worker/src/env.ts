@@ -16,8 +16,12 @@ export const WorkerEnv = z.object({
   // health and metrics port (default 8091)
   WORKER_PORT: envInt.default(8091),
   WORKER_HOST: z.string().default("127.0.0.1"),
-  // attempts for a transiently failing event before it goes to the DLQ
+  // attempts for an event failing with a statement error (the database answered) before it goes to the DLQ
   WORKER_MAX_ATTEMPTS: envInt.default(5),
+  // how long (ms) an event may keep failing, any failure kind, while the database answers a probe query, before it
+  // goes to the DLQ with its last error. An outage (probe fails too) restarts the clock: nothing is dead-lettered
+  // for it. Too low: a slow lock or a database restart between probes can dead-letter a good event
+  WORKER_EVENT_MAX_RETRY_MS: envInt.positive().default(30_000),
   // keys applied concurrently within one partition batch; bounded by the pool size
   WORKER_KEY_CONCURRENCY: envInt.default(8),
   // events applied in one transaction (different keys, per-key order kept; a failing chunk is redone one by one);

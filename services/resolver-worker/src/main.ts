@@ -34,6 +34,7 @@ const consumer = new ResolverConsumer({
   dlqTopic: env.WORKER_DLQ_TOPIC,
   groupId: env.WORKER_GROUP_ID,
   maxAttempts: env.WORKER_MAX_ATTEMPTS,
+  maxRetryMs: env.WORKER_EVENT_MAX_RETRY_MS,
   keyConcurrency: env.WORKER_KEY_CONCURRENCY,
   eventsPerTransaction: env.WORKER_EVENTS_PER_TRANSACTION,
   chunkMinLag: env.WORKER_CHUNK_MIN_LAG,

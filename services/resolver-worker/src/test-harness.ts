@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
 import { partitionKey } from "@crm/identity";
 import { createKafka, ensureTopics } from "@crm/kafka";
 import type { RawEventV1 } from "@crm/schemas";
@@ -73,6 +74,99 @@ export async function dropWorkerTopics(brokers: string[], topics: WorkerTopics):
   await admin.deleteTopics({ topics: own }).catch(() => {});
   await admin.deleteGroups([topics.groupId]).catch(() => {});
   await admin.disconnect();
+}
+
+/** The group's committed offset of every partition of its topic (-1: nothing committed). */
+export async function committedOffsets(
+  brokers: string[],
+  topics: WorkerTopics,
+): Promise<Map<number, bigint>> {
+  const admin = createKafka({ brokers, clientId: "resolver-test-admin" }).admin();
+  await admin.connect();
+  try {
+    const [offsets] = await admin.fetchOffsets({ groupId: topics.groupId, topics: [topics.topic] });
+    return new Map(offsets!.partitions.map(({ partition, offset }) => [partition, BigInt(offset)]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** The end offset (next offset to be written) of every partition of `topic`. */
+export async function endOffsets(brokers: string[], topic: string): Promise<Map<number, bigint>> {
+  const admin = createKafka({ brokers, clientId: "resolver-test-admin" }).admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return new Map(offsets.map(({ partition, offset }) => [partition, BigInt(offset)]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * A TCP proxy between one worker and the shared Postgres, so a test can take the database away from that worker
+ * alone (stopping the stack's Postgres would fail every other test running): `stop()` refuses new connections
+ * and cuts the open ones, which is what a stopped or unreachable server looks like from the worker; `start()`
+ * brings it back on the same port. `cutConnectionsSending(marker)` cuts every connection whose client sends
+ * `marker`: one event's statement loses its connection each time while the database answers everything else.
+ */
+export class PostgresProxy {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private marker: Buffer | undefined;
+  private port = 0;
+
+  constructor(private readonly databaseUrl: string) {}
+
+  /** `databaseUrl` pointed at the proxy. */
+  get url(): string {
+    const url = new URL(this.databaseUrl);
+    url.hostname = "127.0.0.1";
+    url.port = String(this.port);
+    return url.toString();
+  }
+
+  async start(): Promise<this> {
+    const target = new URL(this.databaseUrl);
+    const server = createServer((client) => {
+      const upstream = netConnect(Number(target.port || 5432), target.hostname);
+      for (const socket of [client, upstream]) {
+        this.sockets.add(socket);
+        socket.on("close", () => this.sockets.delete(socket));
+        socket.on("error", () => {});
+      }
+      client.on("data", (chunk: Buffer) => {
+        if (this.marker && chunk.includes(this.marker)) {
+          client.destroy();
+          upstream.destroy();
+        } else {
+          upstream.write(chunk);
+        }
+      });
+      upstream.pipe(client);
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.port, "127.0.0.1", () => resolve());
+    });
+    const address = server.address();
+    this.port = typeof address === "object" && address ? address.port : this.port;
+    this.server = server;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const socket of this.sockets) socket.destroy();
+    if (server) await new Promise((resolve) => server.close(resolve));
+  }
+
+  cutConnectionsSending(marker: string | undefined): void {
+    this.marker = marker === undefined ? undefined : Buffer.from(marker);
+  }
 }
 
 /** Spawns the real worker (`src/main.ts`) on the test's topics and waits until it has joined its group. */

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { repoRoot, stackDir, stackEnv } from "@crm/config";
-import { createKafka, headerString, type Kafka, TOPICS } from "@crm/kafka";
+import { createKafka, decodeFramedJson, headerString, type Kafka, TOPICS } from "@crm/kafka";
 import { consumerGroupAtTopicEnd } from "@crm/testing";
 import pg from "pg";
 // The worker's own config schema: pgbench mirrors its pool size and events per transaction (a read of defaults;
@@ -150,10 +150,9 @@ class ContactUpdates {
           if (!this.businesses.has(headerString(message.headers, "business_id") ?? "")) continue;
           this.messages++;
           if (!message.value) continue;
-          const bytes =
-            message.value[0] === 0 && message.value.length > 5 ? message.value.subarray(5) : message.value;
           try {
-            const cause = (JSON.parse(bytes.toString("utf8")) as { cause_event_id?: string }).cause_event_id;
+            const cause = (decodeFramedJson(message.value).value as { cause_event_id?: string })
+              .cause_event_id;
             if (cause && !this.firstSeen.has(cause)) this.firstSeen.set(cause, now);
           } catch {}
         }

@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { createKafka, ensureTopics } from "@crm/kafka";
-import { encodeFramedJson } from "@crm/schema-registry";
+import { createKafka, encodeFramedJson, ensureTopics } from "@crm/kafka";
 import type { ContactUpdatedV1 } from "@crm/schemas";
 import { eventually, testEnv } from "@crm/testing";
 import { afterAll, describe, expect, it } from "vitest";

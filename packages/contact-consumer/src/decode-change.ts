@@ -1,5 +1,5 @@
-import { headerString, type KafkaMessage } from "@crm/kafka";
-import { decodeFramedJson, topicValidator } from "@crm/schema-registry";
+import { decodeFramedJson, headerString, type KafkaMessage } from "@crm/kafka";
+import { topicValidator } from "@crm/schema-registry";
 import type { ContactUpdatedV1 } from "@crm/schemas";
 
 /** One contact change as handed to the callback. */

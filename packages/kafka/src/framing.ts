@@ -1,6 +1,13 @@
 /**
  * The Confluent wire format that Apicurio's ccompat API and every Confluent client share: one magic byte 0, the
- * schema id as a 4-byte big-endian integer, then the serialized value (JSON text here).
+ * schema id as a 4-byte big-endian integer, then the serialized value (JSON text here). Byte for byte what
+ * @kafkajs/confluent-schema-registry writes and reads (registry.integration.test.ts checks it against the library).
+ *
+ * It lives here, beside the Kafka client, because every reader of a topic needs it synchronously and without a
+ * registry round trip: the worker (which validates by content against the published schema, see
+ * services/resolver-worker/src/decode-event.ts), test probes, the bench and `npm run tail`, which must also show
+ * values that fail the schema (a DLQ holds exactly those). Registration, lookups and validating encode/decode are
+ * the library's, through @crm/schema-registry.
  */
 export const MAGIC_BYTE = 0;
 const HEADER_BYTES = 5;

@@ -12,6 +12,7 @@ import {
 import { FastDefaultPartitioner } from "./partitioner.ts";
 
 export type { Admin, Consumer, EachBatchPayload, KafkaMessage } from "kafkajs";
+export * from "./framing.ts";
 export * from "./partitioner.ts";
 
 /** Topic names of SPEC section 5. */

@@ -1,13 +1,10 @@
+import { COMPATIBILITY, SchemaRegistry, SchemaType } from "@kafkajs/confluent-schema-registry";
+import { TimeoutMiddleware } from "mappersmith/middleware";
+import { newAjv } from "./validate.ts";
+
 const CONTENT_TYPE = "application/vnd.schemaregistry.v1+json";
 
-export type CompatibilityLevel =
-  | "NONE"
-  | "BACKWARD"
-  | "BACKWARD_TRANSITIVE"
-  | "FORWARD"
-  | "FORWARD_TRANSITIVE"
-  | "FULL"
-  | "FULL_TRANSITIVE";
+export type CompatibilityLevel = `${COMPATIBILITY}`;
 
 export interface RegisteredSchema {
   subject: string;
@@ -25,24 +22,90 @@ export class SchemaRegistryError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.name = "SchemaRegistryError";
   }
 }
 
+/** The library's errors carry an HTTP status (`ResponseError`) or only a name; ours always say what failed. */
+function registryError(what: string, error: unknown): SchemaRegistryError {
+  const status = (error as { status?: unknown }).status;
+  return new SchemaRegistryError(typeof status === "number" ? status : 0, `${what}: ${String(error)}`, {
+    cause: error,
+  });
+}
+
 /**
- * A small client of the Confluent-compatible registry API (Apicurio serves it at `/apis/ccompat/v7`), for JSON
- * Schemas. `baseUrl` is SCHEMA_REGISTRY_URL.
+ * The client of the Confluent-compatible registry API (Apicurio serves it at `/apis/ccompat/v7`), for JSON Schemas.
+ * `baseUrl` is SCHEMA_REGISTRY_URL.
+ *
+ * Registration and lookups go through @kafkajs/confluent-schema-registry (`serdes`, also the way to encode and
+ * decode with a registered schema). The library has no call for what `checkTopicSchema` and the tests need besides:
+ * the registry's own compatibility verdict, a subject's compatibility level, a version's schema text, deleting a
+ * subject; those few are plain requests here.
  */
 export class SchemaRegistryClient {
+  /**
+   * The library's client: `encode(id, value)` validates against the schema registered under `id` and frames it,
+   * `decode(bytes)` reads the frame, fetches the writer's schema by id (cached) and validates against it.
+   */
+  readonly serdes: SchemaRegistry;
   private readonly baseUrl: string;
+  private readonly timeoutMs: number;
 
-  constructor(
-    baseUrl: string,
-    private readonly options: { timeoutMs?: number } = {},
-  ) {
+  constructor(baseUrl: string, options: { timeoutMs?: number } = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.serdes = new SchemaRegistry(
+      { host: this.baseUrl, clientId: "crm", middlewares: [TimeoutMiddleware(this.timeoutMs)] },
+      {
+        [SchemaType.JSON]: {
+          // The library compiles with `new Ajv()` unless given one: that knows no formats ("uuid" fails to
+          // compile), and one shared instance refuses the second compile of a schema with the same $id (the
+          // library compiles on every register(), and two versions of a subject share their $id). So: our
+          // validator's settings, a fresh instance per schema.
+          ajvInstance: {
+            compile: (schema: object) => newAjv().compile(schema),
+            addSchema: () => {
+              throw new Error("schema references are not used by schemas/");
+            },
+          },
+        },
+      },
+    );
+  }
+
+  /**
+   * Registers `schema` under `subject` (a no-op returning the same id when that content is already there). A new
+   * subject gets BACKWARD; the library refuses a subject whose own level is another one.
+   */
+  async register(subject: string, schema: object): Promise<number> {
+    try {
+      const registered = await this.serdes.register(
+        { type: SchemaType.JSON, schema: JSON.stringify(schema) },
+        { subject, compatibility: COMPATIBILITY.BACKWARD },
+      );
+      return registered.id;
+    } catch (error) {
+      throw registryError(`register ${subject}`, error);
+    }
+  }
+
+  /** The id of `schema` when exactly this content is registered under `subject`, else undefined. */
+  async lookup(subject: string, schema: object): Promise<number | undefined> {
+    try {
+      return await this.serdes.getRegistryIdBySchema(subject, {
+        type: SchemaType.JSON,
+        schema: JSON.stringify(schema),
+      });
+    } catch (error) {
+      // The library turns the registry's 404 (no such subject or content) into its base error class, and any
+      // other failure into a ResponseError with the status.
+      if ((error as Error).name === "ConfluentSchemaRegistryError") return undefined;
+      throw registryError(`lookup ${subject}`, error);
+    }
   }
 
   private async request(method: string, path: string, body?: unknown): Promise<Response> {
@@ -51,7 +114,7 @@ export class SchemaRegistryClient {
         method,
         headers: { "content-type": CONTENT_TYPE, accept: CONTENT_TYPE },
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.options.timeoutMs ?? 10_000),
+        signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (error) {
       throw new SchemaRegistryError(0, `schema registry unreachable at ${this.baseUrl}: ${String(error)}`);
@@ -63,25 +126,7 @@ export class SchemaRegistryClient {
     return (await res.json()) as T;
   }
 
-  /** Registers `schema` under `subject` (a no-op returning the same id when that content is already there). */
-  async register(subject: string, schema: object): Promise<number> {
-    const res = await this.request("POST", `/subjects/${encodeURIComponent(subject)}/versions`, {
-      schema: JSON.stringify(schema),
-      schemaType: "JSON",
-    });
-    return (await this.json<{ id: number }>(res, `register ${subject}`)).id;
-  }
-
-  /** The id of `schema` when exactly this content is registered under `subject`, else undefined. */
-  async lookup(subject: string, schema: object): Promise<number | undefined> {
-    const res = await this.request("POST", `/subjects/${encodeURIComponent(subject)}`, {
-      schema: JSON.stringify(schema),
-      schemaType: "JSON",
-    });
-    if (res.status === 404) return undefined;
-    return (await this.json<{ id: number }>(res, `lookup ${subject}`)).id;
-  }
-
+  /** The latest version of `subject` with its schema text (the library returns only its id). */
   async latest(subject: string): Promise<RegisteredSchema | undefined> {
     const res = await this.request("GET", `/subjects/${encodeURIComponent(subject)}/versions/latest`);
     if (res.status === 404) return undefined;
@@ -92,6 +137,7 @@ export class SchemaRegistryClient {
     return { ...body, schema: JSON.parse(body.schema) as Record<string, unknown> };
   }
 
+  /** The schema text registered under `id` (the library's getSchema returns it compiled, not as written). */
   async schemaById(id: number): Promise<Record<string, unknown>> {
     const res = await this.request("GET", `/schemas/ids/${id}`);
     const body = await this.json<{ schema: string }>(res, `schema ${id}`);

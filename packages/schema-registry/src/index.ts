@@ -1,4 +1,3 @@
 export * from "./client.ts";
 export * from "./compatibility.ts";
-export * from "./framing.ts";
 export * from "./validate.ts";

@@ -1,12 +1,12 @@
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { repoRoot } from "@crm/config";
+import { decodeFramedJson, encodeFramedJson } from "@crm/kafka";
 import { TOPIC_SCHEMAS } from "@crm/schemas";
 import { testEnv } from "@crm/testing";
 import { afterAll, describe, expect, it } from "vitest";
 import { SchemaRegistryClient, valueSubject } from "./client.ts";
 import { checkTopicSchema, IncompatibleSchemaError, registerTopicSchema } from "./compatibility.ts";
-import { decodeFramedJson, encodeFramedJson } from "./framing.ts";
 import { topicValidator } from "./validate.ts";
 
 const env = testEnv();
@@ -55,6 +55,48 @@ describe("schemas in the registry (Apicurio ccompat)", () => {
     const writerSchema = await client.schemaById(decoded.schemaId!);
     expect(writerSchema.title).toBe("events.raw.v1");
     expect(topicValidator("events.raw.v1")(decoded.value)).toMatchObject({ ok: true });
+  });
+
+  // What @kafkajs/confluent-schema-registry does against Apicurio's ccompat API, and where it stops: the evidence
+  // for using it for registration and lookups and keeping decodeFramedJson for the readers of topics.
+  it("the library registers a JSON Schema under BACKWARD and looks it up, through ccompat", async () => {
+    const topic = scratchTopic();
+    const subject = valueSubject(topic);
+    const id = await client.register(subject, contactSchema());
+    expect(await client.compatibility(subject)).toBe("BACKWARD"); // set by the library on a first registration
+    expect(await client.register(subject, contactSchema())).toBe(id);
+    expect(await client.lookup(subject, contactSchema())).toBe(id);
+    expect(await client.serdes.getLatestSchemaId(subject)).toBe(id);
+    expect(await client.lookup(subject, { ...contactSchema(), title: "never registered" })).toBeUndefined();
+    expect(await client.lookup(valueSubject(scratchTopic()), contactSchema())).toBeUndefined();
+  });
+
+  it("the library's encode and decode are the frame of @crm/kafka, validated by the registered schema", async () => {
+    const id = await registerTopicSchema(client, "events.raw.v1");
+    const event = {
+      event_id: randomUUID(),
+      business_id: randomUUID(),
+      type: "signup",
+      contact: { email: "alice@example.com" },
+      props: { plan: "pro" },
+      occurred_at: new Date().toISOString(),
+      received_at: new Date().toISOString(),
+      source: { kind: "user", id_hash: "0123456789abcdef" },
+    };
+    // A fresh client: the schema is fetched by id, compiled with our Ajv (formats; the library's own has none).
+    const serdes = new SchemaRegistryClient(env.registryUrl).serdes;
+    expect(await serdes.encode(id, event)).toEqual(encodeFramedJson(id, event));
+    expect(await serdes.decode(encodeFramedJson(id, event))).toEqual(event);
+    await expect(serdes.encode(id, { ...event, event_id: "nope" })).rejects.toThrow(/invalid payload/);
+    await expect(serdes.decode(encodeFramedJson(id, { ...event, type: 42 }))).rejects.toThrow(
+      /invalid payload/,
+    );
+    // Where the readers of a topic cannot use it: plain JSON (ingest-api writes it while the registry is down) is
+    // refused, and an unknown id costs a registry request and fails with the registry's 404.
+    await expect(serdes.decode(Buffer.from(JSON.stringify(event)))).rejects.toThrow(/magic byte/);
+    await expect(serdes.decode(encodeFramedJson(2_000_000_000, event))).rejects.toMatchObject({
+      status: 404,
+    });
   });
 
   it("the checked-in schemas are compatible with what is registered (the CI check)", () => {

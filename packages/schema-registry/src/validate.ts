@@ -13,11 +13,20 @@ export interface ValidatorOptions {
   tolerant?: boolean;
 }
 
-function newAjv(options: ValidatorOptions): Ajv {
-  // allErrors: a consumer or a CI check wants every problem at once, not the first one. One instance per
-  // schema, because Ajv refuses a second schema with the same $id (e.g. a changed copy in a check).
+// The string form of RFC 4122. ajv-formats also takes "urn:uuid:<uuid>", which is a URN, not that form, and which
+// Postgres's uuid type refuses: a value passing the schema must be storable.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The Ajv every schema of schemas/ is compiled with, here and inside @kafkajs/confluent-schema-registry: strict,
+ * with formats. allErrors: a consumer or a CI check wants every problem at once, not the first one. Use one
+ * instance per schema, because Ajv refuses a second schema with the same $id (a changed copy in a check, or two
+ * versions of one subject).
+ */
+export function newAjv(options: ValidatorOptions = {}): Ajv {
   const ajv = new Ajv({ allErrors: true, strict: true, removeAdditional: options.tolerant ?? false });
   addFormats(ajv);
+  ajv.addFormat("uuid", UUID);
   return ajv;
 }
 

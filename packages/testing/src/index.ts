@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { stackEnv } from "@crm/config";
-import { createKafka, headerString, type Kafka } from "@crm/kafka";
+import { createKafka, decodeFramedJson, headerString, type Kafka } from "@crm/kafka";
 import { SignJWT } from "jose";
 import type pg from "pg";
 
@@ -99,7 +99,7 @@ export interface ProbedMessage {
 /**
  * Reads a topic, by default from the end offsets it had when the probe started, so a test sees what it caused and
  * not the topic's history (`fromEnd: false` reads a private test topic whole). Every delivery is kept, duplicates
- * included. Values are parsed as JSON (after a schema-registry frame, if present).
+ * included. Values are parsed as JSON, framed or plain (`decodeFramedJson`); anything else is kept as text.
  */
 export class TopicProbe {
   readonly messages: ProbedMessage[] = [];
@@ -130,12 +130,10 @@ export class TopicProbe {
           headers[name] = headerString(message.headers, name);
         let value: unknown = null;
         if (message.value) {
-          const bytes =
-            message.value[0] === 0 && message.value.length > 5 ? message.value.subarray(5) : message.value;
           try {
-            value = JSON.parse(bytes.toString("utf8"));
+            value = decodeFramedJson(message.value).value;
           } catch {
-            value = bytes.toString("utf8");
+            value = message.value.toString("utf8");
           }
         }
         this.messages.push({

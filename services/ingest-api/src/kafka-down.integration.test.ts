@@ -11,8 +11,7 @@ import {
   startKafka,
   stopJvm,
 } from "@crm/infra/stack";
-import { createKafka, TOPICS } from "@crm/kafka";
-import { decodeFramedJson } from "@crm/schema-registry";
+import { createKafka, decodeFramedJson, TOPICS } from "@crm/kafka";
 import { createBusiness, eventually, signUserToken, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

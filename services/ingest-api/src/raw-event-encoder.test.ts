@@ -1,4 +1,5 @@
-import { decodeFramedJson, SchemaRegistryClient } from "@crm/schema-registry";
+import { decodeFramedJson } from "@crm/kafka";
+import { SchemaRegistryClient } from "@crm/schema-registry";
 import type { RawEventV1 } from "@crm/schemas";
 import { describe, expect, it } from "vitest";
 import { RawEventEncoder } from "./raw-event-encoder.ts";

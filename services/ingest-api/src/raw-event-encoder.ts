@@ -1,5 +1,5 @@
-import { TOPICS } from "@crm/kafka";
-import { encodeFramedJson, type SchemaRegistryClient, valueSubject } from "@crm/schema-registry";
+import { encodeFramedJson, TOPICS } from "@crm/kafka";
+import { type SchemaRegistryClient, valueSubject } from "@crm/schema-registry";
 import { type RawEventV1, TOPIC_SCHEMAS } from "@crm/schemas";
 
 /**

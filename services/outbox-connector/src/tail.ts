@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { parseArgs } from "node:util";
 import { parseEnv } from "@crm/config";
-import { createKafka, headerString, type KafkaMessage } from "@crm/kafka";
-import { decodeFramedJson } from "@crm/schema-registry";
+import { createKafka, decodeFramedJson, headerString, type KafkaMessage } from "@crm/kafka";
 import { z } from "zod";
 
 const USAGE = `usage: npm run tail -- <topic> [--business <uuid>] [--from-beginning] [--max <n>] [--reveal]

@@ -51,6 +51,57 @@ describe("authenticate", () => {
   });
 });
 
+describe("token lifetime (issue 14.4)", () => {
+  const SECRET = "s".repeat(32);
+  const NOW = Date.parse("2020-01-01T10:00:00Z");
+  const seconds = NOW / 1_000;
+  const token = (claims: { iat?: number; exp: number; iss?: string }) => {
+    const jwt = new SignJWT({})
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject(USER)
+      .setAudience("authenticated")
+      .setExpirationTime(claims.exp);
+    if (claims.iat !== undefined) jwt.setIssuedAt(claims.iat);
+    if (claims.iss !== undefined) jwt.setIssuer(claims.iss);
+    return jwt.sign(new TextEncoder().encode(SECRET));
+  };
+  const authenticator = (issuer?: string) =>
+    createAuthenticator({
+      jwt: { secret: SECRET, audience: "authenticated", issuer, maxLifetimeSeconds: 24 * 3_600 },
+      directory,
+      now: () => NOW,
+    });
+  const statusOf = (auth: ReturnType<typeof authenticator>, jwt: string) =>
+    auth.authenticate(`Bearer ${jwt}`).then(
+      () => 200,
+      (error: HttpError) => error.status,
+    );
+
+  it("accepts a 1 h token issued now, as Supabase issues them", async () => {
+    expect(await statusOf(authenticator(), await token({ iat: seconds, exp: seconds + 3_600 }))).toBe(200);
+  });
+
+  it("refuses a lifetime over the maximum, with or without iat", async () => {
+    const auth = authenticator();
+    expect(await statusOf(auth, await token({ iat: seconds, exp: seconds + 48 * 3_600 }))).toBe(401);
+    expect(await statusOf(auth, await token({ exp: seconds + 48 * 3_600 }))).toBe(401);
+  });
+
+  it("refuses iat an hour ahead, tolerates a minute of skew", async () => {
+    const auth = authenticator();
+    expect(await statusOf(auth, await token({ iat: seconds + 3_600, exp: seconds + 7_200 }))).toBe(401);
+    expect(await statusOf(auth, await token({ iat: seconds + 30, exp: seconds + 3_600 }))).toBe(200);
+  });
+
+  it("refuses a foreign iss when an issuer is configured", async () => {
+    const auth = authenticator("https://auth.example/auth/v1");
+    const claims = { iat: seconds, exp: seconds + 3_600 };
+    expect(await statusOf(auth, await token({ ...claims, iss: "https://evil.example" }))).toBe(401);
+    expect(await statusOf(auth, await token(claims))).toBe(401);
+    expect(await statusOf(auth, await token({ ...claims, iss: "https://auth.example/auth/v1" }))).toBe(200);
+  });
+});
+
 describe("parseBearer: credentials that cannot be real are refused by shape", () => {
   const reasonOf = (header: string | undefined) => {
     try {

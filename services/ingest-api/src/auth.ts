@@ -25,6 +25,33 @@ export interface JwtOptions {
   jwksUrl?: string | undefined;
   /** Accepted algorithms (default all three); `none` never is. */
   algorithms?: JwtAlgorithm[];
+  /** Longest accepted lifetime, `exp - iat` (or `exp - now` without `iat`), in seconds (default 24 h). */
+  maxLifetimeSeconds?: number;
+  /** Clock difference tolerated on `exp` and a future `iat`, in seconds (default 60). */
+  clockSkewSeconds?: number;
+}
+
+const DEFAULT_MAX_LIFETIME_SECONDS = 24 * 60 * 60;
+const DEFAULT_CLOCK_SKEW_SECONDS = 60;
+
+/**
+ * Refuses a token that lives longer than allowed or claims to be issued in the future: a leaked long-lived token
+ * (or one minted with a clock set ahead) would otherwise stay usable for as long as its author chose.
+ */
+function checkLifetime(
+  payload: { iat?: number; exp?: number },
+  options: JwtOptions,
+  nowSeconds: number,
+): void {
+  const max = options.maxLifetimeSeconds ?? DEFAULT_MAX_LIFETIME_SECONDS;
+  const skew = options.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS;
+  if (payload.iat !== undefined && payload.iat > nowSeconds + skew) {
+    throw new Unauthorized("invalid_token", "invalid token (iat is in the future)");
+  }
+  const issued = Math.min(payload.iat ?? nowSeconds, nowSeconds);
+  if (payload.exp !== undefined && payload.exp - issued > max + skew) {
+    throw new Unauthorized("invalid_token", `invalid token (lifetime over ${max} s)`);
+  }
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -170,7 +197,10 @@ export function createAuthenticator(options: {
         audience: options.jwt.audience,
         ...(options.jwt.issuer ? { issuer: options.jwt.issuer } : {}),
         requiredClaims: ["exp", "sub"],
+        clockTolerance: options.jwt.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS,
+        currentDate: new Date(now()),
       });
+      checkLifetime(payload, options.jwt, Math.floor(now() / 1_000));
       sub = payload.sub;
     } catch (error) {
       if (error instanceof HttpError) throw error;

@@ -17,8 +17,11 @@ export const IngestEnv = z
     // Confluent-compatible registry (Apicurio ccompat); values are framed with the events.raw.v1 schema id. Unset:
     // plain JSON values
     SCHEMA_REGISTRY_URL: z.string().url().optional(),
-    // HS256 secret of user tokens; a leak lets anyone write as any user
-    JWT_SECRET: z.string().min(16),
+    // "production" requires JWT_ISSUER (a token of another issuer sharing the secret or JWKS must not pass)
+    NODE_ENV: z.string().default("development"),
+    // HS256 secret of user tokens, at least 32 bytes (RFC 7518 3.2: no shorter than the hash); a leak lets anyone
+    // write as any user
+    JWT_SECRET: z.string().refine((secret) => Buffer.byteLength(secret) >= 32, "must be at least 32 bytes"),
     // JWKS of RS256/ES256 user tokens (e.g. Supabase's /auth/v1/.well-known/jwks.json); unset: HS256 only
     JWKS_URL: z.string().url().optional(),
     // accepted token algorithms; `none` and anything else are refused
@@ -27,8 +30,12 @@ export const IngestEnv = z
       .default(["HS256", "RS256", "ES256"]),
     // expected `aud` of user tokens (Supabase issues "authenticated")
     JWT_AUDIENCE: z.string().default("authenticated"),
-    // expected `iss`, checked only when set
+    // expected `iss`, checked when set; required when NODE_ENV=production
     JWT_ISSUER: z.string().optional(),
+    // longest accepted token lifetime (exp - iat) in seconds; Supabase issues 1 h tokens
+    JWT_MAX_LIFETIME_S: envInt.pipe(z.number().min(1)).default(24 * 60 * 60),
+    // clock difference tolerated on exp and on an iat in the future, in seconds
+    JWT_CLOCK_SKEW_S: envInt.pipe(z.number().min(0)).default(60),
     // key of the HMAC that hashes user ids in logs (SPEC 9.6)
     LOG_HASH_SECRET: z.string().min(16),
     // listen port (default 8080), on 127.0.0.1 unless INGEST_HOST says otherwise
@@ -74,6 +81,10 @@ export const IngestEnv = z
     IDEMPOTENCY_RETENTION_HOURS: envInt.default(24),
     // how long shutdown waits for in-flight requests before exiting anyway
     SHUTDOWN_GRACE_MS: envInt.default(15_000),
+  })
+  .refine((env) => env.NODE_ENV !== "production" || env.JWT_ISSUER !== undefined, {
+    path: ["JWT_ISSUER"],
+    message: "is required when NODE_ENV=production",
   })
   .refine(
     (env) => env.INGEST_REQUEST_TIMEOUT_MS > env.INGEST_HEADERS_TIMEOUT_MS + env.INGEST_BODY_TIMEOUT_MS,

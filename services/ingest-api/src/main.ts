@@ -49,6 +49,8 @@ const app = createApp({
     issuer: env.JWT_ISSUER,
     jwksUrl: env.JWKS_URL,
     algorithms: env.JWT_ALGORITHMS,
+    maxLifetimeSeconds: env.JWT_MAX_LIFETIME_S,
+    clockSkewSeconds: env.JWT_CLOCK_SKEW_S,
   },
   logger,
   logHashSecret: env.LOG_HASH_SECRET,

@@ -1,5 +1,6 @@
 import contactUpdatedV1 from "../contact.updated.v1.json" with { type: "json" };
 import eventsRawV1 from "../events.raw.v1.json" with { type: "json" };
+import type { ContactUpdatedV1, EventsRawV1 } from "./types.generated.ts";
 
 /** The published JSON Schemas, by topic; registered as `<topic>-value`. */
 export const TOPIC_SCHEMAS = {
@@ -7,48 +8,21 @@ export const TOPIC_SCHEMAS = {
   "contact.updated.v1": contactUpdatedV1,
 } as const;
 
-/** The value of an `events.raw.v1` message (mirrors events.raw.v1.json). */
-export interface RawEventV1 {
-  event_id: string;
-  business_id: string;
-  type: string;
-  contact: { external_id?: string; email?: string; phone?: string; name?: string };
-  props: Record<string, unknown>;
-  occurred_at: string;
-  received_at: string;
-  source: { kind: "user" | "ingest_key"; id_hash: string };
-}
-
-/** The value of a `contact.updated.v1` message (mirrors contact.updated.v1.json). */
-export interface ContactUpdatedV1 {
-  contact_id: string;
-  business_id: string;
-  version: number;
-  change: "created" | "updated" | "merged" | "merged_away";
-  changed_fields: string[];
-  contact: {
-    external_id?: string;
-    email?: string;
-    phone?: string;
-    name?: string;
-    first_seen_at?: string;
-    last_seen_at?: string;
-  };
-  identities: { type: "external_id" | "email" | "phone"; value: string }[];
-  merged_from?: string[];
-  merged_into?: string;
-  cause_event_id: string;
-  occurred_at: string;
-}
+// The value types are derived from the JSON Schemas above (types.generated.ts, checked by types.test.ts), never
+// written by hand: a change of a schema changes the types, and tsc shows every place it touches.
+/** The value of an `events.raw.v1` message. */
+export type RawEventV1 = EventsRawV1;
+/** The value of a `contact.updated.v1` message. */
+export type { ContactUpdatedV1 };
 
 type RequiredKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? never : K }[keyof T];
 
 /** Each field of `T`, marked as the TypeScript type declares it; used to check the JSON Schema against it. */
 export type FieldMap<T> = { [K in keyof T]-?: K extends RequiredKeys<T> ? "required" : "optional" };
 
-// These maps are how code and schema are kept from drifting apart: tsc fails when an interface gains, loses or
+// Field by field, what a consumer may rely on being present: tsc fails when a type (so its schema) gains, loses or
 // changes the optionality of a field without the map following, and schemas.test.ts fails when the JSON Schema
-// disagrees with the map.
+// disagrees with the map. A change here is a change of the contract: see removedGuarantees in @crm/schema-registry.
 export const RAW_EVENT_V1_FIELDS = {
   event_id: "required",
   business_id: "required",

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { NonRetriableError } from "@crm/errors";
+import { encodeFramedJson } from "@crm/kafka";
 import { describe, expect, it } from "vitest";
 import { decodeRawEvent } from "./decode-event.ts";
 
@@ -29,6 +30,17 @@ describe("decodeRawEvent", () => {
     expect(decodeRawEvent(framed).event_id).toBe(valid.event_id);
   });
 
+  it("validates by content whatever schema id frames it, and drops fields the schema does not declare", () => {
+    const framed = (id: number, value: unknown) => encodeFramedJson(id, value);
+    expect(decodeRawEvent(framed(123_456, valid)).event_id).toBe(valid.event_id);
+    expect(() => decodeRawEvent(framed(1, { ...valid, type: "" }))).toThrow(
+      /does not match events.raw.v1: \/type/,
+    );
+    const extra = decodeRawEvent(bytes({ ...valid, region: "eu", contact: { ...valid.contact, fax: "1" } }));
+    expect(extra).not.toHaveProperty("region");
+    expect(extra.contact).not.toHaveProperty("fax");
+  });
+
   it.each([
     ["an empty value", null, /empty/],
     ["not JSON", Buffer.from("not json {"), /not JSON/],
@@ -52,6 +64,11 @@ describe("decodeRawEvent", () => {
       /nested deeper/,
     ],
     ["a type that is a number", bytes({ ...valid, type: 42 }), /type/],
+    // What the schema's formats accept but Postgres cannot store as meant.
+    ["an event_id in URN form", bytes({ ...valid, event_id: `urn:uuid:${valid.event_id}` }), /event_id/],
+    ["a leap second", bytes({ ...valid, received_at: "2026-11-26T23:59:60Z" }), /received_at/],
+    ["a truncated frame", Buffer.from([0, 0, 1]), /not JSON/],
+    ["a missing source", bytes({ ...valid, source: undefined }), /source/],
   ])("rejects %s as non-retriable", (_what, value, message) => {
     expect(() => decodeRawEvent(value)).toThrow(NonRetriableError);
     expect(() => decodeRawEvent(value)).toThrow(message);

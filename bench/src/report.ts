@@ -69,7 +69,7 @@ export interface BenchResults {
 /** One measured phase: what the sampler saw, the services' CPU profiles, the worker's own metrics. */
 export interface Phase {
   sample: SampleReport;
-  /** Events produced to events.raw.v1 per second during the phase, by every producer on the shared stack. */
+  /** Events produced per second during the phase to the run's raw topic (the bench's own; its worker reads it). */
   rawTopicInPerSec: number;
   profiles: Record<string, (ProfileSummary & { file: string }) | string>;
   workerMetrics?: { lockHoldP95Ms: number; lockWaitP95Ms: number; transactionP95Ms: number; applied: number };
@@ -310,7 +310,7 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
       "phase",
       "likely limit",
       "busiest processes (CPU cores)",
-      "events.raw.v1 in/s (all producers)",
+      "raw events in/s (the run's topic)",
       "Postgres active backends by wait",
       "CPU profile: top self time by module",
     ],

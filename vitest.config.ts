@@ -1,7 +1,7 @@
 import { defineConfig } from "vitest/config";
 
 // Two projects: fast unit tests, and integration tests against the real stack. The stack is chosen and started
-// in one place, packages/testing/src/global-setup.ts.
+// in one place, packages/pipeline/src/test-setup.ts.
 export default defineConfig({
   test: {
     projects: [
@@ -20,7 +20,7 @@ export default defineConfig({
           sequence: { groupOrder: 1 },
           include: ["**/*.integration.test.ts"],
           exclude: ["**/node_modules/**"],
-          globalSetup: ["packages/testing/src/global-setup.ts"],
+          globalSetup: ["packages/pipeline/src/test-setup.ts"],
           testTimeout: 120_000,
           hookTimeout: 240_000,
           // Files share one stack; a few at a time keeps a 2-core machine responsive.

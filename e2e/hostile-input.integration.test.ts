@@ -1,9 +1,9 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { createKafka, KafkaEventProducer, TOPICS } from "@crm/kafka";
+import { poll } from "@crm/process";
 import {
   consumerGroupAtTopicEnd,
   createBusiness,
-  eventually,
   freePort,
   type RunningService,
   startService,
@@ -317,7 +317,7 @@ describe("hostile input end to end (issue 11)", () => {
     );
 
     // Every acceptance is applied: a crm_events row of this business, within a bounded time.
-    await eventually(
+    await poll(
       `all ${accepted.length} accepted events applied`,
       async () => {
         const { rows } = await admin.query<{ n: number }>(
@@ -326,7 +326,7 @@ describe("hostile input end to end (issue 11)", () => {
         );
         return rows[0]!.n === accepted.length ? true : undefined;
       },
-      90_000,
+      { timeoutMs: 90_000 },
     );
     // ... and none of them, nor anything else of this business, was dead-lettered.
     const deadLetters = dlq.messages.filter(
@@ -354,7 +354,7 @@ describe("hostile input end to end (issue 11)", () => {
         return undefined;
       }
     };
-    const { applied, deadLettered } = await eventually(
+    const { applied, deadLettered } = await poll(
       `all ${keyed.length} raw messages applied or dead-lettered`,
       async () => {
         const ids = keyed.map((m) => idOf(m.value)).filter((id): id is string => id !== undefined);
@@ -369,7 +369,7 @@ describe("hostile input end to end (issue 11)", () => {
           ? { applied: appliedIds.size, deadLettered: keyed.length - appliedIds.size }
           : undefined;
       },
-      90_000,
+      { timeoutMs: 90_000 },
     );
     // A dead letter says why, for an operator to decide.
     for (const m of dlq.messages.filter((d) => d.key?.startsWith(`${businessId}:fuzz:`))) {
@@ -404,7 +404,7 @@ describe("hostile input end to end (issue 11)", () => {
         return ((await res.json()) as { event_id: string }).event_id;
       }),
     );
-    await eventually(
+    await poll(
       "the other tenants' events applied",
       async () => {
         const { rows } = await admin.query<{ n: number }>(
@@ -413,7 +413,7 @@ describe("hostile input end to end (issue 11)", () => {
         );
         return rows[0]!.n === others.length ? true : undefined;
       },
-      30_000,
+      { timeoutMs: 30_000 },
     );
   });
 });

@@ -1,8 +1,8 @@
 import { TOPICS } from "@crm/kafka";
+import { poll } from "@crm/process";
 import {
   consumerGroupAtTopicEnd,
   createBusiness,
-  eventually,
   freePort,
   type RunningService,
   signUserToken,
@@ -72,10 +72,14 @@ describe("walking skeleton", () => {
     expect(res.body).toMatchObject({ ok: true, event_id: expect.any(String) });
     const eventId = res.body.event_id as string;
 
-    const event = await eventually("the event row", async () => {
-      const { rows } = await admin.query("SELECT * FROM crm_events WHERE id = $1", [eventId]);
-      return rows[0];
-    });
+    const event = await poll(
+      "the event row",
+      async () => {
+        const { rows } = await admin.query("SELECT * FROM crm_events WHERE id = $1", [eventId]);
+        return rows[0];
+      },
+      { timeoutMs: 30_000 },
+    );
     expect(event).toMatchObject({ business_id: businessId, type: "signup", props: { plan: "pro" } });
 
     const count = async (sql: string) => Number((await admin.query(sql, [businessId])).rows[0].count);

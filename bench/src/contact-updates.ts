@@ -1,10 +1,9 @@
 import { headerString, type Kafka, TOPICS } from "@crm/kafka";
+import { poll } from "@crm/process";
 import type pg from "pg";
 import type { PacedRecord } from "./paced-load.ts";
 import type { E2eLatency } from "./report.ts";
 import { summarize } from "./stats.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Consumes contact.updated.v1 from its end and keeps the first arrival time of each cause_event_id. */
 export class ContactUpdates {
@@ -60,9 +59,12 @@ export class ContactUpdates {
       for (const id of record.changing) expected.set(id, record.doneAt);
     }
     // Drain: wait (bounded) until every change-causing event's message arrived.
-    const deadline = Date.now() + 20_000;
     const missing = () => [...expected.keys()].filter((id) => !this.firstSeen.has(id)).length;
-    while (Date.now() < deadline && missing() > 0) await sleep(250);
+    await poll("every change-causing event's message", () => missing() === 0, {
+      timeoutMs: 20_000,
+      intervalMs: 250,
+      throwOnTimeout: false,
+    });
     // Where the time went: the outbox row's created_at is the worker's transaction time (now()), on the same
     // machine's clock, so 202 -> commit is the API + Kafka + worker part and commit -> message is Debezium's.
     const since = Math.min(...records.map((record) => record.dueAt));

@@ -1,6 +1,6 @@
+import { preparePipeline } from "@crm/pipeline";
 import { BenchRun } from "./bench-run.ts";
 import { readBenchConfig, say } from "./config.ts";
-import { prepareStack } from "./prepare-stack.ts";
 import { summarizeProfileFile } from "./profile.ts";
 import { writeResults } from "./results-file.ts";
 import { SCENARIOS } from "./scenarios/index.ts";
@@ -29,7 +29,7 @@ async function main(): Promise<void> {
   say(
     `run ${runId}: warm-up ${cfg.warmupS} s, duration ${cfg.durationS} s, scenarios ${[...cfg.only].join(",")}`,
   );
-  prepareStack();
+  await preparePipeline({ log: say });
   bench = await BenchRun.open(cfg, runId);
   try {
     for (const scenario of SCENARIOS) {

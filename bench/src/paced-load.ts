@@ -1,5 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
+import { poll } from "@crm/process";
 import { identityFor } from "./identity-mix.ts";
 import { dueAt, dueCount, WeightedRoundRobin } from "./pacing.ts";
 
@@ -155,9 +156,11 @@ async function run(): Promise<void> {
     tick();
   });
   // Let the last responses arrive (bounded).
-  const deadline = performance.now() + 15_000;
-  while (inFlight > 0 && performance.now() < deadline)
-    await new Promise((resolve) => setTimeout(resolve, 20));
+  await poll("the last responses", () => inFlight === 0, {
+    timeoutMs: 15_000,
+    intervalMs: 20,
+    throwOnTimeout: false,
+  });
   writeFileSync(
     config.outFile,
     JSON.stringify({ records, dropped, maxInFlight: maxInFlightSeen, unanswered: inFlight }),

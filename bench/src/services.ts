@@ -1,7 +1,8 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readdirSync, statSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { repoRoot, stackEnv } from "@crm/config";
+import { repoRoot } from "@crm/config";
+import { ServiceProcess } from "@crm/process";
 
 /** A service child process the bench started (its own ports, the shared stack), logging to a file. */
 export interface BenchService {
@@ -13,17 +14,13 @@ export interface BenchService {
   stop: () => Promise<void>;
 }
 
-const running = new Set<BenchService>();
-
 /** Stops every service still running (a failed scenario, Ctrl-C). */
-export async function stopAllServices(): Promise<void> {
-  await Promise.all([...running].map((service) => service.stop()));
-}
+export { stopAllServices } from "@crm/process";
 
 /**
- * Starts `entry` (a service's src/main.ts) as `node [--cpu-prof] --import tsx`, with `env` over the stack's
- * environment and LOG_LEVEL=warn, output appended to `logFile`, and waits until `healthUrl` answers.
- * The services exit through process.exit on SIGTERM, which is when --cpu-prof writes its profile.
+ * Starts `entry` (a service's src/main.ts) as a ServiceProcess at LOG_LEVEL=warn, its output appended to
+ * `logFile`, optionally under --cpu-prof, and waits until `healthUrl` answers. The services exit through
+ * process.exit on SIGTERM, which is when --cpu-prof writes its profile.
  */
 export async function startBenchService(options: {
   name: string;
@@ -34,51 +31,26 @@ export async function startBenchService(options: {
   logFile: string;
   profileDir?: string;
 }): Promise<BenchService> {
-  // One folder per service: --cpu-prof writes a profile per thread (tsx's loader runs in a worker thread).
-  const profileDir = options.profileDir ? join(options.profileDir, options.name) : undefined;
-  const profileArgs = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
-  const log = openSync(options.logFile, "a");
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [...profileArgs, "--import", "tsx", options.entry, ...(options.args ?? [])],
-    {
-      cwd: repoRoot(),
-      env: { ...process.env, ...stackEnv(), LOG_LEVEL: "warn", ...options.env },
-      stdio: ["ignore", log, log],
-    },
-  );
-  closeSync(log);
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null)
-      throw new Error(`${options.name} exited with ${child.exitCode}; see ${options.logFile}`);
-    const ok = await fetch(options.healthUrl, { signal: AbortSignal.timeout(1_000) }).then(
-      (res) => res.ok,
-      () => false,
-    );
-    if (ok) break;
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`${options.name} not healthy after 60 s; see ${options.logFile}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  const service: BenchService = {
+  const service = new ServiceProcess({
     name: options.name,
-    pid: child.pid!,
-    url: new URL(options.healthUrl).origin,
-    profileDir,
+    entry: options.entry,
+    args: options.args,
+    env: { LOG_LEVEL: "warn", ...options.env },
+    healthUrl: options.healthUrl,
+    output: { file: options.logFile },
+    // One folder per service: --cpu-prof writes a profile per thread (tsx's loader runs in a worker thread).
+    cpuProfileDir: options.profileDir ? join(options.profileDir, options.name) : undefined,
+  });
+  await service.start();
+  return {
+    name: service.name,
+    pid: service.pid!,
+    url: service.url,
+    profileDir: service.cpuProfileDir,
     stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(timer);
-      running.delete(service);
+      await service.stop();
     },
   };
-  running.add(service);
-  return service;
 }
 
 /** Runs a child node script (`node --import tsx file arg`) and resolves with its stdout; rejects on failure. */

@@ -1,8 +1,7 @@
 import { createKafka, headerString, TOPICS } from "@crm/kafka";
+import { poll } from "@crm/process";
 import pg from "pg";
 import type { AppliedEvent, IdentityRow } from "./compare.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Every delivery on contact.updated.v1 of the private cluster, read from the beginning for the whole run: the
@@ -65,18 +64,16 @@ export async function appliedAmong(admin: pg.Pool, eventIds: string[]): Promise<
 }
 
 /** Polls until `done()` holds; returns when (Date.now()), or undefined after `timeoutMs`. */
-export async function until(
+export function until(
   done: () => Promise<boolean> | boolean,
   timeoutMs: number,
   everyMs = 250,
 ): Promise<number | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const ok = await Promise.resolve(done()).catch(() => false);
-    if (ok) return Date.now();
-    await sleep(everyMs);
-  }
-  return undefined;
+  return poll("a recovery condition", async () => (await done()) && Date.now(), {
+    timeoutMs,
+    intervalMs: everyMs,
+    throwOnTimeout: false,
+  });
 }
 
 /** Sum over partitions of (end offset - committed offset) of `groupId` on `topic`; undefined when unreadable. */

@@ -7,8 +7,8 @@ import {
   startPostgres,
   stopPostgres,
 } from "@crm/infra/stack";
+import { poll, type ServiceProcess } from "@crm/process";
 import type { LoadDriver } from "./load.ts";
-import type { ServiceProcess } from "./services.ts";
 
 type Toolchain = Parameters<typeof startConnect>[1];
 
@@ -31,8 +31,6 @@ export interface Fault {
   /** The API must answer no 202 while the fault holds (it cannot persist anything). */
   apiMustRefuse?: boolean;
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function kill(ctx: FaultContext, part: string): void {
   const pid = signalPart(ctx.s, part as Parameters<typeof signalPart>[1], "SIGKILL");
@@ -105,8 +103,11 @@ export const FAULTS: Fault[] = [
     name: "ingest-api SIGKILL",
     inject: async ({ api, load }) => {
       // Kill while keyed requests are in flight, so their retries meet the idempotency lease of the dead process.
-      const deadline = Date.now() + 3_000;
-      while (load.stats().inFlightKeyed === 0 && Date.now() < deadline) await sleep(2);
+      await poll("keyed requests in flight", () => load.stats().inFlightKeyed > 0, {
+        timeoutMs: 3_000,
+        intervalMs: 2,
+        throwOnTimeout: false,
+      });
       const inFlight = load.stats();
       await api.kill();
       return `killed with ${inFlight.inFlight} requests in flight (${inFlight.inFlightKeyed} keyed)`;

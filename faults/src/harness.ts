@@ -1,12 +1,12 @@
-import { repoRoot } from "@crm/config";
+import { join } from "node:path";
 import type { StackSettings } from "@crm/infra/stack";
+import { ServiceProcess } from "@crm/process";
 import type pg from "pg";
 import { DeliveryProbe } from "./check.ts";
 import { CONFIG, say } from "./config.ts";
 import type { FaultContext } from "./faults.ts";
 import { type LoadBusiness, LoadDriver } from "./load.ts";
 import type { Recovery } from "./report.ts";
-import { ServiceProcess } from "./services.ts";
 
 /**
  * What the phases of one run share: the private stack, the services as child processes (one ingest-api, two
@@ -39,21 +39,22 @@ export class Harness {
     readonly runId: string,
     readonly businesses: LoadBusiness[],
   ) {
-    const root = repoRoot();
     this.brokers = env.KAFKA_BROKERS!.split(",");
     this.businessIds = businesses.map((b) => b.businessId);
     const serviceEnv = { ...env, LOG_LEVEL: "info" };
-    this.api = new ServiceProcess("ingest-api", {
-      root,
+    // Supervised, as systemd or Kubernetes would: a service that exits on its own is started again after a second.
+    this.api = new ServiceProcess({
+      name: "ingest-api",
       entry: "services/ingest-api/src/main.ts",
       env: { ...serviceEnv, INGEST_PORT: String(s.ingestPort) },
       healthUrl: `http://127.0.0.1:${s.ingestPort}/healthz`,
-      logsDir: s.logs,
+      output: { file: join(s.logs, "ingest-api.log") },
+      restartOnCrash: true,
     });
     this.workers = [1, 2].map(
       (n) =>
-        new ServiceProcess(`resolver-worker-${n}`, {
-          root,
+        new ServiceProcess({
+          name: `resolver-worker-${n}`,
           entry: "services/resolver-worker/src/main.ts",
           env: {
             ...serviceEnv,
@@ -62,7 +63,8 @@ export class Harness {
             WORKER_SESSION_TIMEOUT_MS: String(CONFIG.sessionTimeoutMs),
           },
           healthUrl: `http://127.0.0.1:${s.workerPort + n - 1}/healthz`,
-          logsDir: s.logs,
+          output: { file: join(s.logs, `resolver-worker-${n}.log`) },
+          restartOnCrash: true,
         }),
     );
     this.services = [this.api, ...this.workers];
@@ -107,7 +109,6 @@ export class Harness {
     await this.load.stop().catch(() => {});
     await this.probe.stop();
     await Promise.all(this.services.map((service) => service.stop()));
-    for (const service of this.services) service.close();
     await this.admin.end().catch(() => {});
   }
 }

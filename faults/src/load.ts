@@ -1,3 +1,4 @@
+import { sleep } from "@crm/process";
 import type { LedgerEntry, TrackBody } from "./ledger.ts";
 
 export interface LoadBusiness {
@@ -21,8 +22,6 @@ export interface LoadOptions {
   maxInFlight: number;
   requestTimeoutMs: number;
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A small deterministic PRNG, so a run's traffic shape is reproducible from its seed. */
 function prng(seed: number): () => number {

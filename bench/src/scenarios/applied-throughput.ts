@@ -1,11 +1,10 @@
 import type { Admin } from "@crm/kafka";
+import { sleep } from "@crm/process";
 import type { Scenario } from "../bench-run.ts";
 import { say } from "../config.ts";
 import { metricsText } from "../phase-recorder.ts";
 import { fmt } from "../report.ts";
 import { parseCounterTotal, slope } from "../stats.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Scenario 4, applied: more than the worker applies is offered in batches; the worker's applied counter over the

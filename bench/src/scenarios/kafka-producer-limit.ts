@@ -1,10 +1,9 @@
 import { randomUUID } from "node:crypto";
+import { poll } from "@crm/process";
 import type { BenchRun, Scenario } from "../bench-run.ts";
 import { say } from "../config.ts";
 import { runProducerPerf } from "../limits.ts";
 import { fmt } from "../report.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Limit: Kafka's ProducerPerformance flat out, with the API's mean record size, on a throwaway topic. */
 export const kafkaProducerLimit: Scenario = {
@@ -59,8 +58,7 @@ async function measureRecordSize(bench: BenchRun): Promise<number | undefined> {
   for (const { partition, offset } of ends) {
     consumer.seek({ topic: kafka.raw, partition, offset: String(Math.max(0, Number(offset) - 2_000)) });
   }
-  const deadline = Date.now() + 10_000;
-  while (sizes.length < 200 && Date.now() < deadline) await sleep(200);
+  await poll("200 record sizes", () => sizes.length >= 200, { timeoutMs: 10_000, throwOnTimeout: false });
   await consumer.disconnect();
   return sizes.length ? Math.round(sizes.reduce((a, b) => a + b, 0) / sizes.length) : undefined;
 }

@@ -1,3 +1,4 @@
+import { migrate } from "@crm/infra/migrate";
 import { TOPICS } from "@crm/kafka";
 import { applyOrder, dlqSize, replay } from "../check.ts";
 import {
@@ -9,7 +10,6 @@ import {
 } from "../compare.ts";
 import { say } from "../config.ts";
 import type { Harness } from "../harness.ts";
-import { npm } from "../npm-run.ts";
 import { type PhaseReport, totalRow } from "../report.ts";
 import type { Drained } from "./drain.ts";
 
@@ -61,7 +61,14 @@ export async function checkLedger(harness: Harness, drained: Drained): Promise<L
   await admin.query("DROP DATABASE IF EXISTS crm_replay WITH (FORCE)");
   await admin.query("CREATE DATABASE crm_replay");
   const replayUrl = env.DATABASE_ADMIN_URL!.replace(/\/crm(\?|$)/, "/crm_replay$1");
-  await npm(["migrate"], { ...env, DATABASE_ADMIN_URL: replayUrl });
+  await migrate(
+    {
+      DATABASE_ADMIN_URL: replayUrl,
+      DATABASE_URL: env.DATABASE_URL!,
+      DEBEZIUM_DATABASE_URL: env.DEBEZIUM_DATABASE_URL!,
+    },
+    () => {},
+  );
   say(`replaying ${order.length} events one by one in commit order on a fresh database`);
   const replayed = await replay(admin, replayUrl, order, harness.businessIds);
   const partitionDiff = comparePartitions(

@@ -1,11 +1,10 @@
+import { sleep } from "@crm/process";
 import { appliedAmong, until } from "../check.ts";
 import { CONFIG, say } from "../config.ts";
 import type { Fault } from "../faults.ts";
 import type { Harness } from "../harness.ts";
 import { is2xx, isAck } from "../ledger.ts";
 import type { Recovery } from "../report.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * One fault under load: inject, hold, repair; then how long the API, the worker and Debezium took to recover;

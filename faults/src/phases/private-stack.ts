@@ -1,9 +1,9 @@
 import { rmSync } from "node:fs";
 import { repoRoot } from "@crm/config";
 import type { StackSettings } from "@crm/infra/stack";
+import { preparePipeline } from "@crm/pipeline";
 import { CONFIG, privateStackEnv, say } from "../config.ts";
 import type { FaultContext } from "../faults.ts";
-import { npm } from "../npm-run.ts";
 
 export type Stack = typeof import("@crm/infra/stack");
 
@@ -32,14 +32,10 @@ export async function preparePrivateStack(): Promise<PrivateStack> {
 }
 
 /** Three brokers, Postgres, Connect and the registry up; migrated, schemas and connector registered. */
-export async function bringUpPrivateStack({ stack, s }: PrivateStack): Promise<Record<string, string>> {
-  const env = await stack.stackUp(s, (line) => say(`stack: ${line}`));
+export async function bringUpPrivateStack({ s }: PrivateStack): Promise<Record<string, string>> {
+  const { env } = await preparePipeline({ settings: s, log: say });
   // The private endpoints win over anything exported for the shared stack.
   Object.assign(process.env, env);
-  await npm(["migrate"], env);
-  await npm(["schemas", "--", "register"], env);
-  await npm(["connector", "--", "register"], env);
-  say("migrated, schemas and connector registered");
   return env;
 }
 

@@ -2,23 +2,45 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseEnvFile } from "@crm/config";
-import { jvmLogFile } from "./jvm.ts";
+import { type JvmPart, jvmLogFile } from "./jvm.ts";
 import { pgLogFile, wipePostgres } from "./postgres.ts";
 import { type StackSettings, stackSettings } from "./settings.ts";
-import { type Part, stackDown, stackParts, stackStatus, stackUp } from "./stack.ts";
+import { stackDown, stackParts, stackStatus, stackUp } from "./stack.ts";
 
 const log = (line: string) => console.log(`[stack] ${line}`);
 
-function logFileOf(s: StackSettings, part: Part): string {
-  return part === "postgres" ? pgLogFile(s) : jvmLogFile(s, part);
+/** The log file of a stack part, or of a service `npm start` ran (`.stack/logs/<name>.log`). */
+function logFileOf(s: StackSettings, name: string): string {
+  if (name === "postgres") return pgLogFile(s);
+  return (stackParts(s) as string[]).includes(name)
+    ? jvmLogFile(s, name as JvmPart)
+    : join(s.logs, `${name}.log`);
+}
+
+/** Logs of the services (services/<name>), one per instance: `resolver-worker.log`, `resolver-worker-2.log`. */
+function serviceLogNames(s: StackSettings): string[] {
+  if (!existsSync(s.logs)) return [];
+  const services = readdirSync(join(s.root, "services"));
+  return readdirSync(s.logs)
+    .filter((file) => file.endsWith(".log"))
+    .map((file) => file.slice(0, -".log".length))
+    .filter((name) => services.some((service) => name === service || name.startsWith(`${service}-`)))
+    .sort();
 }
 
 function logs(s: StackSettings, args: string[]): void {
   const follow = args.includes("-f");
-  const parts = args.filter((a) => a !== "-f") as Part[];
-  const files = (parts.length > 0 ? parts : stackParts(s))
-    .map((p) => logFileOf(s, p))
-    .filter((f) => existsSync(f));
+  const named = args.filter((a) => a !== "-f");
+  const names = named.length > 0 ? named : [...stackParts(s), ...serviceLogNames(s)];
+  const missing = named.filter((name) => !existsSync(logFileOf(s, name)));
+  if (missing.length > 0) {
+    log(
+      `no log for ${missing.join(", ")}; there are: ${[...stackParts(s), ...serviceLogNames(s)].join(", ")}`,
+    );
+    process.exitCode = 2;
+    return;
+  }
+  const files = names.map((name) => logFileOf(s, name)).filter((file) => existsSync(file));
   if (files.length === 0) {
     log("no logs yet");
     return;
@@ -69,7 +91,7 @@ async function main(): Promise<void> {
       console.log(parseEnvFile(readFileSync(join(s.dir, "env"), "utf8")));
       break;
     default:
-      console.error("usage: npm run stack -- up|down|status|logs [part] [-f]|reset");
+      console.error("usage: npm run stack -- up|down|status|logs [part or service...] [-f]|reset");
       process.exitCode = 2;
   }
 }

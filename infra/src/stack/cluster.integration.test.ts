@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stackDir } from "@crm/config";
 import { createKafka, pipelineTopics, TOPICS } from "@crm/kafka";
+import { poll } from "@crm/process";
 import type { Kafka } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kafkaBrokers, kafkaPartName, startKafka, startKafkaNode, stopJvm } from "./jvm.ts";
@@ -45,15 +46,17 @@ async function send(value: string): Promise<"ok" | string> {
 
 /** Sends until acknowledged: leadership moves off a killed node only after its broker session times out (~9 s). */
 async function sendUntilAcknowledged(value: string, timeoutMs = 60_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  let result = await send(value);
-  while (result !== "ok" && Date.now() < deadline) result = await send(value);
+  let result = "";
+  const acknowledged = async () => {
+    result = await send(value);
+    return result === "ok";
+  };
+  await poll(`${value} acknowledged`, acknowledged, { timeoutMs, intervalMs: 0, throwOnTimeout: false });
   return result;
 }
 
-const waitDead = async (part: "kafka-2" | "kafka-3") => {
-  while (isAlive(readPid(s.pids, part))) await new Promise((r) => setTimeout(r, 100));
-};
+const waitDead = (part: "kafka-2" | "kafka-3") =>
+  poll(`${part} gone`, () => !isAlive(readPid(s.pids, part)), { timeoutMs: 120_000, intervalMs: 100 });
 
 async function readAll(): Promise<string[]> {
   const consumer = kafka.consumer({ groupId: `cluster-test-${Date.now()}` });

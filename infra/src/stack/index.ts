@@ -20,4 +20,12 @@ export { adminUrl, pgLogFile, startPostgres, stopPostgres } from "./postgres.ts"
 export { ensureToolchain } from "./prereqs.ts";
 export { isAlive, portOpen, readPid } from "./proc.ts";
 export { minInsyncReplicas, replicationFactor, type StackSettings, stackSettings } from "./settings.ts";
-export { type Part, signalPart, stackDown, stackParts, stackStatus, stackUp } from "./stack.ts";
+export {
+  type Part,
+  signalPart,
+  stackDown,
+  stackIsUp,
+  stackParts,
+  stackStatus,
+  stackUp,
+} from "./stack.ts";

@@ -2,6 +2,8 @@ import { type SpawnOptions, spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { join } from "node:path";
+import { NonRetriableError } from "@crm/errors";
+import { poll } from "@crm/process";
 
 /** A process the launcher started, identified by pid and kernel start time so a recycled pid is never killed. */
 export interface PidRecord {
@@ -69,8 +71,6 @@ export function spawnDaemon(
   return child.pid;
 }
 
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /**
  * Stops a recorded process: `signal` first, SIGKILL after `graceMs`. Returns once the process is gone.
  * Only the exact process recorded is signalled (pid + start time), never a pid that was reused.
@@ -78,13 +78,10 @@ export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve
 export async function stopProcess(record: PidRecord, signal: NodeJS.Signals, graceMs: number): Promise<void> {
   if (!isAlive(record)) return;
   process.kill(record.pid, signal);
-  const deadline = Date.now() + graceMs;
-  while (Date.now() < deadline) {
-    if (!isAlive(record)) return;
-    await sleep(200);
-  }
-  if (isAlive(record)) process.kill(record.pid, "SIGKILL");
-  while (isAlive(record)) await sleep(100);
+  const gone = () => !isAlive(record);
+  if (await poll(`pid ${record.pid} to exit`, gone, { timeoutMs: graceMs, throwOnTimeout: false })) return;
+  process.kill(record.pid, "SIGKILL");
+  await poll(`pid ${record.pid} to exit after SIGKILL`, gone, { timeoutMs: 30_000, intervalMs: 100 });
 }
 
 /** Polls `check` until it returns true or `timeoutMs` passes; the error names the part and where to look. */
@@ -93,17 +90,18 @@ export async function waitUntil(
   check: () => Promise<boolean>,
   options: { timeoutMs: number; logFile?: string; alive?: () => boolean },
 ): Promise<void> {
-  const deadline = Date.now() + options.timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    if (options.alive && !options.alive()) {
-      throw new Error(`${what} exited during start-up${options.logFile ? `; see ${options.logFile}` : ""}`);
-    }
-    await sleep(500);
-  }
-  throw new Error(
-    `${what} not ready after ${Math.round(options.timeoutMs / 1000)} s${options.logFile ? `; see ${options.logFile}` : ""}`,
+  const where = options.logFile ? `; see ${options.logFile}` : "";
+  const ready = await poll(
+    what,
+    async () => {
+      if (await check().catch(() => false)) return true;
+      if (options.alive && !options.alive())
+        throw new NonRetriableError(`${what} exited during start-up${where}`);
+      return false;
+    },
+    { timeoutMs: options.timeoutMs, intervalMs: 500, throwOnTimeout: false },
   );
+  if (!ready) throw new Error(`${what} not ready after ${Math.round(options.timeoutMs / 1000)} s${where}`);
 }
 
 /** True when something accepts TCP connections on host:port. */
@@ -142,11 +140,12 @@ export async function assertPortsFree(what: string, host: string, ports: number[
       );
     }
     // A process killed a moment ago can still hold its listening socket while it exits: give it a few seconds.
-    const deadline = Date.now() + 10_000;
-    while (!(await portFree(host, port))) {
-      if (Date.now() > deadline) throw new Error(`${what}: port ${host}:${port} is already in use`);
-      await sleep(250);
-    }
+    const free = await poll(`port ${port} to be free`, () => portFree(host, port), {
+      timeoutMs: 10_000,
+      intervalMs: 250,
+      throwOnTimeout: false,
+    });
+    if (!free) throw new Error(`${what}: port ${host}:${port} is already in use`);
   }
 }
 

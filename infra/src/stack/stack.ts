@@ -163,18 +163,29 @@ function portOf(s: StackSettings, part: Part): number {
   return { postgres: s.pgPort, registry: s.registryPort, connect: s.connectPort }[part as string] as number;
 }
 
+/** Each part's state: "up" when its recorded process runs and answers on its port. */
+async function partStates(s: StackSettings) {
+  return Promise.all(
+    stackParts(s).map(async (part) => {
+      const record = readPid(s.pids, part);
+      const alive = isAlive(record);
+      const open = await portOpen(s.host, portOf(s, part));
+      const state = alive ? (open ? "up" : "starting") : open ? "port taken by another process" : "down";
+      return { part, state, pid: alive ? record.pid : undefined, port: portOf(s, part) };
+    }),
+  );
+}
+
+/** True when every part runs and answers on its port (what `status` prints, without printing). */
+export async function stackIsUp(s: StackSettings): Promise<boolean> {
+  return (await partStates(s)).every(({ state }) => state === "up");
+}
+
 /** Prints one line per part; true when every part runs and answers on its port. */
 export async function stackStatus(s: StackSettings): Promise<boolean> {
-  let allUp = true;
-  for (const part of stackParts(s)) {
-    const record = readPid(s.pids, part);
-    const alive = isAlive(record);
-    const open = await portOpen(s.host, portOf(s, part));
-    allUp &&= alive && open;
-    const state = alive ? (open ? "up" : "starting") : open ? "port taken by another process" : "down";
-    console.log(
-      `${part.padEnd(9)} ${state.padEnd(12)} pid ${alive ? record.pid : "-"}  ${s.host}:${portOf(s, part)}`,
-    );
+  const states = await partStates(s);
+  for (const { part, state, pid, port } of states) {
+    console.log(`${part.padEnd(9)} ${state.padEnd(12)} pid ${pid ?? "-"}  ${s.host}:${port}`);
   }
-  return allUp;
+  return states.every(({ state }) => state === "up");
 }

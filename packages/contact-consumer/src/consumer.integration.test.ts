@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { createKafka, encodeFramedJson, ensureTopics } from "@crm/kafka";
+import { poll } from "@crm/process";
 import type { ContactUpdatedV1 } from "@crm/schemas";
-import { eventually, testEnv } from "@crm/testing";
+import { testEnv } from "@crm/testing";
 import { afterAll, describe, expect, it } from "vitest";
 import { ContactConsumer } from "./consumer.ts";
 
@@ -81,11 +82,9 @@ describe("ContactConsumer", () => {
     });
     await consumer.start();
     try {
-      await eventually(
-        "every change delivered",
-        async () => (delivered.length >= 6 ? true : undefined),
-        60_000,
-      );
+      await poll("every change delivered", async () => (delivered.length >= 6 ? true : undefined), {
+        timeoutMs: 60_000,
+      });
       expect(delivered.map((d) => d.id)).toEqual(ids);
       expect(delivered.map((d) => d.version)).toEqual([1, 2, 3, 4, 5, 6]);
       expect(delivered[3]!.region).toBeUndefined();
@@ -94,15 +93,19 @@ describe("ContactConsumer", () => {
       expect(invalid[0]!.join(" ")).toMatch(/version/);
 
       const ends = await admin.fetchTopicOffsets(topic);
-      await eventually("offsets committed up to the end", async () => {
-        const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
-        const all = ends.every(
-          (end) =>
-            end.offset === "0" ||
-            committed!.partitions.find((p) => p.partition === end.partition)?.offset === end.offset,
-        );
-        return all ? true : undefined;
-      });
+      await poll(
+        "offsets committed up to the end",
+        async () => {
+          const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+          const all = ends.every(
+            (end) =>
+              end.offset === "0" ||
+              committed!.partitions.find((p) => p.partition === end.partition)?.offset === end.offset,
+          );
+          return all ? true : undefined;
+        },
+        { timeoutMs: 30_000 },
+      );
     } finally {
       await consumer.stop();
       await admin.disconnect();

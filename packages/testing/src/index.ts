@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { stackEnv } from "@crm/config";
 import { createKafka, decodeFramedJson, headerString, type Kafka } from "@crm/kafka";
+import { poll, ServiceProcess } from "@crm/process";
 import { SignJWT } from "jose";
 import type pg from "pg";
 
@@ -64,26 +65,13 @@ export async function signUserToken(
     .sign(new TextEncoder().encode(secret));
 }
 
-/** Polls `fn` until it returns a value other than undefined, or fails after `timeoutMs`. */
-export async function eventually<T>(
+/** `poll` with a default bound, as the tests written before it call it; new code calls `poll` from @crm/process. */
+export function eventually<T>(
   what: string,
   fn: () => Promise<T | undefined>,
   timeoutMs = 30_000,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await fn();
-      if (value !== undefined) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ""}`,
-  );
+  return poll(what, fn, { timeoutMs });
 }
 
 export interface ProbedMessage {
@@ -178,11 +166,8 @@ export class TopicProbe {
   }
 }
 
-export interface RunningService {
-  url: string;
-  output: () => string;
-  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
-}
+/** A service a test started: `url`, `output()` (everything it wrote), `stop(signal)` resolving with its exit code. */
+export type RunningService = ServiceProcess;
 
 /**
  * Starts a service's real entry point (`src/main.ts`) as a child process with `env` over the stack environment,
@@ -194,55 +179,18 @@ export async function startService(options: {
   healthUrl: string;
   timeoutMs?: number;
 }): Promise<RunningService> {
-  const { spawn } = await import("node:child_process");
-  const { repoRoot } = await import("@crm/config");
-  const child = spawn(process.execPath, ["--import", "tsx", options.entry], {
-    cwd: repoRoot(),
-    env: { ...process.env, ...stackEnv(), LOG_LEVEL: "info", ...options.env },
-    stdio: ["ignore", "pipe", "pipe"],
+  const service = new ServiceProcess({
+    name: options.entry.split("/").at(-3) ?? options.entry,
+    entry: options.entry,
+    env: { LOG_LEVEL: "info", ...options.env },
+    healthUrl: options.healthUrl,
+    output: "capture",
   });
-  let output = "";
-  child.stdout.on("data", (chunk) => (output += chunk));
-  child.stderr.on("data", (chunk) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  try {
-    await eventually(
-      `${options.entry} health`,
-      async () => {
-        if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode}:\n${output}`);
-        const res = await fetch(options.healthUrl, { signal: AbortSignal.timeout(1_000) }).catch(
-          () => undefined,
-        );
-        return res?.ok ? true : undefined;
-      },
-      options.timeoutMs ?? 60_000,
-    );
-  } catch (error) {
-    child.kill("SIGKILL");
-    throw new Error(`${(error as Error).message}\n--- output ---\n${output}`);
-  }
-  return {
-    url: new URL(options.healthUrl).origin,
-    output: () => output,
-    stop: async (signal = "SIGTERM") => {
-      if (child.exitCode === null) child.kill(signal);
-      return exited;
-    },
-  };
+  await service.start(options.timeoutMs);
+  return service;
 }
 
-/** A TCP port nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import("node:net");
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
+export { freePort } from "@crm/process";
 
 /**
  * A new consumer group whose committed offsets are the topic's current end: a worker started in it applies only

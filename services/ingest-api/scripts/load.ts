@@ -6,11 +6,11 @@
  *
  *   npx tsx services/ingest-api/scripts/load.ts [seconds=10] [connections=32] [KEY=value api env ...]
  */
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { repoRoot, stackEnv } from "@crm/config";
-import { createBusiness, eventually, freePort } from "@crm/testing";
+import { stackEnv } from "@crm/config";
+import { freePort, ServiceProcess } from "@crm/process";
+import { createBusiness } from "@crm/testing";
 import autocannon from "autocannon";
 import pg from "pg";
 import { hashIngestKey } from "../src/auth.ts";
@@ -31,32 +31,23 @@ await admin.query("INSERT INTO ingest_keys (business_id, key_hash, label) VALUES
 await admin.end();
 
 const port = await freePort();
-// PROFILE_DIR=<dir>: the API runs under --cpu-prof and writes its profile there when it exits.
-const profile = process.env.PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PROFILE_DIR}`] : [];
-const child = spawn(
-  process.execPath,
-  [...profile, "--import", "tsx", process.env.API_ENTRY ?? "services/ingest-api/src/main.ts"],
-  {
-    cwd: repoRoot(),
-    env: {
-      ...process.env,
-      ...env,
-      INGEST_PORT: String(port),
-      LOG_LEVEL: "warn",
-      RATE_LIMIT_KEY_DEFAULT_PER_SEC: "10000000",
-      ...apiEnv,
-    },
-    stdio: ["ignore", "inherit", "inherit"],
+const api = new ServiceProcess({
+  name: "ingest-api",
+  entry: process.env.API_ENTRY ?? "services/ingest-api/src/main.ts",
+  env: {
+    INGEST_PORT: String(port),
+    LOG_LEVEL: "warn",
+    RATE_LIMIT_KEY_DEFAULT_PER_SEC: "10000000",
+    ...apiEnv,
   },
-);
-const exited = new Promise((resolve) => child.once("exit", resolve));
-// never leave the API behind, whatever ends this script
-process.once("exit", () => child.kill("SIGKILL"));
+  healthUrl: `http://127.0.0.1:${port}/readyz`,
+  output: "inherit",
+  // PROFILE_DIR=<dir>: the API runs under --cpu-prof and writes its profile there when it exits.
+  cpuProfileDir: process.env.PROFILE_DIR,
+});
+await api.start();
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
-await eventually("ingest-api ready", async () =>
-  (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.ok ? true : undefined,
-);
-const apiPid = child.pid ?? 0;
+const apiPid = api.pid ?? 0;
 const probe = await fetch(`http://127.0.0.1:${port}/v1/track`, {
   method: "POST",
   headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
@@ -111,5 +102,4 @@ await run("track", 3); // warm-up
 for (const mode of (process.env.MODES ?? "track,batch,paced").split(",")) {
   await run(mode as "track" | "batch" | "paced", seconds);
 }
-child.kill("SIGTERM");
-await exited;
+await api.stop();

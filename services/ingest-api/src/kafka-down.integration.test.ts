@@ -12,7 +12,8 @@ import {
   stopJvm,
 } from "@crm/infra/stack";
 import { createKafka, decodeFramedJson, TOPICS } from "@crm/kafka";
-import { createBusiness, eventually, signUserToken, testEnv } from "@crm/testing";
+import { poll } from "@crm/process";
+import { createBusiness, signUserToken, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestApi, type TestApi } from "./test-harness.ts";
@@ -99,20 +100,20 @@ describe("kafka unavailable", () => {
 
     // Dead broker (connection refused).
     process.kill(pid, "SIGKILL");
-    await eventually("kafka to die", async () =>
-      isAlive(readPid(settings.pids, "kafka")) ? undefined : true,
-    );
+    await poll("kafka to die", async () => (isAlive(readPid(settings.pids, "kafka")) ? undefined : true), {
+      timeoutMs: 30_000,
+    });
     expectUnavailable(await track());
     expectUnavailable(await track({ "idempotency-key": "kafka-down-retry" }));
 
     await startKafka(settings, tools);
-    const back = await eventually(
+    const back = await poll(
       "a 2xx after Kafka returned",
       async () => {
         const res = await track();
         return res.status === 202 ? res : undefined;
       },
-      60_000,
+      { timeoutMs: 60_000 },
     );
     expect(back.status).toBe(202);
     // The keyed request that failed was released, not left in flight: its retry goes through.
@@ -136,8 +137,10 @@ describe("kafka unavailable", () => {
       },
     });
     try {
-      await eventually("every accepted event in Kafka", async () =>
-        accepted.every((id) => seen.has(id)) ? true : undefined,
+      await poll(
+        "every accepted event in Kafka",
+        async () => (accepted.every((id) => seen.has(id)) ? true : undefined),
+        { timeoutMs: 30_000 },
       );
     } finally {
       await consumer.disconnect();

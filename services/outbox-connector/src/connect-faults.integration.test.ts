@@ -14,7 +14,8 @@ import {
   stopJvm,
 } from "@crm/infra/stack";
 import { createKafka, ensureTopics } from "@crm/kafka";
-import { createBusiness, eventually, TopicProbe, testEnv } from "@crm/testing";
+import { poll } from "@crm/process";
+import { createBusiness, TopicProbe, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectorSpec, dropSlot, registerConnector, retireConnector, slotHealth } from "./connector.ts";
@@ -61,7 +62,7 @@ describe("Kafka Connect faults", () => {
     const record = readPid(settings.pids, "connect");
     if (!isAlive(record)) throw new Error("private connect worker is not running");
     process.kill(record.pid, "SIGKILL");
-    await eventually("connect to die", async () => (isAlive(record) ? undefined : true), 10_000);
+    await poll("connect to die", async () => (isAlive(record) ? undefined : true), { timeoutMs: 10_000 });
   };
   const outboxIds = async (businessId: string) =>
     new Set(
@@ -80,8 +81,10 @@ describe("Kafka Connect faults", () => {
     const startMs = await startWorker();
     console.log(`[connect faults] private worker on ${connectUrl} up in ${startMs} ms`);
     await registerConnector(connectUrl, spec, { timeoutMs: 90_000 });
-    await eventually("the test slot to stream", async () =>
-      (await slotHealth(admin, slot))?.active ? true : undefined,
+    await poll(
+      "the test slot to stream",
+      async () => ((await slotHealth(admin, slot))?.active ? true : undefined),
+      { timeoutMs: 30_000 },
     );
     collector = await new TopicProbe(env.brokers, topic).start({ fromEnd: false });
   });
@@ -133,7 +136,9 @@ describe("Kafka Connect faults", () => {
         pauseMs: 4,
         onProgress: (n) => (written = n),
       });
-      await eventually("a quarter of the load written", async () => (written >= 400 ? true : undefined));
+      await poll("a quarter of the load written", async () => (written >= 400 ? true : undefined), {
+        timeoutMs: 30_000,
+      });
       await killWorker();
       const killedAt = written;
       const restartMs = await startWorker();
@@ -141,19 +146,21 @@ describe("Kafka Connect faults", () => {
       const ids = await outboxIds(businessId);
       expect(ids.size).toBe(2_000);
 
-      const messages = await eventually(
+      const messages = await poll(
         "every outbox id after the crash",
         async () => {
           const mine = collector.forBusiness(businessId);
           return new Set(mine.map((m) => m.headers.id)).size >= ids.size ? mine : undefined;
         },
-        90_000,
+        { timeoutMs: 90_000 },
       );
       expect(new Set(messages.map((m) => m.headers.id))).toEqual(ids);
       const duplicates = messages.length - ids.size;
 
-      await eventually("the consumer kit to deliver every change", async () =>
-        delivered.size >= ids.size ? true : undefined,
+      await poll(
+        "the consumer kit to deliver every change",
+        async () => (delivered.size >= ids.size ? true : undefined),
+        { timeoutMs: 30_000 },
       );
       // Let any replayed message still in flight reach the kit before counting.
       await new Promise((resolve) => setTimeout(resolve, 1_000));
@@ -194,7 +201,7 @@ describe("Kafka Connect faults", () => {
 
     const restartMs = await startWorker();
     const restartedAt = Date.now();
-    const drained = await eventually(
+    const drained = await poll(
       "the slot to confirm everything written while Connect was down",
       async () => {
         const { rows } = await admin.query<{ behind: string }>(
@@ -203,16 +210,25 @@ describe("Kafka Connect faults", () => {
         );
         return rows[0] && Number(rows[0].behind) <= 0 ? Date.now() : undefined;
       },
-      90_000,
+      { timeoutMs: 90_000 },
     );
     const ids = await outboxIds(businessId);
-    await eventually("every id of the backlog on the topic", async () =>
-      new Set(collector.forBusiness(businessId).map((m) => m.headers.id)).size >= ids.size ? true : undefined,
+    await poll(
+      "every id of the backlog on the topic",
+      async () =>
+        new Set(collector.forBusiness(businessId).map((m) => m.headers.id)).size >= ids.size
+          ? true
+          : undefined,
+      { timeoutMs: 30_000 },
     );
-    const after = await eventually("the lag alert to clear", async () => {
-      const h = await health();
-      return h.lagAlert ? undefined : h;
-    });
+    const after = await poll(
+      "the lag alert to clear",
+      async () => {
+        const h = await health();
+        return h.lagAlert ? undefined : h;
+      },
+      { timeoutMs: 30_000 },
+    );
     expect(after.slot?.active).toBe(true);
     expect(await metrics.registry.metrics()).toContain(`outbox_slot_lag_alert{slot="${slot}"} 0`);
     console.log(

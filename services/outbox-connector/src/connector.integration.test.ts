@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { stackEnv } from "@crm/config";
 import { createKafka, ensureTopics } from "@crm/kafka";
-import { eventually, testEnv } from "@crm/testing";
+import { poll } from "@crm/process";
+import { testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { connectorSpec, connectorStatus, registerConnector, retireConnector } from "./connector.ts";
@@ -58,10 +59,14 @@ describe("registering the connector", () => {
     const changed = { ...spec, config: { ...spec.config, "heartbeat.interval.ms": "4000" } };
     expect(await registerConnector(env.connectUrl, changed)).toBe("updated");
     // Connect answers 409 while a rebalance triggered by the update is still going on.
-    const applied = await eventually("the updated config", async () => {
-      const res = await fetch(`${env.connectUrl}/connectors/${spec.name}/config`);
-      return res.ok ? ((await res.json()) as Record<string, string>) : undefined;
-    });
+    const applied = await poll(
+      "the updated config",
+      async () => {
+        const res = await fetch(`${env.connectUrl}/connectors/${spec.name}/config`);
+        return res.ok ? ((await res.json()) as Record<string, string>) : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
     expect(applied["heartbeat.interval.ms"]).toBe("4000");
     expect(await registerConnector(env.connectUrl, changed)).toBe("unchanged");
     const status = await connectorStatus(env.connectUrl, spec.name);

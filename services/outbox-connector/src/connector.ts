@@ -1,5 +1,7 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { NonRetriableError } from "@crm/errors";
+import { poll } from "@crm/process";
 import pg from "pg";
 
 const CONFIG_FILE = fileURLToPath(new URL("../connector.json", import.meta.url));
@@ -85,25 +87,28 @@ export async function registerConnector(
     }
   }
   log(`connector ${spec.name}: ${action}`);
-  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
   let last = "";
-  while (Date.now() < deadline) {
-    const status = await connectorStatus(connectUrl, spec.name).catch(() => undefined);
-    if (status) {
+  await poll(
+    `connector ${spec.name} RUNNING`,
+    async () => {
+      const status = await connectorStatus(connectUrl, spec.name);
+      if (!status) return false;
       const failed = [status.connector, ...status.tasks].find((s) => s.state === "FAILED");
-      if (failed) throw new Error(`connector ${spec.name} FAILED:\n${failed.trace ?? "(no trace)"}`);
+      if (failed)
+        throw new NonRetriableError(`connector ${spec.name} FAILED:\n${failed.trace ?? "(no trace)"}`);
       last = `${status.connector.state}/${status.tasks.map((t) => t.state).join(",") || "no tasks"}`;
-      if (
+      return (
         status.connector.state === "RUNNING" &&
         status.tasks.length > 0 &&
         status.tasks.every((t) => t.state === "RUNNING")
-      ) {
-        return action;
-      }
-    }
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
-  throw new Error(`connector ${spec.name} not RUNNING in time (last state ${last || "unknown"})`);
+      );
+    },
+    { timeoutMs: options.timeoutMs ?? 60_000, intervalMs: 500 },
+  ).catch((error) => {
+    if (error instanceof NonRetriableError) throw error;
+    throw new Error(`connector ${spec.name} not RUNNING in time (last state ${last || "unknown"})`);
+  });
+  return action;
 }
 
 /** The connector plugin's own complaints about a config (`PUT /connector-plugins/<class>/config/validate`). */
@@ -167,22 +172,23 @@ export async function deleteConnector(connectUrl: string, name: string): Promise
 
 /** Drops a replication slot once nothing streams from it, so it stops holding WAL. */
 export async function dropSlot(db: pg.Pool, slot: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { rows } = await db.query<{ active: boolean }>(
-      "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-      [slot],
-    );
-    if (!rows[0]) return;
-    if (!rows[0].active) {
-      await db.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1", [
-        slot,
-      ]);
-      return;
-    }
-    if (Date.now() > deadline) throw new Error(`slot ${slot} still active after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
+  await poll(
+    `slot ${slot} inactive, then dropped`,
+    async () => {
+      const { rows } = await db.query<{ active: boolean }>(
+        "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+        [slot],
+      );
+      if (rows[0]?.active) return false;
+      if (rows[0]) {
+        await db.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1", [
+          slot,
+        ]);
+      }
+      return true;
+    },
+    { timeoutMs, intervalMs: 500 },
+  );
 }
 
 /**
@@ -198,18 +204,21 @@ export async function retireConnector(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   await deleteConnector(connectUrl, name);
-  while ((await connectorStatus(connectUrl, name).catch(() => undefined)) !== undefined) {
-    if (Date.now() > deadline) throw new Error(`connector ${name} still present after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
+  await poll(
+    `connector ${name} gone from Connect`,
+    async () => (await connectorStatus(connectUrl, name).catch(() => undefined)) === undefined,
+    { timeoutMs, intervalMs: 500 },
+  );
   let quietChecks = 0;
-  while (quietChecks < 3) {
-    const { rows } = await db.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [slot]);
-    if (rows.length === 0) quietChecks++;
-    else {
+  await poll(
+    `slot ${slot} gone for three checks in a row`,
+    async () => {
+      const { rows } = await db.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [slot]);
+      if (rows.length === 0) return ++quietChecks >= 3;
       quietChecks = 0;
       await dropSlot(db, slot, Math.max(1_000, deadline - Date.now()));
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
-  }
+      return false;
+    },
+    { timeoutMs: Math.max(1_000, deadline - Date.now()) + 5_000, intervalMs: 1_000 },
+  );
 }

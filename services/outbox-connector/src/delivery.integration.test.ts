@@ -1,6 +1,7 @@
 import { TOPICS } from "@crm/kafka";
+import { poll } from "@crm/process";
 import { topicValidator } from "@crm/schema-registry";
-import { createBusiness, eventually, TopicProbe, testEnv } from "@crm/testing";
+import { createBusiness, TopicProbe, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { percentile, versionsByContact, writeContactChanges } from "./test-support.ts";
@@ -31,13 +32,13 @@ describe("outbox -> contact.updated.v1", () => {
     expect(rows.length).toBe(3_000);
     expect(new Set(rows.map((r) => r.id))).toEqual(outboxIds);
 
-    const messages = await eventually(
+    const messages = await poll(
       "every outbox id on contact.updated.v1",
       async () => {
         const mine = collector.forBusiness(businessId);
         return new Set(mine.map((m) => m.headers.id)).size >= outboxIds.size ? mine : undefined;
       },
-      60_000,
+      { timeoutMs: 60_000 },
     );
     expect(new Set(messages.map((m) => m.headers.id))).toEqual(outboxIds);
 

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { repoRoot } from "@crm/config";
-import { createBusiness, eventually, freePort, testEnv } from "@crm/testing";
+import { poll } from "@crm/process";
+import { createBusiness, freePort, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 
@@ -63,14 +64,14 @@ describe("outbox-connector commands", () => {
       OUTBOX_MONITOR_INTERVAL_MS: "500",
       OUTBOX_PRUNE_INTERVAL_MS: "0",
     });
-    const text = await eventually(
+    const text = await poll(
       "monitor metrics",
       async () => {
         const res = await fetch(`http://127.0.0.1:${port}/metrics`).catch(() => undefined);
         const body = res?.ok ? await res.text() : "";
         return body.includes('outbox_slot_lag_bytes{slot="crm_outbox"}') ? body : undefined;
       },
-      30_000,
+      { timeoutMs: 30_000 },
     );
     expect(text).toContain('outbox_connector_running{connector="crm-outbox"} 1');
     expect(text).toContain('outbox_slot_active{slot="crm_outbox"} 1');

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { createBusiness, eventually, testEnv } from "@crm/testing";
+import { poll } from "@crm/process";
+import { createBusiness, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { pruneOutbox } from "./prune.ts";
@@ -80,7 +81,7 @@ describe("outbox pruning", () => {
 
     // Once the slot has confirmed everything, later marks become usable and every row goes. A transaction left
     // open elsewhere on the shared database (another test) rightly holds pruning back until it ends.
-    await eventually(
+    await poll(
       "every confirmed row pruned",
       async () => {
         const { rows } = await admin.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn");
@@ -88,7 +89,7 @@ describe("outbox pruning", () => {
         await advanceSlot(rows[0]!.lsn);
         return (await remaining()).length === 0 ? true : undefined;
       },
-      60_000,
+      { timeoutMs: 60_000 },
     );
   });
 

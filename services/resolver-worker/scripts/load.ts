@@ -7,11 +7,12 @@
  *   npx tsx services/resolver-worker/scripts/load.ts [events=20000] [KEY=value worker env ...]
  */
 
-import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
-import { repoRoot, stackEnv } from "@crm/config";
-import { createBusiness, eventually, freePort } from "@crm/testing";
+import { stackEnv } from "@crm/config";
+import { NonRetriableError } from "@crm/errors";
+import { freePort, poll, ServiceProcess } from "@crm/process";
+import { createBusiness } from "@crm/testing";
 import pg from "pg";
 import {
   type Contact,
@@ -90,33 +91,24 @@ function cpuTicks(): Map<string, number> {
 const port = await freePort();
 const countSql = `SELECT count(*)::int AS n FROM crm_events WHERE business_id = ANY($1::uuid[])`;
 const ids = businesses.map((b) => b.businessId);
-// PROFILE_DIR=<dir>: the worker runs under --cpu-prof and writes its profile there when it exits.
-const profile = process.env.PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${process.env.PROFILE_DIR}`] : [];
-const worker = spawn(
-  process.execPath,
-  [...profile, "--import", "tsx", "services/resolver-worker/src/main.ts"],
-  {
-    cwd: repoRoot(),
-    env: {
-      ...process.env,
-      ...env,
-      WORKER_PORT: String(port),
-      WORKER_TOPIC: topics.topic,
-      WORKER_DLQ_TOPIC: topics.dlqTopic,
-      WORKER_GROUP_ID: topics.groupId,
-      LOG_LEVEL: "warn",
-      ...workerEnv,
-    },
-    stdio: ["ignore", "inherit", "inherit"],
+const worker = new ServiceProcess({
+  name: "resolver-worker",
+  entry: "services/resolver-worker/src/main.ts",
+  env: {
+    WORKER_PORT: String(port),
+    WORKER_TOPIC: topics.topic,
+    WORKER_DLQ_TOPIC: topics.dlqTopic,
+    WORKER_GROUP_ID: topics.groupId,
+    LOG_LEVEL: "warn",
+    ...workerEnv,
   },
-);
-const exited = new Promise((resolve) => worker.once("exit", resolve));
-// never leave the worker behind, whatever ends this script
-process.once("exit", () => worker.kill("SIGKILL"));
+  healthUrl: `http://127.0.0.1:${port}/healthz`,
+  output: "inherit",
+  // PROFILE_DIR=<dir>: the worker runs under --cpu-prof and writes its profile there when it exits.
+  cpuProfileDir: process.env.PROFILE_DIR,
+});
+await worker.start();
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
-await eventually("worker healthy", async () =>
-  (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok ? true : undefined,
-);
 t = performance.now();
 let at10: { t: number; n: number } | undefined;
 let at90: { t: number; n: number } | undefined;
@@ -124,23 +116,27 @@ let cpu10: Map<string, number> | undefined;
 let cpu90: Map<string, number> | undefined;
 let lastCount = -1;
 let lastProgress = performance.now();
-for (;;) {
-  await new Promise((resolve) => setTimeout(resolve, 250));
-  const n = (await admin.query(countSql, [ids])).rows[0].n as number;
-  const now = performance.now();
-  if (!at10 && n >= total * 0.1) [at10, cpu10] = [{ t: now, n }, cpuTicks()];
-  if (!at90 && n >= total * 0.9) [at90, cpu90] = [{ t: now, n }, cpuTicks()];
-  if (n !== lastCount) [lastCount, lastProgress] = [n, now];
-  if (n >= total || now - lastProgress > 20_000) {
-    if (n < total) console.log(`stalled at ${n} of ${total} events (dead-lettered or stuck)`);
-    break;
-  }
-}
+// Samples the applied count until every event is in, or nothing moved for 20 s (dead-lettered or stuck).
+await poll(
+  "every event applied",
+  async () => {
+    const n = (await admin.query(countSql, [ids])).rows[0].n as number;
+    const now = performance.now();
+    if (!at10 && n >= total * 0.1) [at10, cpu10] = [{ t: now, n }, cpuTicks()];
+    if (!at90 && n >= total * 0.9) [at90, cpu90] = [{ t: now, n }, cpuTicks()];
+    if (n !== lastCount) [lastCount, lastProgress] = [n, now];
+    if (n >= total) return true;
+    if (now - lastProgress > 20_000) throw new NonRetriableError(`stalled at ${n} of ${total} events`);
+    return false;
+  },
+  { timeoutMs: 3_600_000, intervalMs: 250 },
+).catch((error) => console.log(`${(error as Error).message} (dead-lettered or stuck)`));
 const rate = at10 && at90 ? ((at90.n - at10.n) / (at90.t - at10.t)) * 1000 : 0;
 const secs = at10 && at90 ? (at90.t - at10.t) / 1000 : 1;
 console.log(`applied ${total} events; steady ${rate.toFixed(0)} events/s (10%..90% of the backlog)`);
 if (cpu10 && cpu90) {
-  const rows = [...cpu90].map(([g, v]) => [g, (v - (cpu10.get(g) ?? 0)) / 100 / secs] as const);
+  const before = cpu10;
+  const rows = [...cpu90].map(([g, v]) => [g, (v - (before.get(g) ?? 0)) / 100 / secs] as const);
   for (const [g, c] of rows.sort((a, b) => b[1] - a[1]).slice(0, 8)) {
     console.log(
       `  cpu ${(c * 100).toFixed(0).padStart(4)}%  ${g}  (${((c / rate) * 1e6).toFixed(0)} us/event)`,
@@ -157,7 +153,6 @@ for (const metric of [
   const p95 = histogramQuantile([metrics], metric, 0.95) * 1000;
   console.log(`  ${metric} p50 ${p50.toFixed(1)} ms, p95 ${p95.toFixed(1)} ms`);
 }
-worker.kill("SIGTERM");
-await exited;
+await worker.stop();
 await dropWorkerTopics(brokers, topics);
 await admin.end();

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { createPool } from "@crm/db";
-import { createBusiness, eventually, type RunningService, TopicProbe, testEnv } from "@crm/testing";
+import { poll } from "@crm/process";
+import { createBusiness, type RunningService, TopicProbe, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { resolveContact } from "./resolve-contact.ts";
@@ -48,13 +49,13 @@ describe("resolver-worker consuming a raw topic with two instances", () => {
     Number((await admin.query(sql, params)).rows[0].count);
 
   const allApplied = (businessId: string, expected: number, timeoutMs = 60_000) =>
-    eventually(
+    poll(
       `${expected} events applied`,
       async () => {
         const applied = await count("SELECT count(*) FROM crm_events WHERE business_id = $1", [businessId]);
         return applied >= expected ? applied : undefined;
       },
-      timeoutMs,
+      { timeoutMs: timeoutMs },
     );
 
   it("seed regression 2: 10 events with the same email on 10 partitions at once -> exactly 1 contact", async () => {
@@ -129,10 +130,13 @@ describe("resolver-worker consuming a raw topic with two instances", () => {
     const { businessId } = await createBusiness(admin);
     const events = overlappingLoad(businessId, 100, 6);
     await producer.send(topics.topic, events);
-    await eventually("a part of the load applied", async () =>
-      (await count("SELECT count(*) FROM crm_events WHERE business_id = $1", [businessId])) >= 100
-        ? true
-        : undefined,
+    await poll(
+      "a part of the load applied",
+      async () =>
+        (await count("SELECT count(*) FROM crm_events WHERE business_id = $1", [businessId])) >= 100
+          ? true
+          : undefined,
+      { timeoutMs: 30_000 },
     );
     // graceful stop: finishes its events in flight, commits them, leaves; its partitions move to the other
     const leaving = workers.shift()!;

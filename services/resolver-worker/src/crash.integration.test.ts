@@ -1,5 +1,6 @@
 import { createKafka } from "@crm/kafka";
-import { createBusiness, eventually, type RunningService, testEnv } from "@crm/testing";
+import { poll } from "@crm/process";
+import { createBusiness, type RunningService, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -42,10 +43,10 @@ describe("resolver-worker crash and replay", () => {
   const outboxRows = (businessId: string) =>
     count("SELECT count(*) FROM outbox WHERE business_id = $1", [businessId]);
   const allApplied = (businessId: string, expected: number) =>
-    eventually(
+    poll(
       `${expected} events applied`,
       async () => ((await eventRows(businessId)) >= expected ? true : undefined),
-      60_000,
+      { timeoutMs: 60_000 },
     );
 
   it("SIGKILL mid-load, then restart: every event applied exactly once in effect; a full replay changes nothing", async () => {
@@ -54,8 +55,10 @@ describe("resolver-worker crash and replay", () => {
     worker = await startWorker(topics, { DATABASE_POOL_SIZE: "4" });
     await producer.send(topics.topic, events);
 
-    await eventually("a part of the load applied", async () =>
-      (await eventRows(businessId)) >= 300 ? true : undefined,
+    await poll(
+      "a part of the load applied",
+      async () => ((await eventRows(businessId)) >= 300 ? true : undefined),
+      { timeoutMs: 30_000 },
     );
     await worker.stop("SIGKILL");
     const atKill = await eventRows(businessId);
@@ -78,10 +81,14 @@ describe("resolver-worker crash and replay", () => {
     const kafkaAdmin = createKafka({ brokers: env.brokers, clientId: "resolver-test-admin" }).admin();
     await kafkaAdmin.connect();
     try {
-      await eventually("the group is empty", async () => {
-        const [group] = (await kafkaAdmin.describeGroups([topics.groupId])).groups;
-        return group?.members.length === 0 ? true : undefined;
-      });
+      await poll(
+        "the group is empty",
+        async () => {
+          const [group] = (await kafkaAdmin.describeGroups([topics.groupId])).groups;
+          return group?.members.length === 0 ? true : undefined;
+        },
+        { timeoutMs: 30_000 },
+      );
       await kafkaAdmin.resetOffsets({ groupId: topics.groupId, topic: topics.topic, earliest: true });
     } finally {
       await kafkaAdmin.disconnect();
@@ -90,13 +97,17 @@ describe("resolver-worker crash and replay", () => {
     const sentinel = rawEvent(businessId, { email: "sentinel@example.com" });
     await producer.send(topics.topic, [sentinel]);
     await allApplied(businessId, events.length + 1);
-    await eventually("the replay consumed", async () => {
-      const text = await (await fetch(`${worker!.url}/metrics`)).text();
-      const duplicates = Number(
-        /resolver_events_applied_total\{outcome="duplicate"\} (\d+)/.exec(text)?.[1] ?? 0,
-      );
-      return duplicates >= events.length ? duplicates : undefined;
-    });
+    await poll(
+      "the replay consumed",
+      async () => {
+        const text = await (await fetch(`${worker!.url}/metrics`)).text();
+        const duplicates = Number(
+          /resolver_events_applied_total\{outcome="duplicate"\} (\d+)/.exec(text)?.[1] ?? 0,
+        );
+        return duplicates >= events.length ? duplicates : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
     expect(await eventRows(businessId)).toBe(events.length + 1);
     expect(await outboxRows(businessId)).toBe(outboxBefore + 1); // the sentinel's `created` only
     expect(await invariantViolations(admin, businessId)).toEqual([]);

@@ -1,7 +1,7 @@
 import { TOPICS } from "@crm/kafka";
+import { poll } from "@crm/process";
 import {
   createBusiness,
-  eventually,
   freePort,
   type RunningService,
   signUserToken,
@@ -69,12 +69,17 @@ describe("seed regression 2 through the API", () => {
       }),
     );
     expect(statuses).toEqual(Array(10).fill(202));
-    await eventually("10 events applied", async () => {
-      const { rows } = await admin.query("SELECT count(*)::int AS n FROM crm_events WHERE business_id = $1", [
-        businessId,
-      ]);
-      return rows[0].n === 10 ? true : undefined;
-    });
+    await poll(
+      "10 events applied",
+      async () => {
+        const { rows } = await admin.query(
+          "SELECT count(*)::int AS n FROM crm_events WHERE business_id = $1",
+          [businessId],
+        );
+        return rows[0].n === 10 ? true : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
     const { rows } = await admin.query(
       "SELECT count(*)::int AS n FROM crm_contacts WHERE business_id = $1 AND email = 'alice@example.com'",
       [businessId],

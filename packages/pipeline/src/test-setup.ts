@@ -1,36 +1,33 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { parseEnvFile, repoRoot, stackDir } from "@crm/config";
+import { repoRoot, stackEnv } from "@crm/config";
+import { preparePipeline } from "./prepare.ts";
 
 /**
- * Chooses the environment of the integration tests, in one place:
+ * The integration tests' vitest globalSetup: chooses their stack in one place, then prepares the pipeline on it:
  *  1. endpoints already in the environment (KAFKA_BROKERS and DATABASE_ADMIN_URL set): use them as they are;
  *  2. a Docker engine answers: the containers of docker-compose.yml, through testcontainers;
- *  3. otherwise the native launcher (`npm run stack -- up`), which is idempotent and quick when already up.
- * Then the schema is migrated, the Debezium connector registered and the topic schemas registered (idempotent).
+ *  3. otherwise the native stack (`.stack`), started unless it is up.
+ * The endpoints are exported to the test workers (variables already set win).
  */
 export default async function setup(): Promise<() => Promise<void>> {
-  const root = repoRoot();
   let teardown = async () => {};
+  let endpoints: Record<string, string> | undefined;
   if (process.env.KAFKA_BROKERS && process.env.DATABASE_ADMIN_URL) {
     console.log("[tests] using endpoints from the environment");
+    endpoints = definedOnly(stackEnv());
   } else if (dockerAnswers()) {
-    teardown = await startCompose(root);
-  } else {
-    run(root, ["run", "stack", "--", "up"]);
-    Object.assign(process.env, parseEnvFile(readFileSync(join(stackDir(), "env"), "utf8")), process.env);
+    teardown = await startCompose(repoRoot());
+    endpoints = definedOnly(stackEnv());
   }
-  run(root, ["run", "migrate"]);
-  run(root, ["run", "connector", "--", "register"]);
-  // Fails the run when a schema in schemas/ is incompatible with the published one (BACKWARD, SPEC 8).
-  run(root, ["run", "schemas", "--", "register"]);
+  const { env } = await preparePipeline({ endpoints });
+  Object.assign(process.env, env, process.env);
   return teardown;
 }
 
-function run(cwd: string, args: string[]): void {
-  const result = spawnSync("npm", args, { cwd, stdio: "inherit", env: process.env });
-  if (result.status !== 0) throw new Error(`npm ${args.join(" ")} failed (exit ${result.status})`);
+function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => !!entry[1]));
 }
 
 function dockerAnswers(): boolean {

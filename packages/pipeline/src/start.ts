@@ -1,0 +1,85 @@
+import { join } from "node:path";
+import { stackDown, stackSettings } from "@crm/infra/stack";
+import { ServiceProcess, stopAllServices } from "@crm/process";
+import { runDemo } from "./demo.ts";
+import { startLiveSummary } from "./live-summary.ts";
+import { preparePipeline } from "./prepare.ts";
+
+/*
+ * `npm start`: the whole pipeline with a demo. Prepares the pipeline (the stack up unless it is already), starts
+ * ingest-api and resolver-worker with their logs in .stack/logs/, runs the demo step by step, then shows a live
+ * one-line summary until Ctrl-C, which stops what it started (the stack only if it was not running before).
+ */
+
+const say = (line: string) => console.log(`[demo] ${line}`);
+
+async function main(): Promise<void> {
+  const s = stackSettings();
+  const { env, startedStack } = await preparePipeline({ settings: s });
+  let stopping = false;
+  const stop = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    summary?.stop();
+    say("stopping the services...");
+    await stopAllServices();
+    if (startedStack) await stackDown(s, (line) => say(`stack: ${line}`));
+    process.exit(code);
+  };
+  let summary: { stop: () => void } | undefined;
+  process.on("SIGINT", () => void stop(0));
+  process.on("SIGTERM", () => void stop(0));
+
+  const logFile = (name: string) => join(s.logs, `${name}.log`);
+  const api = new ServiceProcess({
+    name: "ingest-api",
+    entry: "services/ingest-api/src/main.ts",
+    env: {},
+    healthUrl: `${env.INGEST_URL}/healthz`,
+    output: { file: logFile("ingest-api") },
+  });
+  // Cluster mode runs two workers in one consumer group (partitions split between them); START_WORKERS overrides.
+  const workerCount = Number(process.env.START_WORKERS ?? (process.env.STACK_MODE === "cluster" ? 2 : 1));
+  const workers = Array.from({ length: workerCount }, (_, i) => {
+    const port = Number(env.WORKER_PORT) + i;
+    const name = workerCount === 1 ? "resolver-worker" : `resolver-worker-${i + 1}`;
+    return new ServiceProcess({
+      name,
+      entry: "services/resolver-worker/src/main.ts",
+      env: { WORKER_PORT: String(port) },
+      healthUrl: `http://127.0.0.1:${port}/healthz`,
+      output: { file: logFile(name) },
+    });
+  });
+  try {
+    await Promise.all([api, ...workers].map((service) => service.start()));
+    say(
+      `services up; their logs: ${[api, ...workers].map((service) => logFile(service.name)).join(", ")}` +
+        " (npm run stack -- logs <name> [-f])",
+    );
+    const ownerToken = await runDemo(env, say);
+
+    say("");
+    say(
+      `pipeline running. API ${env.INGEST_URL}, worker metrics ${env.WORKER_URL}/metrics, Connect ${env.CONNECT_URL}`,
+    );
+    say(`try: curl -X POST ${env.INGEST_URL}/v1/track -H 'authorization: Bearer ${ownerToken}' \\`);
+    say(
+      `       -H 'content-type: application/json' -d '{"type":"hello","contact":{"email":"you@example.com"}}'`,
+    );
+    say(
+      `Ctrl-C stops the services${startedStack ? " and the stack" : " (the stack was already running and stays up)"}.`,
+    );
+  } catch (error) {
+    console.error(`[demo] ${(error as Error).message}`);
+    await stop(1);
+    return;
+  }
+  if (process.env.DEMO_EXIT === "1") return stop(0);
+  summary = startLiveSummary({ api, workers });
+}
+
+main().catch((error) => {
+  console.error(`[demo] ${(error as Error).message}`);
+  void stopAllServices().finally(() => process.exit(1));
+});

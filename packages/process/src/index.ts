@@ -1,0 +1,3 @@
+export * from "./free-port.ts";
+export * from "./poll.ts";
+export * from "./service-process.ts";

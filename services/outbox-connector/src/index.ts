@@ -1,0 +1,1 @@
+export { type ConnectorSpec, connectorSpec, registerConnector } from "./connector.ts";

@@ -1,4 +1,4 @@
-import { headerString, type Kafka, TOPICS } from "@crm/kafka";
+import { decodeFramedJson, headerString, type Kafka, TOPICS } from "@crm/kafka";
 import { poll } from "@crm/process";
 import type pg from "pg";
 import type { PacedRecord } from "./paced-load.ts";
@@ -32,10 +32,9 @@ export class ContactUpdates {
           if (!this.businesses.has(headerString(message.headers, "business_id") ?? "")) continue;
           this.messages++;
           if (!message.value) continue;
-          const bytes =
-            message.value[0] === 0 && message.value.length > 5 ? message.value.subarray(5) : message.value;
           try {
-            const cause = (JSON.parse(bytes.toString("utf8")) as { cause_event_id?: string }).cause_event_id;
+            const cause = (decodeFramedJson(message.value).value as { cause_event_id?: string })
+              .cause_event_id;
             if (cause && !this.firstSeen.has(cause)) this.firstSeen.set(cause, now);
           } catch {}
         }

@@ -1,7 +1,8 @@
 /**
  * API throughput probe (development tool, not a test): starts the real ingest-api (`src/main.ts`) on a free port
  * with an ingest key of a fresh business and no effective rate limit, then drives it with autocannon:
- * `track` closed loop (max events/s), `batch` of 100 (events/s), and `paced` 1,000 req/s (latency percentiles).
+ * `track` closed loop (max events/s), `batch` of 100 (events/s), and `paced` 1,000 req/s (latency percentiles);
+ * each mode with `-keyed` (`track-keyed`, `batch-keyed`, `paced-keyed`) sends a new idempotency key per event.
  * Prints the API's CPU per accepted event. Events go to the shared events.raw.v1 (workers start at its end).
  *
  *   npx tsx services/ingest-api/scripts/load.ts [seconds=10] [connections=32] [KEY=value api env ...]
@@ -68,7 +69,12 @@ const event = () => ({
   props: { plan: "pro", amount: 42 },
 });
 
-async function run(mode: "track" | "batch" | "paced", duration: number) {
+let keys = 0;
+const newKey = () => `load-${process.pid}-${keys++}`;
+
+async function run(name: string, duration: number) {
+  const keyed = name.endsWith("-keyed");
+  const mode = name.replace(/-keyed$/, "") as "track" | "batch" | "paced";
   const cpu0 = cpuSeconds();
   const result = await autocannon({
     url: `http://127.0.0.1:${port}`,
@@ -81,8 +87,21 @@ async function run(mode: "track" | "batch" | "paced", duration: number) {
         path: mode === "batch" ? "/v1/batch" : "/v1/track",
         setupRequest: (req) => ({
           ...req,
-          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-          body: JSON.stringify(mode === "batch" ? { events: Array.from({ length: 100 }, event) } : event()),
+          headers: {
+            authorization: `Bearer ${key}`,
+            "content-type": "application/json",
+            ...(keyed && mode !== "batch" ? { "idempotency-key": newKey() } : {}),
+          },
+          body: JSON.stringify(
+            mode === "batch"
+              ? {
+                  events: Array.from({ length: 100 }, () => ({
+                    ...event(),
+                    ...(keyed ? { idempotency_key: newKey() } : {}),
+                  })),
+                }
+              : event(),
+          ),
         }),
       },
     ],
@@ -91,7 +110,7 @@ async function run(mode: "track" | "batch" | "paced", duration: number) {
   const events = ok * (mode === "batch" ? 100 : 1);
   const cpu = cpuSeconds() - cpu0;
   console.log(
-    `${mode.padEnd(6)} ${(ok / duration).toFixed(0).padStart(6)} req/s  ${(events / duration).toFixed(0).padStart(7)} events/s` +
+    `${name.padEnd(12)} ${(ok / duration).toFixed(0).padStart(6)} req/s  ${(events / duration).toFixed(0).padStart(7)} events/s` +
       `  p50 ${result.latency.p50} p90 ${result.latency.p90} p99 ${result.latency.p99} ms` +
       `  non2xx ${result.non2xx} ${JSON.stringify(result.statusCodeStats)} errors ${result.errors}  api cpu ${((cpu / duration) * 100).toFixed(0)}%` +
       ` = ${((cpu / Math.max(events, 1)) * 1e6).toFixed(0)} us/event`,
@@ -99,7 +118,5 @@ async function run(mode: "track" | "batch" | "paced", duration: number) {
 }
 
 await run("track", 3); // warm-up
-for (const mode of (process.env.MODES ?? "track,batch,paced").split(",")) {
-  await run(mode as "track" | "batch" | "paced", seconds);
-}
+for (const mode of (process.env.MODES ?? "track,batch,paced").split(",")) await run(mode, seconds);
 await api.stop();

@@ -22,17 +22,72 @@ $$;
 REVOKE ALL ON FUNCTION app.ingest_key_business(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION app.ingest_key_business(text) TO crm_service;
 
+-- The idempotency bookkeeping of many requests in ONE statement (SPEC 4; ingest-api's PgIdempotencyStore gathers
+-- what concurrent requests ask while its previous call runs). p_groups holds one object per business:
+--   {"business_id", "done": [event ids], "released": [event ids],
+--    "claims": [{"event_id", "caller", "key_hash", "request_hash"}, ...]}
+-- where an event id is the key's deterministic event id, the record's primary key, and no event id is claimed twice.
+-- Per business, under its tenant (SECURITY INVOKER: RLS applies as to any statement of the service), at most three
+-- statements whatever the number of keys: the records of events Kafka acknowledged are marked done, the claims whose
+-- send failed are forgotten, then the keys asked for are claimed: inserted in flight with a lease, or taken over
+-- from an abandoned claim (lease over) with the same body. Records are inserted in event id order, so concurrent
+-- calls wait for each other in one order. Returns per claimed event id the record this call holds (claimed) or
+-- found (its body's hash, its state, the seconds left of its lease): both for a claim taken over, and none when
+-- another transaction claimed the key after this statement began. No joins: each row is read once, whatever the
+-- estimates of the JSON's row counts.
+CREATE OR REPLACE FUNCTION app.apply_idempotency(p_groups jsonb, p_lease interval)
+RETURNS TABLE (event_id uuid, record_hash text, record_state text, claimed boolean, retry_after int)
+LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+  v_group jsonb;
+BEGIN
+  FOR v_group IN SELECT g FROM jsonb_array_elements(p_groups) AS g LOOP
+    PERFORM set_config('app.business_id', v_group ->> 'business_id', true);
+    IF jsonb_array_length(v_group -> 'done') > 0 THEN
+      UPDATE idempotency_keys k SET state = 'done'
+      WHERE k.event_id = ANY (ARRAY(SELECT jsonb_array_elements_text(v_group -> 'done'))::uuid[]);
+    END IF;
+    IF jsonb_array_length(v_group -> 'released') > 0 THEN
+      DELETE FROM idempotency_keys k
+      WHERE k.event_id = ANY (ARRAY(SELECT jsonb_array_elements_text(v_group -> 'released'))::uuid[])
+        AND k.state = 'in_flight';
+    END IF;
+    IF jsonb_array_length(v_group -> 'claims') > 0 THEN
+      RETURN QUERY
+      WITH taken AS (
+        INSERT INTO idempotency_keys AS k (business_id, caller, key_hash, request_hash, event_id, state, lease_until)
+        SELECT (v_group ->> 'business_id')::uuid, c.caller, c.key_hash, c.request_hash, c.event_id, 'in_flight',
+               now() + p_lease
+        FROM jsonb_to_recordset(v_group -> 'claims') AS c(event_id uuid, caller text, key_hash text, request_hash text)
+        ORDER BY c.event_id
+        ON CONFLICT (event_id) DO UPDATE SET lease_until = EXCLUDED.lease_until
+          WHERE k.state = 'in_flight' AND k.lease_until < now() AND k.request_hash = EXCLUDED.request_hash
+        RETURNING k.event_id, k.request_hash, k.state
+      )
+      SELECT t.event_id, t.request_hash, t.state, true, 0 FROM taken t
+      UNION ALL
+      -- the records as they were when the statement began: not those it inserted, the old version of one taken over
+      SELECT k.event_id, k.request_hash, k.state, false,
+             GREATEST(1, ceil(extract(epoch FROM k.lease_until - now())))::int
+      FROM idempotency_keys k
+      WHERE k.event_id = ANY (ARRAY(SELECT c ->> 'event_id' FROM jsonb_array_elements(v_group -> 'claims') AS c)::uuid[]);
+    END IF;
+  END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION app.apply_idempotency(jsonb, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.apply_idempotency(jsonb, interval) TO crm_service;
+
 -- Pruning of idempotency records crosses tenants; it never deletes anything younger than 24 h (SPEC 4).
 CREATE OR REPLACE FUNCTION app.prune_idempotency_keys(p_retention interval, p_limit int DEFAULT 10000)
 RETURNS int
 LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-  WITH doomed AS (
-    SELECT business_id, caller, key_hash FROM idempotency_keys
-    WHERE created_at < now() - GREATEST(p_retention, interval '24 hours')
-    LIMIT p_limit
-  ), deleted AS (
-    DELETE FROM idempotency_keys k USING doomed d
-    WHERE k.business_id = d.business_id AND k.caller = d.caller AND k.key_hash = d.key_hash
+  WITH deleted AS (
+    DELETE FROM idempotency_keys
+    WHERE event_id IN (
+      SELECT event_id FROM idempotency_keys
+      WHERE created_at < now() - GREATEST(p_retention, interval '24 hours')
+      LIMIT p_limit)
     RETURNING 1
   )
   SELECT count(*)::int FROM deleted

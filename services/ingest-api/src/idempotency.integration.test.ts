@@ -193,6 +193,27 @@ describe("idempotency", () => {
     );
   });
 
+  it("a key twice in one batch: the first item is accepted, the second is in flight; one event", async () => {
+    const { businessId, ownerId } = await createBusiness(admin);
+    const token = await signUserToken(env.jwtSecret, ownerId);
+    const key = newKey("twice");
+    const res = await api.post("/v1/batch", token, {
+      events: [
+        { type: "first", idempotency_key: key },
+        { type: "first", idempotency_key: key },
+        { type: "other", idempotency_key: key },
+      ],
+    });
+    expect(res.status).toBe(202);
+    expect(res.body.results[0]).toEqual({
+      ok: true,
+      event_id: keyedEventId(businessId, `user:${ownerId}`, key),
+    });
+    expect(res.body.results[1]).toMatchObject({ ok: false, error: { code: "idempotency_in_flight" } });
+    expect(res.body.results[2]).toMatchObject({ ok: false, error: { code: "idempotency_mismatch" } });
+    expect(await settledEventIds(businessId, token)).toEqual([res.body.results[0].event_id]);
+  });
+
   it("records are kept at least 24 h, then pruned", async () => {
     const { businessId } = await createBusiness(admin);
     const insert = (key: string, age: string) =>

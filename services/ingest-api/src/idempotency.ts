@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { type Pool, sqlLiteral, transaction, transactionOfOne } from "@crm/db";
+import { isConnectionFailure, type Pool, sqlLiteral, transactionOfOne } from "@crm/db";
 import { DependencyUnavailableError, HttpError } from "@crm/errors";
 
 /** 1..255 printable ASCII characters (SPEC 4). */
@@ -74,135 +74,217 @@ export interface IdempotencyStore {
   release(businessId: string, caller: string, keys: string[]): Promise<void>;
 }
 
-interface ClaimRow {
+/** A record `app.apply_idempotency` holds (`claimed`) or found for a claimed key; none: claimed meanwhile. */
+interface RecordRow {
   event_id: string;
-  request_hash: string;
-  state: "in_flight" | "done";
+  record_hash: string;
+  record_state: "in_flight" | "done";
   claimed: boolean;
   retry_after: number;
 }
 
+/** What one call of claim, complete or release asks for one key. */
+interface Operation {
+  kind: "claim" | "complete" | "release";
+  businessId: string;
+  eventId: string;
+  caller: string;
+  key: string;
+  requestHash: string;
+}
+
+/** A call waiting for its flush; `settle` gets the claim outcome of each of its operations (undefined for others). */
+interface Pending {
+  operations: Operation[];
+  settle: (outcomes: (ClaimOutcome | undefined)[]) => void;
+  fail: (error: unknown) => void;
+}
+
+/** One business's share of a flush, as `app.apply_idempotency` takes it. */
+interface BusinessGroup {
+  business_id: string;
+  done: string[];
+  released: string[];
+  claims: { event_id: string; caller: string; key_hash: string; request_hash: string }[];
+}
+
 /**
- * Idempotency records in Postgres (migration 010), under RLS: every statement runs in a transaction whose tenant
- * is the business. Keys are stored hashed. An in-flight claim carries a lease; when the API dies mid-request the
- * lease expires and a retry with the same body takes the claim over (same deterministic event id).
+ * Idempotency records in Postgres (`idempotency_keys`, keyed by the deterministic event id), under RLS. Keys are
+ * stored hashed. An in-flight claim carries a lease; when the API dies mid-request the lease expires and a retry
+ * with the same body takes the claim over (same deterministic event id).
+ *
+ * Calls are coalesced: what concurrent requests ask while flushes are under way goes to the database together in the
+ * next one, as ONE statement (`app.apply_idempotency`, infra/sql/30_ingest_api.sql) in one round trip and one
+ * commit. A lone request is flushed at once; under load a flush carries the claims and completions of every request
+ * in between, and a batch's keys always travel together, so a keyed batch costs the same few statements whatever
+ * its size. A few flushes run at once (one waits for its commit while the next executes), never two with the same
+ * key: a call whose key is in a flush under way waits for the next, so this process's flushes never wait on each
+ * other's row locks.
  */
 export class PgIdempotencyStore implements IdempotencyStore {
+  private queue: Pending[] = [];
+  private flushes = 0;
+  /** Event ids of the flushes under way. */
+  private readonly busy = new Set<string>();
+
   constructor(
     private readonly pool: Pool,
     private readonly leaseMs = 30_000,
+    private readonly options: {
+      /** Flushes under way at once (default 4; each holds a pool connection meanwhile). */
+      maxFlushes?: number;
+      /** Operations per flush, beyond which calls wait for the next one (a call is never split; default 2,000). */
+      maxOperations?: number;
+    } = {},
   ) {}
 
-  /**
-   * One claim (every `/v1/track` with a key) is one round trip: BEGIN, tenant, statement and COMMIT in one message.
-   * A batch's claims share one transaction, a statement each.
-   */
   async claim(businessId: string, caller: string, claims: IdempotencyClaim[]): Promise<ClaimOutcome[]> {
-    const statements = claims.map((claim) => this.claimStatement(businessId, caller, claim));
-    const [only] = statements;
-    if (only !== undefined && statements.length === 1) {
-      const { rows } = await unavailableOnError(
-        transactionOfOne<ClaimRow>(this.pool, "idempotency.claim", only, { businessId }),
-      );
-      return [claimOutcome(rows[0], claims[0]!)];
-    }
-    return unavailableOnError(
-      transaction(
-        this.pool,
-        "idempotency.claim",
-        async (client) => {
-          const outcomes: ClaimOutcome[] = [];
-          for (const [i, statement] of statements.entries()) {
-            const { rows } = await client.query<ClaimRow>(statement);
-            outcomes.push(claimOutcome(rows[0], claims[i]!));
-          }
-          return outcomes;
-        },
-        { businessId },
-      ),
+    const outcomes = await this.enqueue(
+      claims.map((claim) => operation("claim", businessId, caller, claim.key, claim.requestHash)),
     );
+    return outcomes.map((outcome) => outcome!);
+  }
+
+  async complete(businessId: string, caller: string, keys: string[]): Promise<void> {
+    await this.enqueue(keys.map((key) => operation("complete", businessId, caller, key)));
+  }
+
+  async release(businessId: string, caller: string, keys: string[]): Promise<void> {
+    await this.enqueue(keys.map((key) => operation("release", businessId, caller, key)));
+  }
+
+  private enqueue(operations: Operation[]): Promise<(ClaimOutcome | undefined)[]> {
+    if (operations.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ operations, settle: resolve, fail: reject });
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (this.flushes < (this.options.maxFlushes ?? 4)) {
+      const batch = this.nextBatch();
+      if (batch.length === 0) return;
+      const keys = batch.flatMap((pending) => pending.operations.map((op) => op.eventId));
+      for (const key of keys) this.busy.add(key);
+      this.flushes += 1;
+      void this.apply(batch).finally(() => {
+        for (const key of keys) this.busy.delete(key);
+        this.flushes -= 1;
+        this.flush();
+      });
+    }
+  }
+
+  /** The calls of the next flush, in queue order: those whose keys are not in a flush under way, up to the cap. */
+  private nextBatch(): Pending[] {
+    const max = this.options.maxOperations ?? 2_000;
+    const batch: Pending[] = [];
+    const waiting: Pending[] = [];
+    let operations = 0;
+    for (const pending of this.queue) {
+      const fits = batch.length === 0 || operations + pending.operations.length <= max;
+      if (fits && !pending.operations.some((op) => this.busy.has(op.eventId))) {
+        batch.push(pending);
+        operations += pending.operations.length;
+      } else {
+        waiting.push(pending);
+      }
+    }
+    this.queue = waiting;
+    return batch;
+  }
+
+  private async apply(batch: Pending[]): Promise<void> {
+    const operations = batch.flatMap((pending) => pending.operations);
+    let records: Map<string, RecordRow>;
+    try {
+      records = await this.statement(operations);
+    } catch (error) {
+      // A statement the server refused (a deadlock with another instance, a value it cannot store) must not fail
+      // the other requests of the flush: each call is tried again alone. An outage fails them all.
+      if (batch.length > 1 && !isConnectionFailure(error)) {
+        for (const pending of batch) await this.apply([pending]);
+        return;
+      }
+      const unavailable = new DependencyUnavailableError("postgres", "idempotency bookkeeping failed", {
+        cause: error,
+      });
+      for (const pending of batch) pending.fail(unavailable);
+      return;
+    }
+    // The first claim of a key in the flush holds it; a later one (a concurrent duplicate) finds it in flight.
+    const held = new Set<string>();
+    for (const pending of batch) {
+      pending.settle(
+        pending.operations.map((op) => {
+          if (op.kind !== "claim") return undefined;
+          const record = records.get(op.eventId);
+          const first = !held.has(op.eventId);
+          held.add(op.eventId);
+          return claimOutcome(record && { ...record, claimed: record.claimed && first }, op);
+        }),
+      );
+    }
   }
 
   /**
-   * Inserts the claim, or takes over an abandoned one with the same body, else reads the existing record (the
-   * UNION arm runs only when the insert did nothing). Values are inlined (`sqlLiteral`) so it fits one message.
+   * One transaction of one statement in one round trip; values travel as one JSON literal (`sqlLiteral`), so the
+   * message needs no parameters and fits the simple protocol with BEGIN and COMMIT.
    */
-  private claimStatement(businessId: string, caller: string, claim: IdempotencyClaim): string {
-    const business = sqlLiteral(businessId);
-    const who = sqlLiteral(caller);
-    const keyHash = sqlLiteral(sha256(claim.key));
-    const eventId = sqlLiteral(keyedEventId(businessId, caller, claim.key));
-    return `WITH claimed AS (
-       INSERT INTO idempotency_keys AS k
-         (business_id, caller, key_hash, request_hash, event_id, state, lease_until)
-       VALUES (${business}, ${who}, ${keyHash}, ${sqlLiteral(claim.requestHash)}, ${eventId}, 'in_flight',
-               now() + make_interval(secs => ${Number(this.leaseMs)} / 1000.0))
-       ON CONFLICT (business_id, caller, key_hash) DO UPDATE SET lease_until = EXCLUDED.lease_until
-         WHERE k.state = 'in_flight' AND k.lease_until < now() AND k.request_hash = EXCLUDED.request_hash
-       RETURNING event_id, request_hash, state, true AS claimed, 0 AS retry_after)
-     SELECT * FROM claimed
-     UNION ALL
-     SELECT event_id, request_hash, state, false, GREATEST(1, ceil(extract(epoch FROM lease_until - now())))::int
-     FROM idempotency_keys
-     WHERE business_id = ${business} AND caller = ${who} AND key_hash = ${keyHash}
-       AND NOT EXISTS (SELECT 1 FROM claimed)`;
-  }
-
-  complete(businessId: string, caller: string, keys: string[]): Promise<void> {
-    return this.onKeys(
-      "idempotency.complete",
-      businessId,
-      caller,
-      keys,
-      (where) => `UPDATE idempotency_keys SET state = 'done' WHERE ${where}`,
+  private async statement(operations: Operation[]): Promise<Map<string, RecordRow>> {
+    const groups = new Map<string, BusinessGroup>();
+    const claimed = new Set<string>();
+    for (const op of operations) {
+      let group = groups.get(op.businessId);
+      if (!group) {
+        group = { business_id: op.businessId, done: [], released: [], claims: [] };
+        groups.set(op.businessId, group);
+      }
+      if (op.kind === "complete") group.done.push(op.eventId);
+      else if (op.kind === "release") group.released.push(op.eventId);
+      else if (!claimed.has(op.eventId)) {
+        claimed.add(op.eventId);
+        group.claims.push({
+          event_id: op.eventId,
+          caller: op.caller,
+          key_hash: sha256(op.key),
+          request_hash: op.requestHash,
+        });
+      }
+    }
+    // Businesses in one order, so concurrent flushes of several instances lock in the same order.
+    const sorted = [...groups.values()].sort((a, b) => (a.business_id < b.business_id ? -1 : 1));
+    const lease = `make_interval(secs => ${Number(this.leaseMs) / 1000})`;
+    const { rows } = await transactionOfOne<RecordRow>(
+      this.pool,
+      "idempotency.apply",
+      `SELECT * FROM app.apply_idempotency(${sqlLiteral(JSON.stringify(sorted))}::jsonb, ${lease})`,
     );
-  }
-
-  release(businessId: string, caller: string, keys: string[]): Promise<void> {
-    return this.onKeys(
-      "idempotency.release",
-      businessId,
-      caller,
-      keys,
-      (where) => `DELETE FROM idempotency_keys WHERE ${where} AND state = 'in_flight'`,
-    );
-  }
-
-  /** One statement over the caller's given keys, in one round trip; nothing to do for no keys. */
-  private async onKeys(
-    tag: string,
-    businessId: string,
-    caller: string,
-    keys: string[],
-    statement: (where: string) => string,
-  ): Promise<void> {
-    if (keys.length === 0) return;
-    const where = `business_id = ${sqlLiteral(businessId)} AND caller = ${sqlLiteral(caller)}
-      AND key_hash = ANY (${keyHashes(keys)})`;
-    await unavailableOnError(transactionOfOne(this.pool, tag, statement(where), { businessId }));
+    const records = new Map<string, RecordRow>();
+    // A claim taken over comes back twice (the old record and the one this statement holds): keep the latter.
+    for (const row of rows) if (row.claimed || !records.has(row.event_id)) records.set(row.event_id, row);
+    return records;
   }
 }
 
-const keyHashes = (keys: string[]) =>
-  `ARRAY[${keys.map((key) => sqlLiteral(sha256(key))).join(",")}]::text[]`;
-
-function claimOutcome(row: ClaimRow | undefined, claim: IdempotencyClaim): ClaimOutcome {
-  // No row: another request committed its claim while this statement ran, so it is in flight.
-  if (!row) return { kind: "in_flight", retryAfterSeconds: 1 };
-  if (row.claimed) return { kind: "claimed", eventId: row.event_id };
-  if (row.request_hash !== claim.requestHash) return { kind: "mismatch" };
-  if (row.state === "done") return { kind: "replay", eventId: row.event_id };
-  return { kind: "in_flight", retryAfterSeconds: Math.min(row.retry_after, 60) };
+function operation(
+  kind: Operation["kind"],
+  businessId: string,
+  caller: string,
+  key: string,
+  requestHash = "",
+): Operation {
+  return { kind, businessId, eventId: keyedEventId(businessId, caller, key), caller, key, requestHash };
 }
 
-/** Any database failure of the bookkeeping means "try again later" to the client (503), never a 500. */
-async function unavailableOnError<T>(work: Promise<T>): Promise<T> {
-  try {
-    return await work;
-  } catch (error) {
-    if (error instanceof DependencyUnavailableError) throw error;
-    throw new DependencyUnavailableError("postgres", "idempotency bookkeeping failed", { cause: error });
-  }
+function claimOutcome(record: RecordRow | undefined, claim: Operation): ClaimOutcome {
+  // No record: another request committed its claim while this statement ran, so it is in flight.
+  if (!record) return { kind: "in_flight", retryAfterSeconds: 1 };
+  if (record.claimed) return { kind: "claimed", eventId: claim.eventId };
+  if (record.record_hash !== claim.requestHash) return { kind: "mismatch" };
+  if (record.record_state === "done") return { kind: "replay", eventId: claim.eventId };
+  return { kind: "in_flight", retryAfterSeconds: Math.min(Math.max(record.retry_after, 1), 60) };
 }
 
 /** Deletes records older than the retention (at least 24 h, enforced by the database too). */

@@ -7,7 +7,7 @@ import { SchemaRegistryClient } from "@crm/schema-registry";
 import { testEnv } from "@crm/testing";
 import { type AppDeps, createApp } from "./app.ts";
 import type { JwtOptions } from "./auth.ts";
-import { PgIdempotencyStore } from "./idempotency.ts";
+import { type IdempotencyStore, PgIdempotencyStore } from "./idempotency.ts";
 import { InstanceRegistry, RateLimiter } from "./rate-limit.ts";
 import { RawEventEncoder } from "./raw-event-encoder.ts";
 import { PgTenantDirectory } from "./tenant-directory.ts";
@@ -54,6 +54,8 @@ export async function startTestApi(
     tenantCacheMs?: number;
     instanceGroup?: string;
     limits?: AppDeps["limits"];
+    /** Default: PgIdempotencyStore on the harness's pool. */
+    idempotency?: IdempotencyStore;
   } = {},
 ): Promise<TestApi> {
   const env = testEnv();
@@ -69,7 +71,8 @@ export async function startTestApi(
   const app = createApp({
     producer,
     directory: new PgTenantDirectory(pool, options.tenantCacheMs ?? 30_000),
-    idempotency: new PgIdempotencyStore(pool, (options.sendTimeoutMs ?? 5_000) + 5_000),
+    idempotency:
+      options.idempotency ?? new PgIdempotencyStore(pool, (options.sendTimeoutMs ?? 5_000) + 5_000),
     jwt: { secret: env.jwtSecret, audience: "authenticated", ...options.jwt },
     logger,
     logHashSecret: env.logHashSecret,

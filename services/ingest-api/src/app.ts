@@ -8,7 +8,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { createAuthenticator, type JwtOptions, Unauthorized } from "./auth.ts";
 import { type AppVariables, clientAddress } from "./http.ts";
 import type { IdempotencyStore } from "./idempotency.ts";
-import type { RateLimits } from "./ingest.ts";
+import { Ingest, type RateLimits } from "./ingest.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { type AuthFailureLimiter, RateLimiter } from "./rate-limit.ts";
 import { batchRoutes } from "./routes/batch.ts";
@@ -53,13 +53,16 @@ export function createApp(deps: AppDeps) {
   const authenticator = createAuthenticator({ jwt: deps.jwt, directory: deps.directory });
   const bodyTimeoutMs = deps.bodyTimeoutMs ?? 10_000;
   const metrics = deps.metrics ?? createMetrics();
-  const ingest = {
-    ...deps,
-    metrics,
-    limits: deps.limits ?? DEFAULT_LIMITS,
+  const ingest = new Ingest({
+    producer: deps.producer,
+    idempotency: deps.idempotency,
     limiter: deps.limiter ?? new RateLimiter(),
+    limits: deps.limits ?? DEFAULT_LIMITS,
+    logger: deps.logger,
+    logHashSecret: deps.logHashSecret,
+    metrics,
     encodeRawEvent: deps.encodeRawEvent ?? ((event: RawEventV1) => JSON.stringify(event)),
-  };
+  });
 
   // While draining, every answer closes its connection: server.close() waits for open connections, and a
   // keep-alive one left idle by a finished request would otherwise hold it until INGEST_KEEP_ALIVE_TIMEOUT_MS.

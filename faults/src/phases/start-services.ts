@@ -1,3 +1,4 @@
+import { sleep } from "@crm/process";
 import { startApplyOrderLog } from "../check.ts";
 import { CONFIG, say } from "../config.ts";
 import type { Harness } from "../harness.ts";
@@ -10,5 +11,5 @@ export async function startServicesAndLoad(harness: Harness): Promise<void> {
   say(`services up; load ${CONFIG.rate} req/s over ${CONFIG.businesses} businesses (run ${harness.runId})`);
   harness.phase = "baseline";
   harness.load.start();
-  await new Promise((resolve) => setTimeout(resolve, CONFIG.baselineMs));
+  await sleep(CONFIG.baselineMs);
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { createKafka, encodeFramedJson, ensureTopics } from "@crm/kafka";
-import { poll } from "@crm/process";
+import { poll, sleep } from "@crm/process";
 import type { ContactUpdatedV1 } from "@crm/schemas";
 import { testEnv } from "@crm/testing";
 import { afterAll, describe, expect, it } from "vitest";
@@ -115,7 +115,7 @@ describe("ContactConsumer", () => {
     const again: string[] = [];
     const second = new ContactConsumer({ kafka, groupId, topic, onChange: (c) => void again.push(c.id) });
     await second.start();
-    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await sleep(3_000);
     await second.stop();
     expect(again).toEqual([]);
   });

@@ -25,7 +25,12 @@ interface Step {
  * so without the wait the login could be applied before the purchase and there would be nothing to merge.
  * Returns a token of the demo owner for the curl hint.
  */
-export async function runDemo(env: Record<string, string>, say: (line: string) => void): Promise<string> {
+export async function runDemo(
+  env: Record<string, string>,
+  say: (line: string) => void,
+  /** How far behind events.raw.v1 the workers are, for the progress line of a long wait. */
+  workersLag: () => Promise<number>,
+): Promise<string> {
   const brokers = env.KAFKA_BROKERS!.split(",");
   const admin = new pg.Client({ connectionString: env.DATABASE_ADMIN_URL });
   await admin.connect();
@@ -77,6 +82,9 @@ export async function runDemo(env: Record<string, string>, say: (line: string) =
         expect: [],
       },
     ];
+    const waiting = async () =>
+      `     waiting for the worker to apply it: the worker is ${await workersLag()} events behind on ` +
+      "events.raw.v1 (left there by tests and tools); START_FROM_END=1 npm start skips them";
     let held = true;
     for (const [i, step] of steps.entries()) {
       const res = await fetch(`${env.INGEST_URL}/v1/track`, {
@@ -86,7 +94,8 @@ export async function runDemo(env: Record<string, string>, say: (line: string) =
       });
       const text = await res.text();
       say(`${i + 1}. ${step.label}: HTTP ${res.status} ${text}`);
-      const caused = res.status === 202 ? await applied(admin, changes, JSON.parse(text).event_id) : [];
+      const eventId = res.status === 202 ? (JSON.parse(text).event_id as string) : undefined;
+      const caused = eventId ? await applied(admin, changes, eventId, async () => say(await waiting())) : [];
       for (const change of caused) say(`     -> ${describeChange(change)}`);
       const types = caused.map((change) => change.type).sort();
       if (types.join() !== step.expect.join()) {
@@ -110,25 +119,35 @@ export async function runDemo(env: Record<string, string>, say: (line: string) =
   }
 }
 
-/** Waits until the worker applied `eventId` and every message it caused reached us; returns those messages. */
+/**
+ * Waits until the worker applied `eventId` and every message it caused reached us; returns those messages.
+ * The worker may first have to catch up with what others left on events.raw.v1: `progress` every 15 s meanwhile.
+ */
 async function applied(
   admin: pg.Client,
   changes: ContactChange[],
   eventId: string,
+  progress: () => Promise<void>,
 ): Promise<ContactChange[]> {
+  let nextProgressAt = Date.now() + 15_000;
   // The event row and its outbox rows are written in one transaction: once the row is there, so is the count.
   const outboxRows = await poll(
     `event ${eventId} applied by the worker`,
     async () => {
       const { rows } = await admin.query<{ n: number }>(
         `SELECT (SELECT count(*)::int FROM outbox
-                 WHERE created_at > now() - interval '10 minutes' AND payload->>'cause_event_id' = $1) AS n
-         FROM crm_events WHERE id = $1`,
+                 WHERE created_at > now() - interval '10 minutes' AND payload->>'cause_event_id' = $1::text) AS n
+         FROM crm_events WHERE id = $1::uuid`,
         [eventId],
       );
-      return rows[0]?.n;
+      if (rows[0]) return rows[0].n;
+      if (Date.now() >= nextProgressAt) {
+        nextProgressAt += 15_000;
+        await progress();
+      }
+      return undefined;
     },
-    { timeoutMs: 30_000 },
+    { timeoutMs: 30 * 60_000 },
   );
   return poll(
     `${outboxRows} contact.updated.v1 message(s) caused by ${eventId}`,

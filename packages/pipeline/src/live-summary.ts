@@ -66,12 +66,20 @@ function formatLine(before: Totals, now: Totals): string {
   );
 }
 
+/** A service's /metrics text, or "" when it does not answer. */
+function scrape(service: ServiceProcess): Promise<string> {
+  return fetch(`${service.url}/metrics`, { signal: AbortSignal.timeout(1_000) }).then(
+    (res) => res.text(),
+    () => "",
+  );
+}
+
+/** Messages on events.raw.v1 the workers have not committed yet, as of their last batch. */
+export async function workersLag(workers: ServiceProcess[]): Promise<number> {
+  return metricTotal(await Promise.all(workers.map(scrape)), "resolver_consumer_lag");
+}
+
 async function readTotals(api: ServiceProcess, workers: ServiceProcess[]): Promise<Totals> {
-  const scrape = (service: ServiceProcess) =>
-    fetch(`${service.url}/metrics`, { signal: AbortSignal.timeout(1_000) }).then(
-      (res) => res.text(),
-      () => "",
-    );
   const [apiText, ...workerTexts] = await Promise.all([api, ...workers].map(scrape));
   const fromApi = (name: string, labels?: RegExp) => metricTotal([apiText ?? ""], name, labels);
   const fromWorkers = (name: string) => metricTotal(workerTexts, name);

@@ -202,6 +202,12 @@ export async function consumerGroupAtTopicEnd(
   prefix = "test",
 ): Promise<string> {
   const groupId = `${prefix}-${randomUUID().slice(0, 8)}`;
+  await moveGroupToTopicEnd(brokers, topic, groupId);
+  return groupId;
+}
+
+/** Commits `groupId`'s offsets at `topic`'s current end (the group must have no running member). */
+export async function moveGroupToTopicEnd(brokers: string[], topic: string, groupId: string): Promise<void> {
   const admin = createKafka({ brokers, clientId: "test-admin" }).admin();
   await admin.connect();
   try {
@@ -214,5 +220,4 @@ export async function consumerGroupAtTopicEnd(
   } finally {
     await admin.disconnect();
   }
-  return groupId;
 }

@@ -14,7 +14,7 @@ import {
   stopJvm,
 } from "@crm/infra/stack";
 import { createKafka, ensureTopics } from "@crm/kafka";
-import { poll } from "@crm/process";
+import { poll, sleep } from "@crm/process";
 import { createBusiness, TopicProbe, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -163,7 +163,7 @@ describe("Kafka Connect faults", () => {
         { timeoutMs: 30_000 },
       );
       // Let any replayed message still in flight reach the kit before counting.
-      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      await sleep(1_000);
       expect(new Set(delivered.keys())).toEqual(ids);
       expect([...delivered.values()].every((count) => count === 1)).toBe(true);
       expect(kitDuplicates).toBe(duplicates);

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { createPool } from "@crm/db";
-import { poll } from "@crm/process";
+import { poll, sleep } from "@crm/process";
 import { createBusiness, type RunningService, TopicProbe, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -200,7 +200,7 @@ describe("resolver-worker consuming a raw topic with two instances", () => {
     const marker = rawEvent(businessId, { external_id: "acct_dup" });
     await producer.send(topics.topic, [marker], () => 6);
     await allApplied(businessId, 2);
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await sleep(1_000);
     expect(await count("SELECT count(*) FROM crm_events WHERE id = $1", [event.event_id])).toBe(1);
     expect(await count("SELECT count(*) FROM outbox WHERE business_id = $1", [businessId])).toBe(outbox);
     expect(await invariantViolations(admin, businessId)).toEqual([]);

@@ -1,3 +1,4 @@
+import "./quiet-negative-timeouts.ts";
 import { DependencyUnavailableError } from "@crm/errors";
 import {
   type Admin,

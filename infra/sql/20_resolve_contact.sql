@@ -18,14 +18,20 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT ('x' || left(md5(p_business::text || '|' || p_type || '|' || p_value), 16))::bit(64)::bigint
 $$;
 
--- The value of a contact.updated.v1 message (SPEC 8), described by schemas/contact.updated.v1.json.
+-- The value of a contact.updated.v1 message (SPEC 8), described by schemas/contact.updated.v1.json. Identities of
+-- type anonymous_id go in `anonymous_ids`, not in `identities`: readers of the first schema version validate
+-- `identities[].type` against three types, and a fourth would make them refuse every change of such a contact.
+-- `contact.traits` is set after jsonb_strip_nulls, so a trait whose value is null stays in the message.
 CREATE OR REPLACE FUNCTION app.contact_change_payload(
   p_contact uuid, p_change text, p_changed_fields text[], p_cause uuid, p_occurred_at timestamptz,
   p_merged_from uuid[] DEFAULT NULL, p_merged_into uuid DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+DECLARE
+  v_payload jsonb;
+  v_traits jsonb;
 BEGIN
-  RETURN (SELECT jsonb_strip_nulls(jsonb_build_object(
+  SELECT jsonb_strip_nulls(jsonb_build_object(
     'contact_id', c.id,
     'business_id', c.business_id,
     'version', c.version,
@@ -36,12 +42,72 @@ BEGIN
       'first_seen_at', c.first_seen_at, 'last_seen_at', c.last_seen_at),
     'identities', COALESCE((SELECT jsonb_agg(jsonb_build_object('type', i.type, 'value', i.value)
                                              ORDER BY i.type, i.value)
-                            FROM contact_identities i WHERE i.contact_id = c.id), '[]'::jsonb),
+                            FROM contact_identities i WHERE i.contact_id = c.id AND i.type <> 'anonymous_id'),
+                           '[]'::jsonb),
+    'anonymous_ids', (SELECT jsonb_agg(i.value ORDER BY i.value)
+                      FROM contact_identities i WHERE i.contact_id = c.id AND i.type = 'anonymous_id'),
     'merged_from', to_jsonb(p_merged_from),
     'merged_into', p_merged_into,
     'cause_event_id', p_cause,
-    'occurred_at', p_occurred_at))
-  FROM crm_contacts c WHERE c.id = p_contact);
+    'occurred_at', p_occurred_at)), c.traits
+  INTO v_payload, v_traits
+  FROM crm_contacts c WHERE c.id = p_contact;
+  IF v_traits IS NOT NULL AND v_traits <> '{}'::jsonb THEN
+    v_payload := jsonb_set(v_payload, '{contact,traits}', v_traits);
+  END IF;
+  RETURN v_payload;
+END $$;
+
+-- Per-trait "latest occurred_at wins" (SPEC 11 "Traits"): applies `p_new` (a trait object) to a contact's traits
+-- and their timestamps. A key is taken when the contact has no timestamp for it or an older one; an equal
+-- occurred_at keeps what is there, as for the name, so the result does not depend on arrival order. Each key of
+-- `p_new` is dated by `p_new_at` (a merged contact's traits_at) or else `p_at` (the event's occurred_at).
+-- Bounded: a contact holds at most 200 keys and 32 KB of traits as Postgres prints them (the edge allows 16 KB of
+-- compact JSON per event; jsonb's text adds a space after each ':' and ',', at most doubling it, so one event's
+-- traits always fit); a key that would pass either bound is not stored (the event row keeps it).
+-- Returns the new traits, their timestamps and the changed keys as `traits.<key>`.
+CREATE OR REPLACE FUNCTION app.apply_traits(
+  p_traits jsonb, p_traits_at jsonb, p_new jsonb, p_new_at jsonb, p_at timestamptz,
+  OUT traits jsonb, OUT traits_at jsonb, OUT changed text[])
+LANGUAGE plpgsql IMMUTABLE SET search_path = public, pg_temp AS $$
+DECLARE
+  v_key text;
+  v_value jsonb;
+  v_at timestamptz;
+  v_keys int;
+  v_bytes int;
+  v_growth int;
+BEGIN
+  traits := COALESCE(p_traits, '{}'::jsonb);
+  traits_at := COALESCE(p_traits_at, '{}'::jsonb);
+  changed := ARRAY[]::text[];
+  IF p_new IS NULL OR jsonb_typeof(p_new) <> 'object' OR p_new = '{}'::jsonb THEN
+    RETURN;
+  END IF;
+  SELECT count(*) INTO v_keys FROM jsonb_object_keys(traits);
+  v_bytes := octet_length(traits::text);
+  FOR v_key, v_value IN SELECT e.key, e.value FROM jsonb_each(p_new) AS e ORDER BY e.key LOOP
+    v_at := COALESCE((p_new_at ->> v_key)::timestamptz, p_at);
+    IF (traits_at ->> v_key)::timestamptz >= v_at THEN
+      CONTINUE;
+    END IF;
+    IF traits ? v_key THEN
+      v_growth := octet_length(v_value::text) - octet_length((traits -> v_key)::text);
+    ELSE
+      IF v_keys >= 200 THEN CONTINUE; END IF;
+      v_growth := octet_length(to_jsonb(v_key)::text) + octet_length(v_value::text) + 4;
+    END IF;
+    IF v_bytes + v_growth > 32768 THEN
+      CONTINUE;
+    END IF;
+    IF NOT (traits ? v_key) THEN v_keys := v_keys + 1; END IF;
+    v_bytes := v_bytes + v_growth;
+    IF (traits -> v_key) IS DISTINCT FROM v_value THEN
+      changed := changed || ('traits.' || v_key);
+    END IF;
+    traits := jsonb_set(traits, ARRAY[v_key], v_value);
+    traits_at := jsonb_set(traits_at, ARRAY[v_key], to_jsonb(v_at));
+  END LOOP;
 END $$;
 
 -- One outbox row per contact change (SPEC 7.5), routed by Debezium's Outbox Event Router.
@@ -52,10 +118,11 @@ BEGIN
   VALUES ('contact', p_contact::text, 'contact.' || (p_payload->>'change'), p_payload, p_business);
 END $$;
 
--- PUBLIC keeps EXECUTE on the three helpers (the default; they are SECURITY INVOKER, so a caller still needs the
+-- PUBLIC keeps EXECUTE on the four helpers (the default; they are SECURITY INVOKER, so a caller still needs the
 -- table privileges).
 GRANT EXECUTE ON FUNCTION app.identity_lock_key(uuid, text, text), app.write_outbox(uuid, uuid, jsonb),
-  app.contact_change_payload(uuid, text, text[], uuid, timestamptz, uuid[], uuid) TO crm_service;
+  app.contact_change_payload(uuid, text, text[], uuid, timestamptz, uuid[], uuid),
+  app.apply_traits(jsonb, jsonb, jsonb, jsonb, timestamptz) TO crm_service;
 
 -- Design notes on app.resolve_contact:
 --  * Identifier advisory locks (ascending 64-bit keys) serialize events that share an identifier. They are not
@@ -67,6 +134,15 @@ GRANT EXECUTE ON FUNCTION app.identity_lock_key(uuid, text, text), app.write_out
 --  * Name ties on equal occurred_at keep the current name, so the result does not depend on arrival order.
 --  * The survivor's change is `merged` whenever a merge happened (even if this event created it), so downstream
 --    sees `merged` + `merged_from` for every `merged_away`.
+--  * anonymous_id (issue 15) is the lowest priority. An anonymous contact (no external_id, email or phone) is
+--    taken over by the first identified event that carries its anonymous_id, or merged into the identified
+--    contact that event resolves to. A contact that is identified is never merged, nor given the identifiers of
+--    another person, through an anonymous_id alone (a shared device): the event resolves by its identified
+--    identifiers, and the anonymous_id stays with its owner, recorded in identity_conflicts.
+--  * alias (previous_id, issue 15): the event's contact and the owner of previous_id (as an anonymous_id, else as
+--    an external_id) are one person, so they merge even when both are identified; only two different
+--    external_ids still refuse (conflict recorded). An unknown previous_id is linked as an anonymous_id.
+--  * Traits: app.apply_traits, per key, for the merged contacts' traits and then the event's.
 --  * A bounded lock_timeout: a stuck transaction makes others fail (and retry) instead of hanging forever.
 --  * Returns what the worker measures: merges, conflicts, lock wait, and how long the locks had been held when
 --    the function returned (the worker adds the COMMIT round trip to get the hold time).
@@ -75,15 +151,19 @@ GRANT EXECUTE ON FUNCTION app.identity_lock_key(uuid, text, text), app.write_out
  * Resolves the contact of one event and records it, in the caller's transaction (tenant set by the caller):
  *   lock every identifier (and the event id) in ascending 64-bit key order, before any identity read;
  *   skip a redelivered event; lock the owning contacts in ascending id order and re-read until stable;
- *   resolve external_id -> email -> phone; create, link or merge; never put two external_ids on one contact
- *   (conflict recorded instead); insert the event row; bump the version and write one outbox row per contact
- *   change, none when nothing changed.
+ *   resolve external_id -> email -> phone -> anonymous_id (then the alias's previous_id); create, link or merge;
+ *   never put two external_ids on one contact, never join two identified contacts through an anonymous_id
+ *   (conflicts recorded instead); apply the traits per key; insert the event row; bump the version and write one
+ *   outbox row per contact change, none when nothing changed.
  * outcome: 'created' | 'updated' | 'merged' | 'unchanged' | 'duplicate'.
  */
+-- The signature before issue 15; the parameters added since have defaults, so its callers keep working.
+DROP FUNCTION IF EXISTS app.resolve_contact(uuid, text, text, text, text, uuid, text, jsonb, timestamptz);
 CREATE OR REPLACE FUNCTION app.resolve_contact(
   p_business uuid, p_email text, p_phone text, p_ext_id text, p_name text,
   p_event_id uuid DEFAULT gen_random_uuid(), p_type text DEFAULT 'identify', p_props jsonb DEFAULT '{}',
-  p_occurred_at timestamptz DEFAULT now())
+  p_occurred_at timestamptz DEFAULT now(), p_anonymous_id text DEFAULT NULL, p_previous_id text DEFAULT NULL,
+  p_traits jsonb DEFAULT NULL)
 RETURNS TABLE (contact_id uuid, outcome text, outbox_rows int, merged int, conflicts int,
                lock_wait_ms double precision, locked_ms double precision)
 LANGUAGE plpgsql SET search_path = public, pg_temp SET lock_timeout = '10s' AS $$
@@ -92,6 +172,9 @@ DECLARE
   v_ext text := NULLIF(p_ext_id, '');
   v_email text := NULLIF(p_email, '');
   v_phone text := NULLIF(p_phone, '');
+  v_anon text := NULLIF(p_anonymous_id, '');
+  v_prev text := NULLIF(p_previous_id, '');
+  v_identified_event boolean;
   v_before_locks timestamptz;
   v_locked_at timestamptz;
   v_existing uuid;
@@ -99,6 +182,9 @@ DECLARE
   v_ext_owner uuid;
   v_email_owner uuid;
   v_phone_owner uuid;
+  v_anon_owner uuid;
+  v_prev_owner uuid;
+  v_prev_ext_owner uuid;
   v_row_locked uuid[] := ARRAY[]::uuid[];
   v_to_lock uuid[];
   v_stable boolean := false;
@@ -112,6 +198,7 @@ DECLARE
   v_conflicts int := 0;
   v_outbox int := 0;
   v_id record;
+  v_traits record;
 BEGIN
   IF p_business IS DISTINCT FROM app.current_business() THEN
     RAISE EXCEPTION 'app.business_id is not the business of event %', p_event_id USING ERRCODE = '42501';
@@ -127,13 +214,19 @@ BEGIN
   IF lower(normalize(v_ext, NFKC)) = ANY (v_junk) THEN v_ext := NULL; END IF;
   IF lower(normalize(v_email, NFKC)) = ANY (v_junk) THEN v_email := NULL; END IF;
   IF lower(normalize(v_phone, NFKC)) = ANY (v_junk) THEN v_phone := NULL; END IF;
+  IF lower(normalize(v_anon, NFKC)) = ANY (v_junk) THEN v_anon := NULL; END IF;
+  IF lower(normalize(v_prev, NFKC)) = ANY (v_junk) THEN v_prev := NULL; END IF;
+  -- an alias of the event's own id names nothing else
+  IF v_prev = v_ext OR v_prev = v_anon THEN v_prev := NULL; END IF;
+  v_identified_event := COALESCE(v_ext, v_email, v_phone) IS NOT NULL;
 
   -- Locks first, in ascending key order: two events sharing identifiers always queue in the same order.
   v_before_locks := clock_timestamp();
   -- One statement: the sorted subquery feeds the locks to pg_advisory_xact_lock in ascending order.
   PERFORM pg_advisory_xact_lock(k)
   FROM (SELECT DISTINCT app.identity_lock_key(p_business, t, v) AS k
-        FROM (VALUES ('event', p_event_id::text), ('external_id', v_ext), ('email', v_email), ('phone', v_phone))
+        FROM (VALUES ('event', p_event_id::text), ('external_id', v_ext), ('email', v_email), ('phone', v_phone),
+                     ('anonymous_id', v_anon), ('anonymous_id', v_prev), ('external_id', v_prev))
           AS ids (t, v)
         WHERE v IS NOT NULL
         ORDER BY k) AS keys;
@@ -156,8 +249,16 @@ BEGIN
       (SELECT i.contact_id FROM contact_identities i
         WHERE i.business_id = p_business AND i.type = 'email' AND i.value = v_email),
       (SELECT i.contact_id FROM contact_identities i
-        WHERE i.business_id = p_business AND i.type = 'phone' AND i.value = v_phone)
-    INTO v_ext_owner, v_email_owner, v_phone_owner;
+        WHERE i.business_id = p_business AND i.type = 'phone' AND i.value = v_phone),
+      (SELECT i.contact_id FROM contact_identities i
+        WHERE i.business_id = p_business AND i.type = 'anonymous_id' AND i.value = v_anon),
+      (SELECT i.contact_id FROM contact_identities i
+        WHERE i.business_id = p_business AND i.type = 'anonymous_id' AND i.value = v_prev),
+      (SELECT i.contact_id FROM contact_identities i
+        WHERE i.business_id = p_business AND i.type = 'external_id' AND i.value = v_prev)
+    INTO v_ext_owner, v_email_owner, v_phone_owner, v_anon_owner, v_prev_owner, v_prev_ext_owner;
+    -- previous_id names an anonymous_id first, else an external_id
+    v_prev_owner := COALESCE(v_prev_owner, v_prev_ext_owner);
     -- Duplicates are harmless here: the row lock statement below orders and locks each id once.
     v_to_lock := ARRAY[]::uuid[];
     IF v_ext_owner IS NOT NULL AND NOT (v_ext_owner = ANY (v_row_locked)) THEN
@@ -168,6 +269,12 @@ BEGIN
     END IF;
     IF v_phone_owner IS NOT NULL AND NOT (v_phone_owner = ANY (v_row_locked)) THEN
       v_to_lock := v_to_lock || v_phone_owner;
+    END IF;
+    IF v_anon_owner IS NOT NULL AND NOT (v_anon_owner = ANY (v_row_locked)) THEN
+      v_to_lock := v_to_lock || v_anon_owner;
+    END IF;
+    IF v_prev_owner IS NOT NULL AND NOT (v_prev_owner = ANY (v_row_locked)) THEN
+      v_to_lock := v_to_lock || v_prev_owner;
     END IF;
     IF cardinality(v_to_lock) = 0 THEN
       v_stable := true;
@@ -189,6 +296,21 @@ BEGIN
       v_survivor := v_candidate.id;
     END IF;
   END IF;
+  -- No identified owner: the owner of the anonymous_id, if the event is anonymous too or that contact is (an
+  -- anonymous visitor who identifies keeps their contact); else the alias's previous contact.
+  IF v_survivor IS NULL AND v_anon_owner IS NOT NULL THEN
+    SELECT * INTO v_candidate FROM crm_contacts c WHERE c.id = v_anon_owner;
+    IF NOT v_identified_event
+       OR COALESCE(v_candidate.external_id, v_candidate.email, v_candidate.phone) IS NULL THEN
+      v_survivor := v_candidate.id;
+    END IF;
+  END IF;
+  IF v_survivor IS NULL AND v_prev_owner IS NOT NULL THEN
+    SELECT * INTO v_candidate FROM crm_contacts c WHERE c.id = v_prev_owner;
+    IF v_ext IS NULL OR v_candidate.external_id IS NULL THEN
+      v_survivor := v_candidate.id;
+    END IF;
+  END IF;
 
   IF v_survivor IS NULL THEN
     INSERT INTO crm_contacts (business_id, first_seen_at, last_seen_at)
@@ -200,7 +322,8 @@ BEGIN
 
   FOR v_id IN
     SELECT * FROM (VALUES (1, 'external_id', v_ext, v_ext_owner), (2, 'email', v_email, v_email_owner),
-                          (3, 'phone', v_phone, v_phone_owner)) AS t (prio, type, value, owner)
+                          (3, 'phone', v_phone, v_phone_owner), (4, 'anonymous_id', v_anon, v_anon_owner),
+                          (5, 'previous_id', v_prev, v_prev_owner)) AS t (prio, type, value, owner)
     WHERE t.value IS NOT NULL ORDER BY t.prio
   LOOP
     v_owner := v_id.owner;
@@ -214,9 +337,12 @@ BEGIN
         v_conflicts := v_conflicts + 1;
         CONTINUE;
       END IF;
+      -- an unknown previous_id is kept as an anonymous_id: later events carrying it find this contact
       INSERT INTO contact_identities (business_id, type, value, contact_id)
-      VALUES (p_business, v_id.type, v_id.value, v_survivor);
-      v_changed := v_changed || ('identities.' || v_id.type);
+      VALUES (p_business, CASE WHEN v_id.type = 'previous_id' THEN 'anonymous_id' ELSE v_id.type END, v_id.value,
+              v_survivor);
+      v_changed := v_changed
+        || ('identities.' || CASE WHEN v_id.type = 'previous_id' THEN 'anonymous_id' ELSE v_id.type END);
       IF v_id.type = 'external_id' AND v_survivor_row.external_id IS NULL THEN
         v_survivor_row.external_id := v_id.value; v_changed := v_changed || 'external_id'::text;
       ELSIF v_id.type = 'email' AND v_survivor_row.email IS NULL THEN
@@ -226,6 +352,14 @@ BEGIN
       END IF;
     ELSE
       SELECT * INTO v_loser FROM crm_contacts c WHERE c.id = v_owner;
+      IF v_id.type = 'anonymous_id'
+         AND COALESCE(v_loser.external_id, v_loser.email, v_loser.phone) IS NOT NULL THEN
+        INSERT INTO identity_conflicts (business_id, event_id, contact_id, other_contact, type, value, reason)
+        VALUES (p_business, p_event_id, v_survivor, v_owner, v_id.type, v_id.value,
+                'anonymous_id owned by another identified contact; not merged');
+        v_conflicts := v_conflicts + 1;
+        CONTINUE;
+      END IF;
       IF v_loser.external_id IS NOT NULL AND v_survivor_row.external_id IS NOT NULL
          AND v_loser.external_id <> v_survivor_row.external_id THEN
         INSERT INTO identity_conflicts (business_id, event_id, contact_id, other_contact, type, value, reason)
@@ -250,6 +384,11 @@ BEGIN
         v_survivor_row.name := v_loser.name; v_survivor_row.name_at := v_loser.name_at;
         v_changed := v_changed || 'name'::text;
       END IF;
+      SELECT * INTO v_traits FROM app.apply_traits(v_survivor_row.traits, v_survivor_row.traits_at,
+                                                   v_loser.traits, v_loser.traits_at, p_occurred_at);
+      v_survivor_row.traits := v_traits.traits;
+      v_survivor_row.traits_at := v_traits.traits_at;
+      v_changed := v_changed || v_traits.changed;
       v_survivor_row.first_seen_at := LEAST(v_survivor_row.first_seen_at, v_loser.first_seen_at);
       v_survivor_row.last_seen_at := GREATEST(v_survivor_row.last_seen_at, v_loser.last_seen_at);
       UPDATE crm_contacts c SET merged_into = v_survivor, version = c.version + 1, updated_at = now()
@@ -271,11 +410,20 @@ BEGIN
     v_survivor_row.name := p_name;
     v_survivor_row.name_at := p_occurred_at;
   END IF;
+  IF p_traits IS NOT NULL THEN
+    SELECT * INTO v_traits FROM app.apply_traits(v_survivor_row.traits, v_survivor_row.traits_at,
+                                                 p_traits, NULL, p_occurred_at);
+    v_survivor_row.traits := v_traits.traits;
+    v_survivor_row.traits_at := v_traits.traits_at;
+    v_changed := v_changed || v_traits.changed;
+  END IF;
 
   INSERT INTO crm_events (id, business_id, contact_id, type, props, contact, occurred_at)
   VALUES (p_event_id, p_business, v_survivor, p_type, p_props,
           jsonb_strip_nulls(jsonb_build_object('external_id', p_ext_id, 'email', p_email, 'phone', p_phone,
-                                               'name', p_name)),
+                                               'name', p_name, 'anonymous_id', p_anonymous_id,
+                                               'previous_id', p_previous_id))
+            || CASE WHEN p_traits IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('traits', p_traits) END,
           p_occurred_at);
 
   IF cardinality(v_changed) = 0 THEN
@@ -290,6 +438,8 @@ BEGIN
     phone = v_survivor_row.phone,
     name = v_survivor_row.name,
     name_at = v_survivor_row.name_at,
+    traits = v_survivor_row.traits,
+    traits_at = v_survivor_row.traits_at,
     first_seen_at = LEAST(v_survivor_row.first_seen_at, p_occurred_at),
     last_seen_at = GREATEST(v_survivor_row.last_seen_at, p_occurred_at),
     version = CASE WHEN v_created OR v_changed IS NULL THEN c.version ELSE c.version + 1 END,
@@ -312,9 +462,10 @@ BEGIN
     (extract(epoch FROM v_locked_at - v_before_locks) * 1000)::double precision,
     (extract(epoch FROM clock_timestamp() - v_locked_at) * 1000)::double precision;
 END $$;
-REVOKE ALL ON FUNCTION app.resolve_contact(uuid, text, text, text, text, uuid, text, jsonb, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.resolve_contact(uuid, text, text, text, text, uuid, text, jsonb, timestamptz)
-  TO crm_service;
+REVOKE ALL ON FUNCTION
+  app.resolve_contact(uuid, text, text, text, text, uuid, text, jsonb, timestamptz, text, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+  app.resolve_contact(uuid, text, text, text, text, uuid, text, jsonb, timestamptz, text, text, jsonb) TO crm_service;
 
 -- Several events in one transaction (SPEC 7 allows it "with the same result as one by one"): the worker sends a
 -- chunk of events whose keys differ, in offset order per key, and this applies them one after the other through
@@ -350,7 +501,8 @@ BEGIN
     SELECT * INTO STRICT v_result FROM app.resolve_contact(
       (v_event ->> 'business_id')::uuid, v_event ->> 'email', v_event ->> 'phone', v_event ->> 'external_id',
       v_event ->> 'name', (v_event ->> 'event_id')::uuid, v_event ->> 'type', v_event -> 'props',
-      (v_event ->> 'occurred_at')::timestamptz);
+      (v_event ->> 'occurred_at')::timestamptz, v_event ->> 'anonymous_id', v_event ->> 'previous_id',
+      v_event -> 'traits');
     v_ids := v_ids || (v_event ->> 'event_id')::uuid;
     v_contacts := v_contacts || v_result.contact_id;
     v_outcomes := v_outcomes || v_result.outcome;

@@ -42,6 +42,7 @@ export const CONTACT_UPDATED_V1_FIELDS = {
   changed_fields: "required",
   contact: "required",
   identities: "required",
+  anonymous_ids: "optional",
   merged_from: "optional",
   merged_into: "optional",
   cause_event_id: "required",
@@ -55,4 +56,5 @@ export const CONTACT_UPDATED_V1_CONTACT_FIELDS = {
   name: "optional",
   first_seen_at: "optional",
   last_seen_at: "optional",
+  traits: "optional",
 } as const satisfies FieldMap<ContactUpdatedV1["contact"]>;

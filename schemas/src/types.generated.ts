@@ -19,6 +19,20 @@ export interface EventsRawV1 {
     email?: string;
     phone?: string;
     name?: string;
+    /**
+     * A device or browser id (Segment's anonymousId); the lowest-priority identifier. Links a contact only while it is anonymous: two identified contacts are never merged through it.
+     */
+    anonymous_id?: string;
+    /**
+     * Alias (Segment's previousId): the contact known by this id (an anonymous_id, else an external_id) is the same person as this event's contact, and is merged into it even when both are identified (never two external_ids on one contact).
+     */
+    previous_id?: string;
+    /**
+     * Profile traits, latest occurred_at wins per key. At most 200 keys and 16 KiB as compact JSON (the byte bound is checked in code: JSON Schema cannot express it).
+     */
+    traits?: {
+      [k: string]: unknown;
+    };
   };
   props: {
     [k: string]: unknown;
@@ -53,11 +67,21 @@ export interface ContactUpdatedV1 {
     name?: string;
     first_seen_at?: string;
     last_seen_at?: string;
+    /**
+     * Profile traits (latest occurred_at wins per key); absent when the contact has none. A changed trait is named in changed_fields as traits.<key>.
+     */
+    traits?: {
+      [k: string]: unknown;
+    };
   };
   identities: {
     type: "external_id" | "email" | "phone";
     value: string;
   }[];
+  /**
+   * The contact's identities of type anonymous_id, sorted; absent when it has none. Kept out of identities, whose type enum readers of the first version check.
+   */
+  anonymous_ids?: string[];
   merged_from?: string[];
   merged_into?: string;
   cause_event_id: string;

@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { normalizeEmail, normalizeExternalId, normalizePhone, partitionKey } from "./index.ts";
+import {
+  normalizeAnonymousId,
+  normalizeEmail,
+  normalizeExternalId,
+  normalizePhone,
+  partitionKey,
+} from "./index.ts";
 
 describe("normalizeEmail", () => {
   it("trims, folds case and applies NFKC so one mailbox is one identity", () => {
@@ -62,10 +68,30 @@ describe("look-alike identifiers (issue 11)", () => {
   });
 });
 
+describe("normalizeAnonymousId (issue 15)", () => {
+  it("trims, removes format characters and keeps case, like an external_id", () => {
+    expect(normalizeAnonymousId(" 7f3c\u200B-Device ")).toEqual({ ok: true, value: "7f3c-Device" });
+  });
+  it("refuses empty, over-long and control characters", () => {
+    expect(normalizeAnonymousId(" \u200B ").ok).toBe(false);
+    expect(normalizeAnonymousId("a".repeat(256)).ok).toBe(false);
+    expect(normalizeAnonymousId("a".repeat(255)).ok).toBe(true);
+    expect(normalizeAnonymousId("anon\u0000").ok).toBe(false);
+    expect(normalizeAnonymousId("anon\n").ok).toBe(false);
+  });
+});
+
 describe("partitionKey", () => {
   it("keys by the highest-priority identifier", () => {
     expect(partitionKey("b", { email: "a@x.io", phone: "+15551234567" }, "e")).toBe("b:email:a@x.io");
     expect(partitionKey("b", { external_id: "acct_42", email: "a@x.io" }, "e")).toBe("b:ext:acct_42");
     expect(partitionKey("b", {}, "e1")).toBe("b:event:e1");
+  });
+  it("an anonymous_id is the lowest priority: the key only of an event that carries nothing else", () => {
+    expect(partitionKey("b", { anonymous_id: "dev-1" }, "e")).toBe("b:anon:dev-1");
+    expect(partitionKey("b", { phone: "+15551234567", anonymous_id: "dev-1" }, "e")).toBe(
+      "b:phone:+15551234567",
+    );
+    expect(partitionKey("b", { external_id: "u1", anonymous_id: "dev-1" }, "e")).toBe("b:ext:u1");
   });
 });

@@ -1,7 +1,7 @@
 import { type CountryCode, parsePhoneNumberFromString } from "libphonenumber-js/max";
 
-/** The identifier kinds of SPEC 7, highest priority first. */
-export const IDENTIFIER_PRIORITY = ["external_id", "email", "phone"] as const;
+/** The identifier kinds of SPEC 7 and 11, highest priority first. */
+export const IDENTIFIER_PRIORITY = ["external_id", "email", "phone", "anonymous_id"] as const;
 export type IdentifierType = (typeof IDENTIFIER_PRIORITY)[number];
 
 export type Normalized<T> = { ok: true; value: T } | { ok: false; reason: string };
@@ -58,20 +58,29 @@ export function normalizeExternalId(raw: string): Normalized<string> {
   return { ok: true, value };
 }
 
+/**
+ * anonymous_id (a device or browser id, Segment's anonymousId) and an alias's previous_id: as external_id,
+ * format characters removed, trimmed, 1..255 characters, case-sensitive.
+ */
+export const normalizeAnonymousId = normalizeExternalId;
+
 export interface ContactIdentifiers {
   external_id?: string | undefined;
   email?: string | undefined;
   phone?: string | undefined;
+  anonymous_id?: string | undefined;
 }
 
 /**
  * The Kafka key of an event (SPEC 5): `business:kind:normalized` of its highest-priority identifier, so events
- * about one person usually land on one partition in order; `business:event:<id>` when it carries none.
+ * about one person usually land on one partition in order (`anon` for anonymous_id, the lowest priority);
+ * `business:event:<id>` when it carries none.
  * Correctness never depends on it (the resolver locks), only locality.
  */
 export function partitionKey(businessId: string, contact: ContactIdentifiers, eventId: string): string {
   if (contact.external_id) return `${businessId}:ext:${contact.external_id}`;
   if (contact.email) return `${businessId}:email:${contact.email}`;
   if (contact.phone) return `${businessId}:phone:${contact.phone}`;
+  if (contact.anonymous_id) return `${businessId}:anon:${contact.anonymous_id}`;
   return `${businessId}:event:${eventId}`;
 }

@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { eventIssues, jsonIssues, MAX_PROPS_DEPTH, textProblem, timestampProblem } from "./index.ts";
+import {
+  eventIssues,
+  jsonIssues,
+  MAX_PROPS_DEPTH,
+  MAX_TRAITS_BYTES,
+  MAX_TRAITS_KEYS,
+  textProblem,
+  timestampProblem,
+  traitsProblem,
+} from "./index.ts";
 
 function nested(levels: number): unknown {
   let value: unknown = 1;
@@ -80,6 +89,34 @@ describe("eventIssues", () => {
 
   it("leaves non-objects to the schema", () => {
     expect(eventIssues("text")).toEqual([]);
+  });
+
+  it("treats contact.traits as free data, like props; the identifiers keep the strict rules", () => {
+    const body = {
+      contact: {
+        email: "a\n@x.io",
+        traits: { bio: "two\nlines", address: { lines: [{ street: "x" }] }, bad: "\u0000" },
+      },
+    };
+    expect(eventIssues(body).map((i) => i.path.join("."))).toEqual(["contact.email", "contact.traits.bad"]);
+    expect(eventIssues({ contact: { traits: nested(MAX_PROPS_DEPTH + 1) } })[0]?.message).toMatch(/deeper/);
+  });
+});
+
+describe("traitsProblem (issue 15)", () => {
+  const keys = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, i]));
+
+  it(`allows ${MAX_TRAITS_KEYS} keys and ${MAX_TRAITS_BYTES} bytes, not one more`, () => {
+    expect(traitsProblem(keys(MAX_TRAITS_KEYS))).toBeUndefined();
+    expect(traitsProblem(keys(MAX_TRAITS_KEYS + 1))).toMatch(/at most 200 keys/);
+    const exact = { k: "x".repeat(MAX_TRAITS_BYTES - '{"k":""}'.length) };
+    expect(Buffer.byteLength(JSON.stringify(exact))).toBe(MAX_TRAITS_BYTES);
+    expect(traitsProblem(exact)).toBeUndefined();
+    expect(traitsProblem({ k: `${exact.k}x` })).toMatch(/16384 bytes/);
+  });
+
+  it("counts bytes, not characters", () => {
+    expect(traitsProblem({ k: "é".repeat(MAX_TRAITS_BYTES / 2) })).toMatch(/bytes/);
   });
 });
 

@@ -111,21 +111,46 @@ export function timestampProblem(
   return undefined;
 }
 
+/** Traits of one event (`contact.traits`, issue 15): at most this many keys... */
+export const MAX_TRAITS_KEYS = 200;
+/** ...and this many bytes as compact JSON (JSON.stringify). */
+export const MAX_TRAITS_BYTES = 16 * 1024;
+
+/**
+ * Why an event's `contact.traits` is over its bounds, or undefined. The key count is in the published schema too
+ * (maxProperties); the byte size only here, as JSON Schema cannot express it.
+ */
+export function traitsProblem(traits: Record<string, unknown>): string | undefined {
+  if (Object.keys(traits).length > MAX_TRAITS_KEYS) return `must have at most ${MAX_TRAITS_KEYS} keys`;
+  if (Buffer.byteLength(JSON.stringify(traits)) > MAX_TRAITS_BYTES) {
+    return `must be at most ${MAX_TRAITS_BYTES} bytes as JSON`;
+  }
+  return undefined;
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === "object" && !Array.isArray(value);
+
 /**
  * The storable check of an event body (an API track body, a batch item, or an events.raw.v1 value): tab and
- * newline only in the string values of `props`, at most MAX_PROPS_DEPTH levels in `props`, and nothing else
- * deeper than a few levels. Run before schema validation, so no validator or hash ever walks a hostile depth.
+ * newline only in the string values of `props` and `contact.traits` (free data, at most MAX_PROPS_DEPTH levels),
+ * and nothing else deeper than a few levels. Run before schema validation, so no validator or hash ever walks a
+ * hostile depth.
  */
 export function eventIssues(body: unknown, path: string[] = []): StorableIssue[] {
-  if (body === null || typeof body !== "object" || Array.isArray(body)) return [];
+  if (!isObject(body)) return [];
   const issues: StorableIssue[] = [];
   for (const [key, value] of Object.entries(body)) {
     const at = [...path, key];
-    issues.push(
-      ...(key === "props"
-        ? jsonIssues(value, { path: at, allowWhitespace: true })
-        : jsonIssues({ [key]: value }, { path, maxDepth: 4 })),
-    );
+    if (key === "props") {
+      issues.push(...jsonIssues(value, { path: at, allowWhitespace: true }));
+    } else if (key === "contact" && isObject(value) && "traits" in value) {
+      const { traits, ...identifiers } = value;
+      issues.push(...jsonIssues({ [key]: identifiers }, { path, maxDepth: 4 }));
+      issues.push(...jsonIssues(traits, { path: [...at, "traits"], allowWhitespace: true }));
+    } else {
+      issues.push(...jsonIssues({ [key]: value }, { path, maxDepth: 4 }));
+    }
   }
   return issues;
 }

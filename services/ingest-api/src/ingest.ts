@@ -1,6 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { HttpError } from "@crm/errors";
-import { normalizeEmail, normalizeExternalId, normalizePhone, partitionKey } from "@crm/identity";
+import {
+  normalizeAnonymousId,
+  normalizeEmail,
+  normalizeExternalId,
+  normalizePhone,
+  partitionKey,
+} from "@crm/identity";
 import { type EventProducer, type OutgoingMessage, TOPICS } from "@crm/kafka";
 import { hashId, type Logger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
@@ -55,7 +61,7 @@ export function parseEventOr400<T extends z.ZodType>(
 /** Scope name of a caller in idempotency records and rate-limit buckets. */
 export const callerScope = (caller: Caller) => `${caller.kind}:${caller.id}`;
 
-/** Normalizes the contact identifiers; an invalid email or phone is a 400 naming the field. */
+/** Normalizes the contact identifiers; an invalid identifier is a 400 naming the field. Traits pass as they are. */
 export function normalizeContact(
   contact: TrackBody["contact"],
   country: string,
@@ -64,14 +70,20 @@ export function normalizeContact(
   if (!contact) return {};
   const out: RawEventV1["contact"] = {};
   const issues: { path: string[]; message: string }[] = [];
-  const check = (field: "external_id" | "email" | "phone", result: ReturnType<typeof normalizeEmail>) => {
+  const check = (
+    field: "external_id" | "email" | "phone" | "anonymous_id" | "previous_id",
+    result: ReturnType<typeof normalizeEmail>,
+  ) => {
     if (result.ok) out[field] = result.value;
     else issues.push({ path: [...prefix, "contact", field], message: result.reason });
   };
   if (contact.external_id !== undefined) check("external_id", normalizeExternalId(contact.external_id));
   if (contact.email !== undefined) check("email", normalizeEmail(contact.email));
   if (contact.phone !== undefined) check("phone", normalizePhone(contact.phone, country));
+  if (contact.anonymous_id !== undefined) check("anonymous_id", normalizeAnonymousId(contact.anonymous_id));
+  if (contact.previous_id !== undefined) check("previous_id", normalizeAnonymousId(contact.previous_id));
   if (contact.name) out.name = contact.name;
+  if (contact.traits !== undefined) out.traits = contact.traits;
   if (issues.length > 0)
     throw invalid(issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "), issues);
   return out;

@@ -1,4 +1,4 @@
-import { timestampProblem } from "@crm/storable";
+import { MAX_TRAITS_BYTES, MAX_TRAITS_KEYS, timestampProblem, traitsProblem } from "@crm/storable";
 import { z } from "zod";
 
 export const MAX_PROPS_BYTES = 32 * 1024;
@@ -37,6 +37,30 @@ export const TrackBody = z.object({
         .optional()
         .meta({ description: "Parsed with the business's default country, stored as E.164" }),
       name: z.string().trim().max(255).optional(),
+      anonymous_id: z.string().max(1024).optional().meta({
+        description: "A device or browser id (Segment's anonymousId), 1..255 chars; lowest priority",
+      }),
+      previous_id: z.string().max(1024).optional().meta({
+        description:
+          "Alias: the contact known by this anonymous_id (or external_id) is this event's contact; merged into it",
+      }),
+      traits: z
+        .record(
+          z
+            .string()
+            .min(1, "a trait name must not be empty")
+            .max(255, "a trait name is at most 255 characters"),
+          z.unknown(),
+          { error: (issue) => (issue.code === "invalid_type" ? "traits must be a JSON object" : undefined) },
+        )
+        .check((ctx) => {
+          const problem = traitsProblem(ctx.value);
+          if (problem) ctx.issues.push({ code: "custom", input: ctx.value, message: `traits ${problem}` });
+        })
+        .optional()
+        .meta({
+          description: `Profile traits, latest occurred_at wins per key; at most ${MAX_TRAITS_KEYS} keys and ${MAX_TRAITS_BYTES} bytes`,
+        }),
     })
     .strict()
     .optional(),

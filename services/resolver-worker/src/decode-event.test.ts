@@ -25,6 +25,35 @@ describe("decodeRawEvent", () => {
     });
   });
 
+  it("normalizes anonymous_id and previous_id like external_id and keeps traits as sent (issue 15)", () => {
+    const contact = {
+      anonymous_id: " dev\u200B-1 ",
+      previous_id: " anon-0 ",
+      traits: { plan: "pro", seats: 3 },
+    };
+    expect(decodeRawEvent(bytes({ ...valid, contact })).contact).toEqual({
+      anonymous_id: "dev-1",
+      previous_id: "anon-0",
+      traits: { plan: "pro", seats: 3 },
+    });
+  });
+
+  it("dead-letters traits over the edge's bounds: 200 keys (schema) and 16 KiB (code)", () => {
+    const many = Object.fromEntries(Array.from({ length: 201 }, (_, i) => [`k${i}`, i]));
+    expect(() => decodeRawEvent(bytes({ ...valid, contact: { traits: many } }))).toThrow(
+      /contact\/traits must NOT have more than 200 properties/,
+    );
+    const large = { big: "x".repeat(16 * 1024) };
+    expect(() => decodeRawEvent(bytes({ ...valid, contact: { traits: large } }))).toThrow(
+      /contact.traits must be at most 16384 bytes/,
+    );
+    expect(() => decodeRawEvent(bytes({ ...valid, contact: { traits: [1] } }))).toThrow(NonRetriableError);
+    expect(() => decodeRawEvent(bytes({ ...valid, contact: { anonymous_id: "a\u0000" } }))).toThrow(
+      /anonymous_id/,
+    );
+    expect(() => decodeRawEvent(bytes({ ...valid, contact: { anonymous_id: "" } }))).toThrow(/anonymous_id/);
+  });
+
   it("accepts a schema-registry framed value", () => {
     const framed = Buffer.concat([Buffer.from([0, 0, 0, 0, 7]), bytes(valid)]);
     expect(decodeRawEvent(framed).event_id).toBe(valid.event_id);

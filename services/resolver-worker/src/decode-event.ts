@@ -1,9 +1,15 @@
 import { NonRetriableError } from "@crm/errors";
-import { type Normalized, normalizeEmail, normalizeExternalId, normalizePhone } from "@crm/identity";
+import {
+  type Normalized,
+  normalizeAnonymousId,
+  normalizeEmail,
+  normalizeExternalId,
+  normalizePhone,
+} from "@crm/identity";
 import { decodeFramedJson } from "@crm/kafka";
 import { topicValidator } from "@crm/schema-registry";
 import type { RawEventV1 } from "@crm/schemas";
-import { eventIssues, timestampProblem } from "@crm/storable";
+import { eventIssues, timestampProblem, traitsProblem } from "@crm/storable";
 
 // The published contract, schemas/events.raw.v1.json (the file that is registered as events.raw.v1-value),
 // compiled once. Tolerant reader: a field the schema does not declare is dropped, not a reason to dead-letter.
@@ -49,7 +55,10 @@ export function decodeRawEvent(value: Buffer | null): RawEventV1 {
     const invalid = timestampProblem(event[field], undefined);
     if (invalid) throw new NonRetriableError(`value cannot be stored: ${field}: ${invalid}`);
   }
-  const { external_id, email, phone, name } = event.contact;
+  const { external_id, email, phone, name, anonymous_id, previous_id, traits } = event.contact;
+  // the byte bound of traits, which the schema (maxProperties) cannot state
+  const traitsTooLarge = traits === undefined ? undefined : traitsProblem(traits);
+  if (traitsTooLarge) throw new NonRetriableError(`contact.traits ${traitsTooLarge}`);
   return {
     ...event,
     contact: {
@@ -59,6 +68,13 @@ export function decodeRawEvent(value: Buffer | null): RawEventV1 {
       ...(email === undefined ? {} : { email: valid("email", normalizeEmail(email)) }),
       ...(phone === undefined ? {} : { phone: valid("phone", normalizePhone(phone)) }),
       ...(name === undefined ? {} : { name }),
+      ...(anonymous_id === undefined
+        ? {}
+        : { anonymous_id: valid("anonymous_id", normalizeAnonymousId(anonymous_id)) }),
+      ...(previous_id === undefined
+        ? {}
+        : { previous_id: valid("previous_id", normalizeAnonymousId(previous_id)) }),
+      ...(traits === undefined ? {} : { traits }),
     },
   };
 }

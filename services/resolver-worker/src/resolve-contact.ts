@@ -7,7 +7,10 @@ export interface ResolveResult {
   outboxRows: number;
   /** Contacts merged away into `contactId` by this event. */
   merged: number;
-  /** Links or merges refused because they would give one contact two external_ids. */
+  /**
+   * Links or merges refused because they would give one contact two external_ids, or join two identified contacts
+   * through an anonymous_id.
+   */
   conflicts: number;
   /** Time spent waiting for the identifier advisory locks, measured by Postgres. */
   lockWaitMs: number;
@@ -49,6 +52,9 @@ export async function resolveContact(pool: Pool, event: RawEventV1): Promise<Res
       literal(event.type),
       `${literal(JSON.stringify(event.props))}::jsonb`,
       `${literal(event.occurred_at)}::timestamptz`,
+      literal(event.contact.anonymous_id),
+      literal(event.contact.previous_id),
+      event.contact.traits === undefined ? "NULL" : `${literal(JSON.stringify(event.contact.traits))}::jsonb`,
     ].join(", ")})`,
     { businessId: event.business_id },
   );
@@ -92,6 +98,9 @@ export async function resolveContacts(pool: Pool, events: RawEventV1[]): Promise
     type: event.type,
     props: event.props,
     occurred_at: event.occurred_at,
+    anonymous_id: event.contact.anonymous_id,
+    previous_id: event.contact.previous_id,
+    traits: event.contact.traits,
   }));
   const { rows, commitMs } = await transactionOfOne<ResolveManyRow>(
     pool,

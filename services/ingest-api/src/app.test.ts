@@ -110,6 +110,25 @@ describe("ingest app (fakes)", () => {
     });
   });
 
+  it("keys an event whose only identifier is an anonymous_id business:anon:<id>, with its traits (issue 15)", async () => {
+    const { app, producer } = setup();
+    const res = await post(app, "/v1/track", {
+      type: "page_viewed",
+      contact: { anonymous_id: " dev-1 ", traits: { plan: "pro" } },
+    });
+    expect(res.status).toBe(202);
+    expect(producer.sent[0]!.key).toBe(`${ONE}:anon:dev-1`);
+    expect(JSON.parse(String(producer.sent[0]!.value)).contact).toEqual({
+      anonymous_id: "dev-1",
+      traits: { plan: "pro" },
+    });
+    const tooMany = Object.fromEntries(Array.from({ length: 201 }, (_, i) => [`k${i}`, i]));
+    const refused = await post(app, "/v1/track", { type: "t", contact: { traits: tooMany } });
+    expect([refused.status, refused.body.error.code]).toEqual([400, "invalid_request"]);
+    expect(refused.body.error.issues[0].path).toEqual(["contact", "traits"]);
+    expect(producer.sent).toHaveLength(1);
+  });
+
   it("asks a caller with several businesses to name one, and refuses one it does not belong to", async () => {
     const { app, producer } = setup([ONE, TWO]);
     expect((await post(app, "/v1/track", { type: "t" })).body.error.code).toBe("business_required");

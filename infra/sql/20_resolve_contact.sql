@@ -9,7 +9,7 @@
 -- crm_service): the helpers are plpgsql, not LANGUAGE sql, because a SQL function with a SET clause cannot be
 -- inlined and is parsed and planned again on every call (PostgreSQL before 18 caches no plans of SQL functions):
 -- that was about 30% of the function's CPU. The rest comes from few statements per event (each costs an executor
--- start and a custom plan): one for the business row, one for all advisory locks, one for the three identity
+-- start and a custom plan): one for the business row, one for all advisory locks, one for all the identity
 -- owners, plain array expressions for the owners still to lock, and no dedupe query when nothing changed.
 
 -- The 64-bit advisory lock key of one identifier (or event id) of a business.

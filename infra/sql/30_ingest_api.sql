@@ -23,18 +23,18 @@ REVOKE ALL ON FUNCTION app.ingest_key_business(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION app.ingest_key_business(text) TO crm_service;
 
 -- The idempotency bookkeeping of many requests in ONE statement (SPEC 4; ingest-api's PgIdempotencyStore gathers
--- what concurrent requests ask while its previous call runs). p_groups holds one object per business:
---   {"business_id", "done": [event ids], "released": [event ids],
---    "claims": [{"event_id", "caller", "key_hash", "request_hash"}, ...]}
--- where an event id is the key's deterministic event id, the record's primary key, and no event id is claimed twice.
--- Per business, under its tenant (SECURITY INVOKER: RLS applies as to any statement of the service), at most three
--- statements whatever the number of keys: the records of events Kafka acknowledged are marked done, the claims whose
--- send failed are forgotten, then the keys asked for are claimed: inserted in flight with a lease, or taken over
--- from an abandoned claim (lease over) with the same body. Records are inserted in event id order, so concurrent
--- calls wait for each other in one order. Returns per claimed event id the record this call holds (claimed) or
--- found (its body's hash, its state, the seconds left of its lease): both for a claim taken over, and none when
--- another transaction claimed the key after this statement began. No joins: each row is read once, whatever the
--- estimates of the JSON's row counts.
+-- what concurrent requests ask while its previous calls run). p_groups holds one object per business and caller:
+--   {"business_id", "caller", "done": [event ids], "released": [event ids],
+--    "claims": [[event id, key hash, request hash], ...]}
+-- where an event id is the key's deterministic event id (the record's primary key) and no event id is claimed twice.
+-- Per group, under its business as tenant (SECURITY INVOKER: RLS applies as to any statement of the service), at
+-- most four statements whatever the number of keys: the records of events Kafka acknowledged are marked done, the
+-- claims whose send failed are forgotten, then the keys asked for are claimed: inserted in flight with a lease, or
+-- taken over from an abandoned claim (lease over) with the same body; the records of the keys not claimed are read.
+-- Records are inserted in event id order, so concurrent calls wait for each other in one order. Returns per claimed
+-- event id either the record this call now holds (claimed) or the one it found (its body's hash, its state, the
+-- seconds left of its lease); no row when another transaction claimed the key after this statement began. No joins
+-- over the JSON: each record is read once, whatever the planner estimates of its row counts.
 CREATE OR REPLACE FUNCTION app.apply_idempotency(p_groups jsonb, p_lease interval)
 RETURNS TABLE (event_id uuid, record_hash text, record_state text, claimed boolean, retry_after int)
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
@@ -57,21 +57,25 @@ BEGIN
       RETURN QUERY
       WITH taken AS (
         INSERT INTO idempotency_keys AS k (business_id, caller, key_hash, request_hash, event_id, state, lease_until)
-        SELECT (v_group ->> 'business_id')::uuid, c.caller, c.key_hash, c.request_hash, c.event_id, 'in_flight',
-               now() + p_lease
-        FROM jsonb_to_recordset(v_group -> 'claims') AS c(event_id uuid, caller text, key_hash text, request_hash text)
-        ORDER BY c.event_id
+        SELECT (v_group ->> 'business_id')::uuid, v_group ->> 'caller', c ->> 1, c ->> 2, (c ->> 0)::uuid,
+               'in_flight', now() + p_lease
+        FROM jsonb_array_elements(v_group -> 'claims') AS c
+        ORDER BY (c ->> 0)::uuid
         ON CONFLICT (event_id) DO UPDATE SET lease_until = EXCLUDED.lease_until
           WHERE k.state = 'in_flight' AND k.lease_until < now() AND k.request_hash = EXCLUDED.request_hash
-        RETURNING k.event_id, k.request_hash, k.state
+        RETURNING k.event_id, k.request_hash, k.state, k.lease_until
       )
-      SELECT t.event_id, t.request_hash, t.state, true, 0 FROM taken t
+      SELECT t.event_id, t.request_hash, t.state, true,
+             GREATEST(1, ceil(extract(epoch FROM t.lease_until - now())))::int
+      FROM taken t
       UNION ALL
-      -- the records as they were when the statement began: not those it inserted, the old version of one taken over
+      -- the keys not claimed, as the statement found them (it does not see what it inserted itself)
       SELECT k.event_id, k.request_hash, k.state, false,
              GREATEST(1, ceil(extract(epoch FROM k.lease_until - now())))::int
       FROM idempotency_keys k
-      WHERE k.event_id = ANY (ARRAY(SELECT c ->> 'event_id' FROM jsonb_array_elements(v_group -> 'claims') AS c)::uuid[]);
+      WHERE k.event_id = ANY (ARRAY(
+        SELECT (c ->> 0)::uuid FROM jsonb_array_elements(v_group -> 'claims') AS c
+        EXCEPT ALL SELECT t.event_id FROM taken t));
     END IF;
   END LOOP;
 END $$;

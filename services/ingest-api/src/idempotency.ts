@@ -1,5 +1,5 @@
-import { createHash } from "node:crypto";
-import { isConnectionFailure, type Pool, sqlLiteral, transactionOfOne } from "@crm/db";
+import { hash } from "node:crypto";
+import { isConnectionFailure, type Pool } from "@crm/db";
 import { DependencyUnavailableError, HttpError } from "@crm/errors";
 
 /** 1..255 printable ASCII characters (SPEC 4). */
@@ -30,15 +30,15 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
-export const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
+// One-shot hashes (crypto.hash): a Hash object per call was about half the cost of a keyed item's three hashes.
+export const sha256 = (text: string) => hash("sha256", text);
 
 // Namespace of event ids derived from idempotency scopes (a fixed random UUID).
 const EVENT_ID_NAMESPACE = Buffer.from("6f1c0b8e5d2a4f7b9e3c1a0d8b7f6e5c", "hex");
 
 /** RFC 4122 version 5 UUID (SHA-1 of namespace + name). */
 export function uuidV5(name: string, namespace: Buffer = EVENT_ID_NAMESPACE): string {
-  const hash = createHash("sha1").update(namespace).update(name, "utf8").digest();
-  const bytes = hash.subarray(0, 16);
+  const bytes = hash("sha1", Buffer.concat([namespace, Buffer.from(name, "utf8")]), "buffer").subarray(0, 16);
   bytes[6] = (bytes[6]! & 0x0f) | 0x50;
   bytes[8] = (bytes[8]! & 0x3f) | 0x80;
   const hex = bytes.toString("hex");
@@ -100,12 +100,14 @@ interface Pending {
   fail: (error: unknown) => void;
 }
 
-/** One business's share of a flush, as `app.apply_idempotency` takes it. */
-interface BusinessGroup {
+/** One business's and caller's share of a flush, as `app.apply_idempotency` takes it. */
+interface FlushGroup {
   business_id: string;
+  caller: string;
   done: string[];
   released: string[];
-  claims: { event_id: string; caller: string; key_hash: string; request_hash: string }[];
+  /** [event id, key hash, request hash] */
+  claims: [string, string, string][];
 }
 
 /**
@@ -117,7 +119,7 @@ interface BusinessGroup {
  * next one, as ONE statement (`app.apply_idempotency`, infra/sql/30_ingest_api.sql) in one round trip and one
  * commit. A lone request is flushed at once; under load a flush carries the claims and completions of every request
  * in between, and a batch's keys always travel together, so a keyed batch costs the same few statements whatever
- * its size. A few flushes run at once (one waits for its commit while the next executes), never two with the same
+ * its size. Two flushes run at once (one waits for its answer while the other executes), never two with the same
  * key: a call whose key is in a flush under way waits for the next, so this process's flushes never wait on each
  * other's row locks.
  */
@@ -131,7 +133,10 @@ export class PgIdempotencyStore implements IdempotencyStore {
     private readonly pool: Pool,
     private readonly leaseMs = 30_000,
     private readonly options: {
-      /** Flushes under way at once (default 4; each holds a pool connection meanwhile). */
+      /**
+       * Flushes under way at once (default 2: one executes while the other waits for its answer; more flushes are
+       * smaller ones, and each costs Postgres a transaction and the API a round trip).
+       */
       maxFlushes?: number;
       /** Operations per flush, beyond which calls wait for the next one (a call is never split; default 2,000). */
       maxOperations?: number;
@@ -162,7 +167,7 @@ export class PgIdempotencyStore implements IdempotencyStore {
   }
 
   private flush(): void {
-    while (this.flushes < (this.options.maxFlushes ?? 4)) {
+    while (this.flushes < (this.options.maxFlushes ?? 2)) {
       const batch = this.nextBatch();
       if (batch.length === 0) return;
       const keys = batch.flatMap((pending) => pending.operations.map((op) => op.eventId));
@@ -229,42 +234,34 @@ export class PgIdempotencyStore implements IdempotencyStore {
   }
 
   /**
-   * One transaction of one statement in one round trip; values travel as one JSON literal (`sqlLiteral`), so the
-   * message needs no parameters and fits the simple protocol with BEGIN and COMMIT.
+   * ONE statement, its own transaction (no BEGIN/COMMIT around a single statement), prepared once per connection:
+   * the operations travel as one JSON parameter, grouped by business and caller.
    */
   private async statement(operations: Operation[]): Promise<Map<string, RecordRow>> {
-    const groups = new Map<string, BusinessGroup>();
+    const groups = new Map<string, FlushGroup>();
     const claimed = new Set<string>();
     for (const op of operations) {
-      let group = groups.get(op.businessId);
+      const id = `${op.businessId} ${op.caller}`;
+      let group = groups.get(id);
       if (!group) {
-        group = { business_id: op.businessId, done: [], released: [], claims: [] };
-        groups.set(op.businessId, group);
+        group = { business_id: op.businessId, caller: op.caller, done: [], released: [], claims: [] };
+        groups.set(id, group);
       }
       if (op.kind === "complete") group.done.push(op.eventId);
       else if (op.kind === "release") group.released.push(op.eventId);
       else if (!claimed.has(op.eventId)) {
         claimed.add(op.eventId);
-        group.claims.push({
-          event_id: op.eventId,
-          caller: op.caller,
-          key_hash: sha256(op.key),
-          request_hash: op.requestHash,
-        });
+        group.claims.push([op.eventId, sha256(op.key), op.requestHash]);
       }
     }
-    // Businesses in one order, so concurrent flushes of several instances lock in the same order.
-    const sorted = [...groups.values()].sort((a, b) => (a.business_id < b.business_id ? -1 : 1));
-    const lease = `make_interval(secs => ${Number(this.leaseMs) / 1000})`;
-    const { rows } = await transactionOfOne<RecordRow>(
-      this.pool,
-      "idempotency.apply",
-      `SELECT * FROM app.apply_idempotency(${sqlLiteral(JSON.stringify(sorted))}::jsonb, ${lease})`,
-    );
-    const records = new Map<string, RecordRow>();
-    // A claim taken over comes back twice (the old record and the one this statement holds): keep the latter.
-    for (const row of rows) if (row.claimed || !records.has(row.event_id)) records.set(row.event_id, row);
-    return records;
+    // Groups in one order, so flushes of several instances take their row locks in the same order.
+    const sorted = [...groups].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, group]) => group);
+    const { rows } = await this.pool.query<RecordRow>({
+      name: "idempotency.apply",
+      text: "SELECT * FROM app.apply_idempotency($1::jsonb, make_interval(secs => $2::float8 / 1000))",
+      values: [JSON.stringify(sorted), this.leaseMs],
+    });
+    return new Map(rows.map((row) => [row.event_id, row]));
   }
 }
 

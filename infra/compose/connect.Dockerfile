@@ -11,6 +11,7 @@ RUN mkdir -p /opt/connect-plugins \
  && rm /tmp/debezium-plugin.tar.gz \
  && chmod -R a+rX /opt/connect-plugins
 COPY connect-distributed.properties /opt/kafka/config/crm-connect-distributed.properties
+COPY --chmod=755 connect-start.sh /opt/kafka/bin/crm-connect-start.sh
 USER appuser
 EXPOSE 8083
-CMD ["/opt/kafka/bin/connect-distributed.sh", "/opt/kafka/config/crm-connect-distributed.properties"]
+CMD ["/opt/kafka/bin/crm-connect-start.sh"]

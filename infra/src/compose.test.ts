@@ -1,8 +1,10 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "@crm/config";
+import { KAFKA_PRINCIPALS } from "@crm/kafka";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { composeKafkaInitScript } from "./stack/compose-env.ts";
 import { stackSettings } from "./stack/settings.ts";
 
 interface ComposeService {
@@ -21,7 +23,8 @@ describe("docker-compose.yml", () => {
     services: Record<string, ComposeService>;
   };
   const s = stackSettings({});
-  const hostPort = (service: string) => compose.services[service]?.ports?.[0]?.split(":")[0];
+  // "127.0.0.1:<host port>:<container port>"
+  const hostPort = (service: string) => compose.services[service]?.ports?.[0]?.split(":").at(-2);
   const native = nativeVersions(root);
   const images = Object.entries(compose.services).flatMap(([service, { image }]) =>
     image ? [{ service, ...splitImage(image) }] : [],
@@ -50,6 +53,62 @@ describe("docker-compose.yml", () => {
     expect(hostPort("registry")).toBe(String(s.registryPort));
     expect(hostPort("ingest-api")).toBe(String(s.ingestPort));
     expect(hostPort("resolver-worker")).toBe(String(s.workerPort));
+  });
+
+  it("publishes every port on loopback only", () => {
+    const ports = Object.entries(compose.services).flatMap(([service, { ports }]) =>
+      (ports ?? []).map((port) => `${service} ${port}`),
+    );
+    expect(ports.length).toBeGreaterThan(6);
+    for (const port of ports) expect(port).toMatch(/^\S+ 127\.0\.0\.1:\d+:\d+$/);
+  });
+
+  it("holds no secret: every password, key and credential URL comes from .env, and compose refuses without it", () => {
+    const raw = readFileSync(join(root, "docker-compose.yml"), "utf8");
+    const secrets = Object.entries(compose.services).flatMap(([service, { environment }]) =>
+      Object.entries(environment ?? {})
+        .filter(([name, value]) => /PASSWORD|SECRET|JAAS/.test(name) || /^postgres:\/\//.test(String(value)))
+        .map(([name, value]) => ({ where: `${service} ${name}`, value: String(value) })),
+    );
+    expect(secrets.length).toBeGreaterThan(10);
+    for (const { where, value } of secrets) {
+      expect(value, where).toMatch(/\$\{[A-Z_]+:\?run npm run stack -- compose-env\}/);
+    }
+    expect(raw).not.toMatch(/postgres:postgres|_dev@|compose-dev-/);
+    expect(readFileSync(join(root, ".gitignore"), "utf8")).toMatch(/^\.env$/m);
+  });
+
+  it("sets Kafka up as the native launcher does: SASL/SCRAM on every listener, the same users and ACLs", () => {
+    const start = readFileSync(join(root, "infra", "compose", "kafka-start.sh"), "utf8");
+    const protocols = /^listener\.security\.protocol\.map=(.+)$/m.exec(start)?.[1]?.split(",") ?? [];
+    expect(protocols.length).toBe(3);
+    for (const entry of protocols) expect(entry).toMatch(/:SASL_PLAINTEXT$/);
+    expect(start).toContain("authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer");
+    expect(start).toContain("allow.everyone.if.no.acl.found=false");
+    expect(start).toContain("super.users=User:broker;User:admin");
+    for (const principal of [...Object.keys(KAFKA_PRINCIPALS), "broker"]) {
+      expect(start).toContain(`--add-scram "SCRAM-SHA-512=[name=${principal},`);
+    }
+    const init = readFileSync(join(root, "infra", "compose", "kafka-init.sh"), "utf8");
+    expect(init, "regenerate infra/compose/kafka-init.sh from composeKafkaInitScript()").toBe(
+      composeKafkaInitScript(),
+    );
+  });
+
+  it("puts Connect's REST API behind Basic auth and the Debezium password behind a config provider", () => {
+    const properties = readFileSync(join(root, "infra", "compose", "connect-distributed.properties"), "utf8");
+    expect(properties).toContain(
+      "rest.extension.classes=org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension",
+    );
+    expect(properties).toContain(
+      "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+    );
+    expect(properties).toMatch(
+      /^config\.providers\.env\.param\.allowlist\.pattern=\^DEBEZIUM_DB_PASSWORD\$$/m,
+    );
+    const start = readFileSync(join(root, "infra", "compose", "connect-start.sh"), "utf8");
+    expect(start).toMatch(/for prefix in "" producer\. consumer\. admin\.; do/);
+    expect(String(compose.services.registry?.environment?.APICURIO_DATASOURCE_USERNAME)).toBe("crm_registry");
   });
 
   it("runs Postgres with logical WAL and a slot WAL cap", () => {

@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { parseEnv } from "@crm/config";
 import pg from "pg";
 import { z } from "zod";
+import { scramVerifier } from "./stack/scram.ts";
 
 const Env = z.object({
   // superuser: owns the schema, creates roles
@@ -59,9 +60,10 @@ async function ensureRole(
 ): Promise<void> {
   const exists = await client.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [role]);
   const verb = exists.rowCount === 0 ? "CREATE" : "ALTER";
-  // Role names are our constants; the password is a literal because CREATE ROLE takes no parameters.
+  // Role names are our constants; CREATE ROLE takes no parameters, so the statement carries a SCRAM verifier
+  // computed here: the password itself never reaches a statement log or pg_stat_activity.
   await client.query(
-    `${verb} ROLE ${role} WITH LOGIN ${attributes} PASSWORD ${client.escapeLiteral(password)}`,
+    `${verb} ROLE ${role} WITH LOGIN ${attributes} PASSWORD ${client.escapeLiteral(scramVerifier(password))}`,
   );
 }
 
@@ -140,13 +142,16 @@ async function migrateOnce(client: pg.Client, layout: SqlLayout): Promise<string
   }
 
   // Functions and policies. All of them again after a schema change: a policy goes with a dropped table, and a
-  // definition may have been written against the new schema.
+  // definition may have been written against the new schema. A file runs again, too, once any file before it ran:
+  // a later one may act on what an earlier one defines (90_ownership.sql hands every definer function to its owner).
   const repeatableDone = await checksums(client, "SELECT name, checksum FROM schema_repeatables");
   const repeatables = sqlFiles(layout.repeatable);
+  let earlierRan = false;
   for (const file of repeatables) {
     const sql = readFileSync(join(layout.repeatable, file), "utf8");
     const sum = checksum(sql);
-    if (!schemaChanged && repeatableDone.get(file) === sum) continue;
+    if (!schemaChanged && !earlierRan && repeatableDone.get(file) === sum) continue;
+    earlierRan = true;
     await run(client, `sql/${file}`, sql);
     await client.query(
       `INSERT INTO schema_repeatables (name, checksum) VALUES ($1, $2)

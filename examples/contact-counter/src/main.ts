@@ -1,12 +1,15 @@
 import { randomUUID } from "node:crypto";
 import { parseEnv } from "@crm/config";
-import { ContactConsumer } from "@crm/contact-consumer";
+import { ContactConsumer, kafkaCredentials } from "@crm/contact-consumer";
 import { z } from "zod";
 import { ContactCounter } from "./counter.ts";
 
 const Env = z.object({
   // brokers, comma-separated
   KAFKA_BROKERS: z.string().min(1),
+  // the read-only consumer principal (written by `stack up`); it may read contact.updated.v1 and nothing else
+  KAFKA_CONSUMER_USERNAME: z.string().min(1).optional(),
+  KAFKA_CONSUMER_PASSWORD: z.string().min(1).optional(),
   // print the counts this often
   COUNTER_PRINT_INTERVAL_MS: z.coerce.number().int().positive().default(5_000),
   // only this business (optional)
@@ -19,6 +22,7 @@ const counter = new ContactCounter();
 // counter that keeps its state (a table) would use a fixed group id and a DedupeStore in the same database.
 const consumer = new ContactConsumer({
   kafka: env.KAFKA_BROKERS.split(","),
+  credentials: kafkaCredentials(env, "consumer") ?? null,
   groupId: `example-contact-counter-${randomUUID()}`,
   fromBeginning: true,
   onChange: (change) => {

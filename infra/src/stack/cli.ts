@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseEnvFile } from "@crm/config";
+import { composeEndpoints, writeComposeEnv } from "./compose-env.ts";
 import { type JvmPart, jvmLogFile } from "./jvm.ts";
 import { pgLogFile, wipePostgres } from "./postgres.ts";
 import { type StackSettings, stackSettings } from "./settings.ts";
@@ -62,6 +63,8 @@ async function reset(s: StackSettings): Promise<void> {
     "pids",
     "env",
     "secrets.json",
+    "kafka-auth",
+    "kafka-secrets.json",
   ]) {
     rmSync(join(s.dir, entry), { recursive: true, force: true });
   }
@@ -87,11 +90,20 @@ async function main(): Promise<void> {
     case "reset":
       await reset(s);
       break;
+    case "compose-env": {
+      // docker-compose.yml's secrets; the endpoints to export for tools and tests against the containers.
+      const env = writeComposeEnv(s.root);
+      log(`wrote ${join(s.root, ".env")} (keep it private; compose reads it); endpoints:`);
+      for (const [key, value] of Object.entries(composeEndpoints(env))) console.log(`${key}=${value}`);
+      break;
+    }
     case "env":
       console.log(parseEnvFile(readFileSync(join(s.dir, "env"), "utf8")));
       break;
     default:
-      console.error("usage: npm run stack -- up|down|status|logs [part or service...] [-f]|reset");
+      console.error(
+        "usage: npm run stack -- up|down|status|logs [part or service...] [-f]|reset|compose-env",
+      );
       process.exitCode = 2;
   }
 }

@@ -7,6 +7,7 @@ import { poll } from "@crm/process";
 import type { Kafka } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { kafkaBrokers, kafkaPartName, startKafka, startKafkaNode, stopJvm } from "./jvm.ts";
+import { credentialsOf, kafkaSecrets } from "./kafka-auth.ts";
 import { ensureToolchain, type Toolchain } from "./prereqs.ts";
 import { isAlive, readPid } from "./proc.ts";
 import { type StackSettings, stackSettings } from "./settings.ts";
@@ -83,7 +84,11 @@ describe("stack launcher, cluster mode", () => {
   beforeAll(async () => {
     tools = ensureToolchain(() => {});
     await startKafka(s, tools);
-    kafka = createKafka({ brokers: kafkaBrokers(s), clientId: "cluster-test" });
+    kafka = createKafka({
+      brokers: kafkaBrokers(s),
+      clientId: "cluster-test",
+      credentials: credentialsOf(kafkaSecrets(s), "admin"),
+    });
   }, 180_000);
 
   afterAll(async () => {

@@ -2,7 +2,9 @@
  * The launcher's parts, for tests that need a private stack, broker or Connect worker they may kill (fault tests must
  * never stop the shared stack). Build settings with `stackSettings({ ...process.env, STACK_DIR, STACK_*_PORT })`.
  */
+export { composeEndpoints, composeKafkaInitScript, writeComposeEnv } from "./compose-env.ts";
 export {
+  CONNECT_SECRET_ENV,
   type JvmPart,
   jvmLogFile,
   kafkaBrokerPort,
@@ -16,6 +18,7 @@ export {
   startRegistry,
   stopJvm,
 } from "./jvm.ts";
+export { credentialsOf, kafkaGrants, kafkaIsAuthenticated, kafkaSecrets } from "./kafka-auth.ts";
 export { adminUrl, pgLogFile, startPostgres, stopPostgres } from "./postgres.ts";
 export { ensureToolchain } from "./prereqs.ts";
 export { isAlive, portOpen, readPid } from "./proc.ts";

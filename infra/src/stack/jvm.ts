@@ -1,8 +1,19 @@
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { stackEnv } from "@crm/config";
 import { createKafka, ensureTopics, pipelineTopics } from "@crm/kafka";
-import { adminUrl } from "./postgres.ts";
+import {
+  addScramArgs,
+  applyKafkaAcls,
+  brokerAuthProperties,
+  connectCredentials,
+  credentialsOf,
+  javaClientAuthProperties,
+  KAFKA_AUTH_MARKER,
+  type KafkaSecrets,
+  kafkaSecrets,
+} from "./kafka-auth.ts";
 import type { Toolchain } from "./prereqs.ts";
 import {
   assertPortsFree,
@@ -15,6 +26,7 @@ import {
   stopProcess,
   waitUntil,
 } from "./proc.ts";
+import { CONNECT_REST_USER, hasOwnSecrets, ROLES, stackSecrets } from "./secrets.ts";
 import { minInsyncReplicas, replicationFactor, type StackSettings } from "./settings.ts";
 
 /** A JVM the launcher runs: one Kafka node ("kafka" single-node, "kafka-N" in cluster mode), Connect, registry. */
@@ -102,7 +114,7 @@ export function kafkaBrokers(s: StackSettings): string[] {
   return kafkaNodeIds(s).map((id) => `${s.host}:${kafkaBrokerPort(s, id)}`);
 }
 
-function kafkaProperties(s: StackSettings, id: number): string {
+function kafkaProperties(s: StackSettings, id: number, secrets: KafkaSecrets): string {
   const rf = replicationFactor(s);
   const isr = minInsyncReplicas(s);
   // One node formats itself as a standalone dynamic quorum; a cluster uses a static voter set of all nodes.
@@ -116,11 +128,10 @@ function kafkaProperties(s: StackSettings, id: number): string {
     "process.roles=broker,controller",
     `node.id=${id}`,
     quorum,
-    `listeners=PLAINTEXT://${s.host}:${kafkaBrokerPort(s, id)},CONTROLLER://${s.host}:${controllerPort(s, id)}`,
-    `advertised.listeners=PLAINTEXT://${s.host}:${kafkaBrokerPort(s, id)}`,
+    `listeners=BROKER://${s.host}:${kafkaBrokerPort(s, id)},CONTROLLER://${s.host}:${controllerPort(s, id)}`,
+    `advertised.listeners=BROKER://${s.host}:${kafkaBrokerPort(s, id)}`,
     "controller.listener.names=CONTROLLER",
-    "inter.broker.listener.name=PLAINTEXT",
-    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    ...brokerAuthProperties(secrets),
     `log.dirs=${join(kafkaDir(s, id), "data")}`,
     `num.partitions=${s.partitions}`,
     "auto.create.topics.enable=false",
@@ -152,7 +163,10 @@ function prepareKafkaNode(s: StackSettings, tools: Toolchain, id: number, cluste
   const dir = kafkaDir(s, id);
   const props = join(dir, "server.properties");
   mkdirSync(dir, { recursive: true });
-  writeFileSync(props, kafkaProperties(s, id));
+  const secrets = kafkaSecrets(s);
+  // It holds the nodes' own password.
+  writeFileSync(props, kafkaProperties(s, id, secrets), { mode: 0o600 });
+  chmodSync(props, 0o600);
   if (!existsSync(join(dir, "data", "meta.properties"))) {
     run(tools.java, [
       ...jvmOptions(s, "256m", true),
@@ -165,7 +179,10 @@ function prepareKafkaNode(s: StackSettings, tools: Toolchain, id: number, cluste
       clusterId,
       "-c",
       props,
+      // The SCRAM users exist from the first start: brokers authenticate to each other with one of them.
+      ...addScramArgs(secrets),
     ]);
+    writeFileSync(join(s.dir, KAFKA_AUTH_MARKER), "scram-sha-512\n");
   }
   return props;
 }
@@ -202,7 +219,11 @@ async function launchKafkaNode(s: StackSettings, tools: Toolchain, id: number): 
 /** Waits until `expected` brokers (at least this node) are registered and a controller is elected. */
 async function waitForBrokers(s: StackSettings, id: number, expected: number): Promise<void> {
   const part = kafkaPartName(s, id);
-  const kafka = createKafka({ brokers: [`${s.host}:${kafkaBrokerPort(s, id)}`], clientId: "stack-launcher" });
+  const kafka = createKafka({
+    brokers: [`${s.host}:${kafkaBrokerPort(s, id)}`],
+    clientId: "stack-launcher",
+    credentials: credentialsOf(kafkaSecrets(s), "admin"),
+  });
   const admin = kafka.admin();
   try {
     await waitUntil(
@@ -236,10 +257,15 @@ export async function startKafkaNode(s: StackSettings, tools: Toolchain, id: num
 export async function startKafka(s: StackSettings, tools: Toolchain): Promise<void> {
   for (const id of kafkaNodeIds(s)) await launchKafkaNode(s, tools, id);
   await Promise.all(kafkaNodeIds(s).map((id) => waitForBrokers(s, id, s.kafkaNodes)));
-  const admin = createKafka({ brokers: kafkaBrokers(s), clientId: "stack-launcher" }).admin();
+  const admin = createKafka({
+    brokers: kafkaBrokers(s),
+    clientId: "stack-launcher",
+    credentials: credentialsOf(kafkaSecrets(s), "admin"),
+  }).admin();
   try {
     await admin.connect();
     await ensureTopics(admin, pipelineTopics(s.partitions, replicationFactor(s)));
+    await applyKafkaAcls(admin, s);
   } finally {
     await admin.disconnect();
   }
@@ -251,8 +277,16 @@ function connectProperties(s: StackSettings): string {
   // The default cluster keeps Connect's conventional topic names; any other group gets its own.
   const topic = (kind: string) =>
     s.connectGroup === "crm-connect" ? `_connect-${kind}` : `_${s.connectGroup}-${kind}`;
+  const credentials = connectCredentials(s);
+  // The worker's own clients and the ones it makes for connectors (producer., consumer., admin.) all need it.
+  const auth = credentials
+    ? ["", "producer.", "consumer.", "admin."].flatMap((prefix) =>
+        javaClientAuthProperties(credentials, prefix),
+      )
+    : [];
   return [
     `bootstrap.servers=${kafkaBrokers(s).join(",")}`,
+    ...auth,
     `group.id=${s.connectGroup}`,
     "key.converter=org.apache.kafka.connect.storage.StringConverter",
     "value.converter=org.apache.kafka.connect.json.JsonConverter",
@@ -267,7 +301,14 @@ function connectProperties(s: StackSettings): string {
     "status.storage.partitions=1",
     // Offsets (the slot position Debezium confirms) are flushed often so a crash replays little.
     "offset.flush.interval.ms=1000",
+    // Loopback only, and every request needs the REST user (rest-users.properties through rest-jaas.conf).
     `listeners=http://${s.host}:${s.connectPort}`,
+    "rest.extension.classes=org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension",
+    // Connector configs name secrets as ${env:NAME}; the worker resolves them, GET /config shows the placeholder.
+    // Only the Debezium password may be named, so a connector config cannot read anything else of the worker's.
+    "config.providers=env",
+    "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+    `config.providers.env.param.allowlist.pattern=^${CONNECT_SECRET_ENV}$`,
     `rest.advertised.host.name=${s.host}`,
     `rest.advertised.port=${s.connectPort}`,
     `plugin.path=${join(libDir(s), "connect-plugins")}`,
@@ -277,11 +318,45 @@ function connectProperties(s: StackSettings): string {
   ].join("\n");
 }
 
+/** The variable of the Connect worker's environment that holds the Debezium role's password (connector.json). */
+export const CONNECT_SECRET_ENV = "DEBEZIUM_DB_PASSWORD";
+
+/**
+ * The REST user's password and the Debezium password a Connect worker gets: its own stack's, or, for a worker
+ * started on another stack (a test's private worker, whose dir holds no stack), that stack's `.stack/env`.
+ */
+function connectSecrets(s: StackSettings): { restPassword: string; debeziumPassword: string } {
+  if (hasOwnSecrets(s)) {
+    const secrets = stackSecrets(s);
+    return { restPassword: secrets.connectRestPassword, debeziumPassword: secrets.debeziumPassword };
+  }
+  const env = stackEnv();
+  return {
+    restPassword: env.CONNECT_PASSWORD ?? "",
+    debeziumPassword: decodeURIComponent(new URL(env.DEBEZIUM_DATABASE_URL ?? "postgres://x@x/x").password),
+  };
+}
+
+/** The Authorization header of Connect's REST user. */
+export function connectAuthorization(restPassword: string): string {
+  return `Basic ${Buffer.from(`${CONNECT_REST_USER}:${restPassword}`).toString("base64")}`;
+}
+
 export async function startConnect(s: StackSettings, tools: Toolchain): Promise<void> {
   const dir = join(s.dir, "connect");
   mkdirSync(dir, { recursive: true });
+  const secrets = connectSecrets(s);
+  const users = join(dir, "rest-users.properties");
+  writeFileSync(users, `${CONNECT_REST_USER}: ${secrets.restPassword}\n`, { mode: 0o600 });
+  chmodSync(users, 0o600);
+  const jaas = join(dir, "rest-jaas.conf");
+  writeFileSync(
+    jaas,
+    `KafkaConnect {\n  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n  file="${users}";\n};\n`,
+  );
   const props = join(dir, "connect-distributed.properties");
-  writeFileSync(props, connectProperties(s));
+  writeFileSync(props, connectProperties(s), { mode: 0o600 });
+  chmodSync(props, 0o600);
   await startJvm(
     s,
     tools.java,
@@ -289,17 +364,22 @@ export async function startConnect(s: StackSettings, tools: Toolchain): Promise<
     [s.connectPort],
     [
       ...jvmOptions(s, s.connectHeap, true),
+      `-Djava.security.auth.login.config=${jaas}`,
       "-cp",
       join(libDir(s), "kafka", "*"),
       "org.apache.kafka.connect.cli.ConnectDistributed",
       props,
     ],
+    { [CONNECT_SECRET_ENV]: secrets.debeziumPassword },
   );
   const url = `http://${s.host}:${s.connectPort}`;
   await waitUntil(
     "kafka connect",
     async () => {
-      const res = await fetch(`${url}/connector-plugins`, { signal: AbortSignal.timeout(2_000) });
+      const res = await fetch(`${url}/connector-plugins`, {
+        headers: { authorization: connectAuthorization(secrets.restPassword) },
+        signal: AbortSignal.timeout(2_000),
+      });
       if (!res.ok) return false;
       const plugins = (await res.json()) as { class: string }[];
       return plugins.some((p) => p.class === "io.debezium.connector.postgresql.PostgresConnector");
@@ -311,7 +391,6 @@ export async function startConnect(s: StackSettings, tools: Toolchain): Promise<
 // ---- Apicurio Registry (Quarkus fast-jar), stored in the stack's Postgres ----
 
 export async function startRegistry(s: StackSettings, tools: Toolchain): Promise<void> {
-  const admin = new URL(adminUrl(s, "registry"));
   await startJvm(
     s,
     tools.java21,
@@ -330,8 +409,9 @@ export async function startRegistry(s: StackSettings, tools: Toolchain): Promise
       APICURIO_STORAGE_KIND: "sql",
       APICURIO_STORAGE_SQL_KIND: "postgresql",
       APICURIO_DATASOURCE_URL: `jdbc:postgresql://${s.host}:${s.pgPort}/registry`,
-      APICURIO_DATASOURCE_USERNAME: decodeURIComponent(admin.username),
-      APICURIO_DATASOURCE_PASSWORD: decodeURIComponent(admin.password),
+      // Its own role, owner of its own database only (postgres.ts); never the superuser.
+      APICURIO_DATASOURCE_USERNAME: ROLES.registry,
+      APICURIO_DATASOURCE_PASSWORD: stackSecrets(s).registryPassword,
       APICURIO_DATASOURCE_JDBC_INITIAL_SIZE: "2",
       APICURIO_DATASOURCE_JDBC_MIN_SIZE: "2",
       APICURIO_DATASOURCE_JDBC_MAX_SIZE: "10",

@@ -5,6 +5,8 @@ import { join } from "node:path";
 import pg from "pg";
 import type { Toolchain } from "./prereqs.ts";
 import { forgetPid, isAlive, readPid, recordPid, run, stopProcess, waitUntil } from "./proc.ts";
+import { scramVerifier } from "./scram.ts";
+import { ROLES, stackSecrets } from "./secrets.ts";
 import type { StackSettings } from "./settings.ts";
 
 /** The superuser of the stack's own cluster; its password is local-only (loopback, throwaway data). */
@@ -66,6 +68,24 @@ function configLines(s: StackSettings, runDir: string): string {
   ].join("\n");
 }
 
+/** The Debezium role: the only one that may open a replication connection (it reads every tenant: README). */
+const REPLICATION_ROLE = "crm_debezium";
+
+/**
+ * Who may connect how: over TCP only with a SCRAM password; physical replication only as the Debezium role
+ * (logical replication connections name a database and are governed by the REPLICATION attribute, which only that
+ * role has); the Unix socket, in a directory only the cluster's user can enter, stays trusted for the launcher.
+ */
+function hbaLines(s: StackSettings): string {
+  return [
+    "# written by the crm stack launcher",
+    "local   all          all                                trust",
+    `host    replication  ${REPLICATION_ROLE}  ${s.host}/32   scram-sha-256`,
+    `host    all          all                ${s.host}/32   scram-sha-256`,
+    "",
+  ].join("\n");
+}
+
 /** Initializes (once), starts (unless running) and bootstraps the cluster; returns when it accepts connections. */
 export async function startPostgres(
   s: StackSettings,
@@ -101,7 +121,8 @@ export async function startPostgres(
   }
   // Rewritten on every start so changed ports or settings apply; the last value of a setting wins.
   writeFileSync(join(data, "postgresql.auto.conf"), configLines(s, runDir));
-  if (isRoot()) run("chown", [`${OS_USER}:`, join(data, "postgresql.auto.conf")]);
+  writeFileSync(join(data, "pg_hba.conf"), hbaLines(s), { mode: 0o600 });
+  if (isRoot()) run("chown", [`${OS_USER}:`, join(data, "postgresql.auto.conf"), join(data, "pg_hba.conf")]);
 
   if (!isAlive(readPid(s.pids, "postgres"))) {
     const [cmd, args] = asPgUser(join(tools.pgBin, "pg_ctl"), [
@@ -126,6 +147,8 @@ export async function startPostgres(
     recordPid(s.pids, "postgres", pid);
   }
   await waitUntil("postgres", () => pgReady(s), { timeoutMs: s.readyTimeoutMs, logFile: pgLogFile(s) });
+  // A cluster that was already running reads the rewritten pg_hba.conf now.
+  await adminQuery(s, "SELECT pg_reload_conf()");
   await createDatabases(s);
 }
 
@@ -146,16 +169,57 @@ async function pgReady(s: StackSettings): Promise<boolean> {
   }
 }
 
+async function adminQuery(s: StackSettings, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl(s, "postgres") });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * The databases, and Apicurio's own role owning its own: the registry never connects as the superuser and cannot
+ * reach `crm`. A registry database made before the role existed is handed over with everything in it.
+ */
 async function createDatabases(s: StackSettings): Promise<void> {
   const client = new pg.Client({ connectionString: adminUrl(s, "postgres") });
   await client.connect();
   try {
+    const role = await client.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [ROLES.registry]);
+    const verifier = client.escapeLiteral(scramVerifier(stackSecrets(s).registryPassword));
+    await client.query(
+      `${role.rowCount === 0 ? "CREATE" : "ALTER"} ROLE ${ROLES.registry} WITH LOGIN NOSUPERUSER NOBYPASSRLS ` +
+        `NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD ${verifier}`,
+    );
     for (const name of DATABASES) {
       const exists = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
       if (exists.rowCount === 0) await client.query(`CREATE DATABASE ${name}`);
     }
+    await client.query(`ALTER DATABASE registry OWNER TO ${ROLES.registry}`);
+    await client.query(`REVOKE ALL ON DATABASE registry FROM PUBLIC`);
+    await client.query(`REVOKE CONNECT ON DATABASE crm FROM ${ROLES.registry}`);
   } finally {
     await client.end();
+  }
+  const registry = new pg.Client({ connectionString: adminUrl(s, "registry") });
+  await registry.connect();
+  try {
+    await registry.query(`DO $$
+      DECLARE r record;
+      BEGIN
+        FOR r IN
+          SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+            AND pg_get_userbyid(c.relowner) <> '${ROLES.registry}'
+            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))
+        LOOP
+          EXECUTE format('ALTER TABLE %s OWNER TO ${ROLES.registry}', r.name);
+        END LOOP;
+      END $$`);
+  } finally {
+    await registry.end();
   }
 }
 

@@ -1,5 +1,4 @@
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   type JvmPart,
@@ -13,9 +12,11 @@ import {
   startRegistry,
   stopJvm,
 } from "./jvm.ts";
+import { KAFKA_AUTH_MARKER, kafkaEnv, kafkaSecrets } from "./kafka-auth.ts";
 import { adminUrl, startPostgres, stopPostgres } from "./postgres.ts";
 import { ensureToolchain } from "./prereqs.ts";
 import { isAlive, portOpen, readPid } from "./proc.ts";
+import { CONNECT_REST_USER, ROLES, stackSecrets } from "./secrets.ts";
 import { minInsyncReplicas, replicationFactor, type StackSettings } from "./settings.ts";
 
 /** Every process of the stack by its part name: "postgres", each Kafka node, "registry", "connect". */
@@ -27,42 +28,22 @@ export function stackParts(s: StackSettings): Part[] {
 
 const defaultLog = (line: string) => console.log(`[stack] ${line}`);
 
-/** Development-only passwords of the roles the migrations create; overridable through the environment. */
-const SERVICE_ROLE = {
-  user: "crm_service",
-  password: process.env.STACK_SERVICE_PASSWORD ?? "crm_service_dev",
-};
-const DEBEZIUM_ROLE = {
-  user: "crm_debezium",
-  password: process.env.STACK_DEBEZIUM_PASSWORD ?? "crm_debezium_dev",
-};
-
-/** Secrets generated once per stack and kept across `up`s (a new JWT secret would invalidate issued tokens). */
-function stackSecrets(s: StackSettings): { jwtSecret: string; logHashSecret: string } {
-  const file = join(s.dir, "secrets.json");
-  if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8"));
-  const secrets = {
-    jwtSecret: randomBytes(32).toString("base64url"),
-    logHashSecret: randomBytes(32).toString("base64url"),
-  };
-  writeFileSync(file, JSON.stringify(secrets), { mode: 0o600 });
-  return secrets;
-}
-
 /** The `.stack/env` contract of SPEC section 3: every tool, test and service reads these names. */
 function writeEnvFile(s: StackSettings): Record<string, string> {
   const secrets = stackSecrets(s);
-  const url = (role: { user: string; password: string }) =>
-    `postgres://${role.user}:${role.password}@${s.host}:${s.pgPort}/crm`;
+  const url = (user: string, password: string) => `postgres://${user}:${password}@${s.host}:${s.pgPort}/crm`;
   const env: Record<string, string> = {
-    DATABASE_URL: url(SERVICE_ROLE),
+    DATABASE_URL: url(ROLES.service, secrets.servicePassword),
     DATABASE_ADMIN_URL: adminUrl(s),
-    DEBEZIUM_DATABASE_URL: url(DEBEZIUM_ROLE),
+    DEBEZIUM_DATABASE_URL: url(ROLES.debezium, secrets.debeziumPassword),
     KAFKA_BROKERS: kafkaBrokers(s).join(","),
     KAFKA_REPLICATION_FACTOR: String(replicationFactor(s)),
     KAFKA_MIN_INSYNC_REPLICAS: String(minInsyncReplicas(s)),
     SCHEMA_REGISTRY_URL: `http://${s.host}:${s.registryPort}/apis/ccompat/v7`,
     CONNECT_URL: `http://${s.host}:${s.connectPort}`,
+    // Connect's REST API asks for these (tools send them as Basic auth; see connectFetch).
+    CONNECT_USERNAME: CONNECT_REST_USER,
+    CONNECT_PASSWORD: secrets.connectRestPassword,
     INGEST_URL: `http://${s.host}:${s.ingestPort}`,
     INGEST_PORT: String(s.ingestPort),
     WORKER_URL: `http://${s.host}:${s.workerPort}`,
@@ -70,6 +51,7 @@ function writeEnvFile(s: StackSettings): Record<string, string> {
     KAFKA_PARTITIONS: String(s.partitions),
     JWT_SECRET: secrets.jwtSecret,
     LOG_HASH_SECRET: secrets.logHashSecret,
+    ...kafkaEnv(kafkaSecrets(s)),
   };
   const text = Object.entries(env)
     .map(([k, v]) => `${k}=${v}`)
@@ -104,11 +86,34 @@ function assertSameShape(s: StackSettings): void {
   }
 }
 
+/**
+ * A stack dir whose Kafka was formatted before authentication has no SCRAM users, and they can only be written at
+ * format time: its Kafka (running or not) and Connect are stopped and Kafka's data is formatted again. Topics,
+ * consumer offsets and Connect's stored config and offsets go (the launcher and `preparePipeline` recreate the
+ * topics and the connector; the replication slot in Postgres keeps Debezium's position); Postgres is untouched.
+ */
+async function migrateToAuthenticatedKafka(s: StackSettings, log: (line: string) => void): Promise<void> {
+  if (existsSync(join(s.dir, KAFKA_AUTH_MARKER))) return;
+  const formatted = readdirSync(s.dir).filter(
+    (entry) => /^kafka(-\d+)?$/.test(entry) && existsSync(join(s.dir, entry, "data", "meta.properties")),
+  );
+  if (formatted.length === 0) return;
+  log(
+    `${s.dir} predates Kafka authentication: stopping Kafka, Connect and the registry, formatting Kafka with SCRAM`,
+  );
+  // Connect and the registry restart too: with Kafka's credentials, and the registry as its own role.
+  await stopJvm(s, "connect");
+  await stopJvm(s, "registry");
+  await Promise.all(kafkaNodeIds(s).map((id) => stopJvm(s, kafkaPartName(s, id))));
+  for (const entry of formatted) rmSync(join(s.dir, entry), { recursive: true, force: true });
+}
+
 /** `npm run stack -- up`: starts whatever part is not running, in order, and writes `<dir>/env`. */
 export async function stackUp(s: StackSettings, log = defaultLog): Promise<Record<string, string>> {
   const started = Date.now();
   mkdirSync(s.logs, { recursive: true });
   assertSameShape(s);
+  await migrateToAuthenticatedKafka(s, log);
   const tools = ensureToolchain(log);
   resolveJars(s, tools, log);
   const step = async (name: string, fn: () => Promise<void>) => {

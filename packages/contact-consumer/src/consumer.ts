@@ -1,4 +1,11 @@
-import { createKafka, type EachBatchPayload, type Kafka, type KafkaMessage, TOPICS } from "@crm/kafka";
+import {
+  createKafka,
+  type EachBatchPayload,
+  type Kafka,
+  type KafkaCredentials,
+  type KafkaMessage,
+  TOPICS,
+} from "@crm/kafka";
 import { type ContactChange, decodeContactChange } from "./decode-change.ts";
 import { type DedupeStore, MemoryDedupeStore } from "./dedupe.ts";
 
@@ -11,6 +18,12 @@ export interface InvalidMessage {
 export interface ContactConsumerOptions {
   /** Brokers (KAFKA_BROKERS split on commas), or a kafkajs client you built. */
   kafka: string[] | Kafka;
+  /**
+   * The principal to authenticate as when `kafka` is a broker list: the read-only consumer principal
+   * (`kafkaCredentials(env, "consumer")`, KAFKA_CONSUMER_* in `.stack/env`); null for a broker without SASL. Left
+   * out, the stack's admin principal from `.stack/env` (tools and tests only).
+   */
+  credentials?: KafkaCredentials | null;
   /** Your consumer group: committed offsets belong to it. */
   groupId: string;
   /**
@@ -46,7 +59,11 @@ export class ContactConsumer {
 
   constructor(private readonly options: ContactConsumerOptions) {
     const kafka = Array.isArray(options.kafka)
-      ? createKafka({ brokers: options.kafka, clientId: `contact-consumer-${options.groupId}` })
+      ? createKafka({
+          brokers: options.kafka,
+          clientId: `contact-consumer-${options.groupId}`,
+          credentials: options.credentials,
+        })
       : options.kafka;
     this.consumer = kafka.consumer({ groupId: options.groupId, maxWaitTimeInMs: 250 });
     this.dedupe = options.dedupe ?? new MemoryDedupeStore();

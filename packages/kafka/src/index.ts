@@ -1,6 +1,7 @@
 import "./quiet-negative-timeouts.ts";
+import { stackEnv } from "@crm/config";
 import { DependencyUnavailableError } from "@crm/errors";
-import {
+import kafkajs, {
   type Admin,
   type Consumer,
   type IHeaders,
@@ -14,6 +15,8 @@ import { FastDefaultPartitioner } from "./partitioner.ts";
 
 export type { Admin, Consumer, EachBatchPayload, KafkaMessage } from "kafkajs";
 export * from "./framing.ts";
+// kafkajs is CommonJS and Node cannot see these through a named import.
+export const { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } = kafkajs;
 export * from "./partitioner.ts";
 
 /** Topic names of SPEC section 5. */
@@ -40,12 +43,56 @@ export interface EventProducer {
 
 type WarnLog = (message: string, extra: Record<string, unknown>) => void;
 
-/** A kafkajs client whose own logging goes to `warn` (kafkajs prints to stdout otherwise). */
-export function createKafka(options: { brokers: string[]; clientId: string; warn?: WarnLog }): Kafka {
+/** A Kafka principal's SCRAM-SHA-512 credentials (SPEC section 11, "Kafka principals"). */
+export interface KafkaCredentials {
+  username: string;
+  password: string;
+}
+
+/**
+ * The principals the stack creates, by the prefix of their `.stack/env` variables: `KAFKA_<PREFIX>_USERNAME` and
+ * `KAFKA_<PREFIX>_PASSWORD`. Each service reads only its own; `admin` is for tools and tests.
+ */
+export const KAFKA_PRINCIPALS = {
+  admin: "ADMIN",
+  "ingest-api": "INGEST_API",
+  "resolver-worker": "RESOLVER_WORKER",
+  connect: "CONNECT",
+  consumer: "CONSUMER",
+} as const;
+export type KafkaPrincipal = keyof typeof KAFKA_PRINCIPALS;
+
+/** A principal's credentials from an environment, or undefined when the stack runs without authentication. */
+export function kafkaCredentials(
+  env: Record<string, unknown>,
+  principal: KafkaPrincipal,
+): KafkaCredentials | undefined {
+  const prefix = `KAFKA_${KAFKA_PRINCIPALS[principal]}`;
+  const username = env[`${prefix}_USERNAME`];
+  const password = env[`${prefix}_PASSWORD`];
+  return typeof username === "string" && username && typeof password === "string" && password
+    ? { username, password }
+    : undefined;
+}
+
+/**
+ * A kafkajs client whose own logging goes to `warn` (kafkajs prints to stdout otherwise). `credentials`: the
+ * principal it authenticates as; services pass their own, null for no authentication. Left out, a tool or test
+ * authenticates as the stack's admin principal from `.stack/env` (none when the stack runs without authentication).
+ */
+export function createKafka(options: {
+  brokers: string[];
+  clientId: string;
+  credentials?: KafkaCredentials | null;
+  warn?: WarnLog;
+}): Kafka {
   const warn = options.warn ?? (() => {});
+  const credentials =
+    options.credentials === undefined ? kafkaCredentials(stackEnv(), "admin") : options.credentials;
   return new Kafka({
     clientId: options.clientId,
     brokers: options.brokers,
+    ...(credentials ? { sasl: { mechanism: "scram-sha-512" as const, ...credentials } } : {}),
     connectionTimeout: 3_000,
     requestTimeout: 10_000,
     retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 2_000 },

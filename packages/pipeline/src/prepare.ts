@@ -2,8 +2,14 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseEnv, parseEnvFile } from "@crm/config";
 import { migrate } from "@crm/infra/migrate";
-import { type StackSettings, stackIsUp, stackSettings, stackUp } from "@crm/infra/stack";
-import { connectorSpec, registerConnector } from "@crm/outbox-connector";
+import {
+  kafkaIsAuthenticated,
+  type StackSettings,
+  stackIsUp,
+  stackSettings,
+  stackUp,
+} from "@crm/infra/stack";
+import { connectAuth, connectorSpec, registerConnector } from "@crm/outbox-connector";
 import { registerTopicSchema, SchemaRegistryClient } from "@crm/schema-registry";
 import { TOPIC_SCHEMAS } from "@crm/schemas";
 import { z } from "zod";
@@ -43,17 +49,19 @@ export async function preparePipeline(
   let startedStack = false;
   if (!env) {
     const s = options.settings ?? stackSettings();
-    if (await stackIsUp(s)) {
+    const wasUp = await stackIsUp(s);
+    // A running stack made before Kafka authentication goes through `up` too, which migrates it.
+    if (wasUp && kafkaIsAuthenticated(s)) {
       env = parseEnvFile(readFileSync(join(s.dir, "env"), "utf8"));
     } else {
       env = await stackUp(s, (line) => log(`[stack] ${line}`));
-      startedStack = true;
+      startedStack = !wasUp;
     }
   }
   const endpoints = parseEnv(PipelineEnv, env);
   await migrate(endpoints, log);
   const spec = connectorSpec(endpoints.DEBEZIUM_DATABASE_URL);
-  const action = await registerConnector(endpoints.CONNECT_URL, spec);
+  const action = await registerConnector(endpoints.CONNECT_URL, spec, { auth: connectAuth(env) });
   log(`[connector] ${spec.name} ${action}, RUNNING`);
   const registry = new SchemaRegistryClient(endpoints.SCHEMA_REGISTRY_URL);
   for (const topic of Object.keys(TOPIC_SCHEMAS)) {

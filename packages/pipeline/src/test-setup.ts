@@ -43,20 +43,19 @@ async function startCompose(root: string): Promise<() => Promise<void>> {
   if (!existsSync(join(root, "docker-compose.yml"))) throw new Error("docker-compose.yml missing");
   const { DockerComposeEnvironment, Wait } = await import("testcontainers");
   console.log("[tests] Docker engine found: starting docker-compose.yml with testcontainers");
+  // The same secrets a developer gets from `npm run stack -- compose-env` (.env, created once, then kept).
+  const { composeEndpoints, writeComposeEnv } = await import("@crm/infra/stack");
+  const endpoints = composeEndpoints(writeComposeEnv(root));
   const environment = await new DockerComposeEnvironment(root, "docker-compose.yml")
-    .withWaitStrategy("connect-1", Wait.forHttp("/connectors", 8083))
+    .withWaitStrategy(
+      "connect-1",
+      Wait.forHttp("/connectors", 8083).withBasicCredentials(
+        endpoints.CONNECT_USERNAME!,
+        endpoints.CONNECT_PASSWORD!,
+      ),
+    )
     .up();
-  Object.assign(process.env, {
-    DATABASE_URL: "postgres://crm_service:crm_service_dev@127.0.0.1:55432/crm",
-    DATABASE_ADMIN_URL: "postgres://postgres:postgres@127.0.0.1:55432/crm",
-    DEBEZIUM_DATABASE_URL: "postgres://crm_debezium:crm_debezium_dev@127.0.0.1:55432/crm",
-    KAFKA_BROKERS: "127.0.0.1:9092",
-    CONNECT_URL: "http://127.0.0.1:8083",
-    SCHEMA_REGISTRY_URL: "http://127.0.0.1:8081/apis/ccompat/v7",
-    JWT_SECRET: "compose-dev-jwt-secret-0123456789",
-    LOG_HASH_SECRET: "compose-dev-log-hash-secret-0123",
-    ...process.env,
-  });
+  Object.assign(process.env, { ...endpoints, ...process.env });
   return async () => {
     await environment.down();
   };

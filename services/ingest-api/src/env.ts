@@ -14,6 +14,9 @@ export const IngestEnv = z
     DATABASE_URL: z.string().url(),
     // comma-separated host:port list
     KAFKA_BROKERS: z.string().min(1),
+    // this service's SCRAM principal (written by `stack up`); it may only write events.raw.v1. Unset: no SASL
+    KAFKA_INGEST_API_USERNAME: z.string().min(1).optional(),
+    KAFKA_INGEST_API_PASSWORD: z.string().min(1).optional(),
     // Confluent-compatible registry (Apicurio ccompat); values are framed with the events.raw.v1 schema id. Unset:
     // plain JSON values
     SCHEMA_REGISTRY_URL: z.string().url().optional(),

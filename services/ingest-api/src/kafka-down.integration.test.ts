@@ -3,8 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stackDir } from "@crm/config";
 import {
+  credentialsOf,
   ensureToolchain,
   isAlive,
+  kafkaSecrets,
   readPid,
   type StackSettings,
   stackSettings,
@@ -50,7 +52,7 @@ describe("kafka unavailable", () => {
     };
     tools = ensureToolchain(() => {});
     await startKafka(settings, tools);
-    api = await startTestApi({ brokers, sendTimeoutMs });
+    api = await startTestApi({ brokers, credentials: privateAdmin(), sendTimeoutMs });
   });
 
   afterAll(async () => {
@@ -65,6 +67,9 @@ describe("kafka unavailable", () => {
     await admin.end();
     rmSync(dir, { recursive: true, force: true });
   });
+
+  /** The private broker has its own SCRAM users. */
+  const privateAdmin = () => credentialsOf(kafkaSecrets(settings), "admin");
 
   function kafkaPid(): number {
     const record = readPid(settings.pids, "kafka");
@@ -124,7 +129,11 @@ describe("kafka unavailable", () => {
     // Every event that got a 2xx is in the topic.
     const seen = new Set<string>();
     const schemaIds = new Set<number | undefined>();
-    const consumer = createKafka({ brokers, clientId: "kafka-down-check" }).consumer({
+    const consumer = createKafka({
+      brokers,
+      clientId: "kafka-down-check",
+      credentials: privateAdmin(),
+    }).consumer({
       groupId: `kafka-down-check-${Date.now()}`,
     });
     await consumer.connect();

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
 import { parseEnv } from "@crm/config";
 import { assertCannotBypassRls, createPool } from "@crm/db";
-import { createKafka, KafkaEventProducer } from "@crm/kafka";
+import { createKafka, KafkaEventProducer, kafkaCredentials } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
 import { SchemaRegistryClient } from "@crm/schema-registry";
 import { serve } from "@hono/node-server";
@@ -23,6 +23,8 @@ await assertCannotBypassRls(pool);
 const kafka = createKafka({
   brokers: env.KAFKA_BROKERS.split(","),
   clientId: "ingest-api",
+  // Its own principal (null: the stack runs without SASL), never the tools' admin createKafka falls back to.
+  credentials: kafkaCredentials(env, "ingest-api") ?? null,
   warn: (message, extra) => logger.warn(extra, message),
 });
 const producer = new KafkaEventProducer(kafka, { sendTimeoutMs: env.KAFKA_SEND_TIMEOUT_MS });

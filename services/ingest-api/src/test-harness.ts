@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Writable } from "node:stream";
 import { createPool, type Pool } from "@crm/db";
-import { createKafka, type EventProducer, KafkaEventProducer } from "@crm/kafka";
+import { createKafka, type EventProducer, type KafkaCredentials, KafkaEventProducer } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
 import { SchemaRegistryClient } from "@crm/schema-registry";
 import { testEnv } from "@crm/testing";
@@ -49,6 +49,8 @@ export interface TestApi {
 export async function startTestApi(
   options: {
     brokers?: string[];
+    /** The principal for `brokers` (a private broker has its own); default the stack's admin. */
+    credentials?: KafkaCredentials;
     jwt?: Partial<JwtOptions>;
     sendTimeoutMs?: number;
     tenantCacheMs?: number;
@@ -62,7 +64,11 @@ export async function startTestApi(
   const logs = new LogCapture();
   const logger = createLogger("ingest-api-test", { level: "info", destination: logs });
   const pool = createPool({ connectionString: env.databaseUrl, applicationName: "ingest-api-test", max: 5 });
-  const kafka = createKafka({ brokers: options.brokers ?? env.brokers, clientId: "ingest-api-test" });
+  const kafka = createKafka({
+    brokers: options.brokers ?? env.brokers,
+    clientId: "ingest-api-test",
+    credentials: options.credentials,
+  });
   const producer = new KafkaEventProducer(kafka, { sendTimeoutMs: options.sendTimeoutMs ?? 5_000 });
   const instances = new InstanceRegistry(pool, randomUUID(), options.instanceGroup ?? randomUUID(), 1_000);
   await instances.start();

@@ -1,11 +1,18 @@
 import { randomBytes } from "node:crypto";
 import { stackEnv } from "@crm/config";
+import { CONNECT_SECRET_ENV } from "@crm/infra/stack";
 import { createKafka, ensureTopics } from "@crm/kafka";
 import { poll } from "@crm/process";
 import { testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { connectorSpec, connectorStatus, registerConnector, retireConnector } from "./connector.ts";
+import {
+  connectHeaders,
+  connectorSpec,
+  connectorStatus,
+  registerConnector,
+  retireConnector,
+} from "./connector.ts";
 import { connectorCopy, connectorCopyTopics } from "./test-support.ts";
 
 // Copies of the checked-in connector (own name, slot, topic) on the shared Connect worker; the real connector
@@ -62,7 +69,9 @@ describe("registering the connector", () => {
     const applied = await poll(
       "the updated config",
       async () => {
-        const res = await fetch(`${env.connectUrl}/connectors/${spec.name}/config`);
+        const res = await fetch(`${env.connectUrl}/connectors/${spec.name}/config`, {
+          headers: connectHeaders(),
+        });
         return res.ok ? ((await res.json()) as Record<string, string>) : undefined;
       },
       { timeoutMs: 30_000 },
@@ -72,6 +81,29 @@ describe("registering the connector", () => {
     const status = await connectorStatus(env.connectUrl, spec.name);
     expect(status?.connector.state).toBe("RUNNING");
     expect(status?.tasks.map((t) => t.state)).toEqual(["RUNNING"]);
+  });
+
+  it("answers 401 without the REST user, and its config shows the password's placeholder, never the password", async () => {
+    const url = `${env.connectUrl}/connectors/crm-outbox/config`;
+    expect((await fetch(url)).status).toBe(401);
+    const wrong = {
+      authorization: `Basic ${Buffer.from("connect-admin:not-the-password").toString("base64")}`,
+    };
+    expect((await fetch(url, { headers: wrong })).status).toBe(401);
+    // Writes are refused too: nobody without the REST user rewrites heartbeat.action.query.
+    const rewrite = await fetch(url, {
+      method: "PUT",
+      body: "{}",
+      headers: { "content-type": "application/json" },
+    });
+    expect(rewrite.status).toBe(401);
+
+    const res = await fetch(url, { headers: connectHeaders() });
+    expect(res.status).toBe(200);
+    const config = (await res.json()) as Record<string, string>;
+    expect(config["database.password"]).toBe(`\${env:${CONNECT_SECRET_ENV}}`);
+    const password = decodeURIComponent(new URL(stackEnv().DEBEZIUM_DATABASE_URL!).password);
+    expect(JSON.stringify(config)).not.toContain(password);
   });
 
   it("fails with the connector's own error text when it cannot run", async () => {

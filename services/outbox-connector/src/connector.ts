@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { stackEnv } from "@crm/config";
 import { NonRetriableError } from "@crm/errors";
 import { poll } from "@crm/process";
 import pg from "pg";
@@ -11,14 +12,17 @@ export interface ConnectorSpec {
   config: Record<string, string>;
 }
 
-/** The checked-in connector config with the database placeholders filled from DEBEZIUM_DATABASE_URL. */
+/**
+ * The checked-in connector config with the database placeholders filled from DEBEZIUM_DATABASE_URL, except the
+ * password: the config names `${env:DEBEZIUM_DB_PASSWORD}`, which the Connect worker resolves from its own
+ * environment (EnvVarConfigProvider), so the REST API and Connect's config topic never hold it.
+ */
 export function connectorSpec(debeziumDatabaseUrl: string): ConnectorSpec {
   const url = new URL(debeziumDatabaseUrl);
   const values: Record<string, string> = {
     DB_HOST: url.hostname,
     DB_PORT: url.port || "5432",
     DB_USER: decodeURIComponent(url.username),
-    DB_PASSWORD: decodeURIComponent(url.password),
     DB_NAME: url.pathname.replace(/^\//, ""),
   };
   const spec = JSON.parse(readFileSync(CONFIG_FILE, "utf8")) as ConnectorSpec;
@@ -33,10 +37,36 @@ interface ConnectorStatus {
   tasks: { id: number; state: string; trace?: string }[];
 }
 
-async function connectFetch(connectUrl: string, path: string, init?: RequestInit): Promise<Response> {
+/** Connect's REST user (CONNECT_USERNAME and CONNECT_PASSWORD of `.stack/env`). */
+export interface ConnectAuth {
+  username: string;
+  password: string;
+}
+
+/** The REST user from an environment (default: the stack's), or undefined for a Connect without authentication. */
+export function connectAuth(env: Record<string, string | undefined> = stackEnv()): ConnectAuth | undefined {
+  const { CONNECT_USERNAME: username, CONNECT_PASSWORD: password } = env;
+  return username && password ? { username, password } : undefined;
+}
+
+/** Headers of a request to Connect's REST API, with Basic auth when there is a REST user. */
+export function connectHeaders(auth = connectAuth()): Record<string, string> {
+  const headers: Record<string, string> = { "content-type": "application/json", accept: "application/json" };
+  if (auth) {
+    headers.authorization = `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString("base64")}`;
+  }
+  return headers;
+}
+
+async function connectFetch(
+  connectUrl: string,
+  path: string,
+  init?: RequestInit,
+  auth = connectAuth(),
+): Promise<Response> {
   return fetch(`${connectUrl}${path}`, {
     ...init,
-    headers: { "content-type": "application/json", accept: "application/json" },
+    headers: connectHeaders(auth),
     signal: AbortSignal.timeout(15_000),
   });
 }
@@ -44,8 +74,9 @@ async function connectFetch(connectUrl: string, path: string, init?: RequestInit
 export async function connectorStatus(
   connectUrl: string,
   name: string,
+  auth = connectAuth(),
 ): Promise<ConnectorStatus | undefined> {
-  const res = await connectFetch(connectUrl, `/connectors/${name}/status`);
+  const res = await connectFetch(connectUrl, `/connectors/${name}/status`, undefined, auth);
   if (res.status === 404) return undefined;
   if (!res.ok) throw new Error(`connect status ${res.status}: ${await res.text()}`);
   return (await res.json()) as ConnectorStatus;
@@ -59,10 +90,11 @@ export async function connectorStatus(
 export async function registerConnector(
   connectUrl: string,
   spec: ConnectorSpec,
-  options: { timeoutMs?: number; log?: (line: string) => void } = {},
+  options: { timeoutMs?: number; log?: (line: string) => void; auth?: ConnectAuth } = {},
 ): Promise<"created" | "updated" | "unchanged"> {
   const log = options.log ?? (() => {});
-  const current = await connectFetch(connectUrl, `/connectors/${spec.name}/config`);
+  const auth = options.auth ?? connectAuth();
+  const current = await connectFetch(connectUrl, `/connectors/${spec.name}/config`, undefined, auth);
   let action: "created" | "updated" | "unchanged";
   if (current.ok) {
     const existing = (await current.json()) as Record<string, string>;
@@ -72,15 +104,17 @@ export async function registerConnector(
     action = "created";
   }
   if (action !== "unchanged") {
-    const res = await connectFetch(connectUrl, `/connectors/${spec.name}/config`, {
-      method: "PUT",
-      body: JSON.stringify(spec.config),
-    });
+    const res = await connectFetch(
+      connectUrl,
+      `/connectors/${spec.name}/config`,
+      { method: "PUT", body: JSON.stringify(spec.config) },
+      auth,
+    );
     if (!res.ok) {
       const body = await res.text();
       // Connect 4.3 answers an invalid config with a 500 about its own null pointer instead of the reason; the
       // validate endpoint returns the connector's own messages.
-      const reasons = await validationErrors(connectUrl, spec).catch(() => []);
+      const reasons = await validationErrors(connectUrl, spec, auth).catch(() => []);
       throw new Error(
         `connector ${spec.name} rejected (${res.status}): ${reasons.length > 0 ? reasons.join("; ") : body}`,
       );
@@ -91,7 +125,7 @@ export async function registerConnector(
   await poll(
     `connector ${spec.name} RUNNING`,
     async () => {
-      const status = await connectorStatus(connectUrl, spec.name);
+      const status = await connectorStatus(connectUrl, spec.name, auth);
       if (!status) return false;
       const failed = [status.connector, ...status.tasks].find((s) => s.state === "FAILED");
       if (failed)
@@ -112,12 +146,18 @@ export async function registerConnector(
 }
 
 /** The connector plugin's own complaints about a config (`PUT /connector-plugins/<class>/config/validate`). */
-export async function validationErrors(connectUrl: string, spec: ConnectorSpec): Promise<string[]> {
+export async function validationErrors(
+  connectUrl: string,
+  spec: ConnectorSpec,
+  auth = connectAuth(),
+): Promise<string[]> {
   const plugin = spec.config["connector.class"]!;
-  const res = await connectFetch(connectUrl, `/connector-plugins/${plugin}/config/validate`, {
-    method: "PUT",
-    body: JSON.stringify({ ...spec.config, name: spec.name }),
-  });
+  const res = await connectFetch(
+    connectUrl,
+    `/connector-plugins/${plugin}/config/validate`,
+    { method: "PUT", body: JSON.stringify({ ...spec.config, name: spec.name }) },
+    auth,
+  );
   if (!res.ok) return [];
   // Entries for settings the plugin does not define come without a value.
   const body = (await res.json()) as { configs: { value?: { name: string; errors?: string[] } | null }[] };

@@ -1,1 +1,7 @@
-export { type ConnectorSpec, connectorSpec, registerConnector } from "./connector.ts";
+export {
+  type ConnectAuth,
+  type ConnectorSpec,
+  connectAuth,
+  connectorSpec,
+  registerConnector,
+} from "./connector.ts";

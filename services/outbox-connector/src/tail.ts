@@ -1,14 +1,28 @@
 import { randomUUID } from "node:crypto";
 import { parseArgs } from "node:util";
 import { parseEnv } from "@crm/config";
-import { createKafka, decodeFramedJson, headerString, type KafkaMessage } from "@crm/kafka";
+import {
+  createKafka,
+  decodeFramedJson,
+  headerString,
+  type KafkaMessage,
+  kafkaCredentials,
+  TOPICS,
+} from "@crm/kafka";
 import { z } from "zod";
 
 const USAGE = `usage: npm run tail -- <topic> [--business <uuid>] [--from-beginning] [--max <n>] [--reveal]
   prints each message of <topic> (contact.updated.v1, events.raw.v1, events.dlq.v1, ...) as one JSON line,
   the value decoded (schema-registry frame or plain JSON); email and phone values are masked unless --reveal`;
 
-const Env = z.object({ KAFKA_BROKERS: z.string().min(1) });
+const Env = z.object({
+  KAFKA_BROKERS: z.string().min(1),
+  // contact.updated.v1 is read as the read-only consumer principal; any other topic needs the tools' admin
+  KAFKA_CONSUMER_USERNAME: z.string().min(1).optional(),
+  KAFKA_CONSUMER_PASSWORD: z.string().min(1).optional(),
+  KAFKA_ADMIN_USERNAME: z.string().min(1).optional(),
+  KAFKA_ADMIN_PASSWORD: z.string().min(1).optional(),
+});
 
 const PII_FIELDS = new Set(["email", "phone"]);
 
@@ -90,7 +104,12 @@ async function main(): Promise<number> {
   }
   const env = parseEnv(Env);
   const max = values.max ? Number(values.max) : Number.POSITIVE_INFINITY;
-  const kafka = createKafka({ brokers: env.KAFKA_BROKERS.split(","), clientId: "crm-tail" });
+  const principal = topic === TOPICS.contactUpdated ? "consumer" : "admin";
+  const kafka = createKafka({
+    brokers: env.KAFKA_BROKERS.split(","),
+    clientId: "crm-tail",
+    credentials: kafkaCredentials(env, principal) ?? null,
+  });
   const admin = kafka.admin();
   await admin.connect();
   const ends = await admin.fetchTopicOffsets(topic);

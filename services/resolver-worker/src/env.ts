@@ -7,6 +7,10 @@ export const WorkerEnv = z.object({
   DATABASE_URL: z.string().url(),
   // comma-separated host:port list
   KAFKA_BROKERS: z.string().min(1),
+  // this service's SCRAM principal (written by `stack up`); it may read events.raw.v1 and write events.dlq.v1 only.
+  // Unset: no SASL
+  KAFKA_RESOLVER_WORKER_USERNAME: z.string().min(1).optional(),
+  KAFKA_RESOLVER_WORKER_PASSWORD: z.string().min(1).optional(),
   // topic of raw events; tests point a worker at their own topic so they never share one
   WORKER_TOPIC: z.string().min(1).default(TOPICS.raw),
   // where events that cannot be applied go, with the reason in headers

@@ -2,7 +2,7 @@ import { createServer } from "node:http";
 import { parseEnv } from "@crm/config";
 import { assertCannotBypassRls, createPool } from "@crm/db";
 import { errorMessage } from "@crm/errors";
-import { createKafka, KafkaEventProducer } from "@crm/kafka";
+import { createKafka, KafkaEventProducer, kafkaCredentials } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
 import { ResolverConsumer } from "./consumer.ts";
 import { WorkerEnv } from "./env.ts";
@@ -20,6 +20,8 @@ await assertCannotBypassRls(pool);
 const kafka = createKafka({
   brokers: env.KAFKA_BROKERS.split(","),
   clientId: "resolver-worker",
+  // Its own principal (null: the stack runs without SASL), never the tools' admin createKafka falls back to.
+  credentials: kafkaCredentials(env, "resolver-worker") ?? null,
   warn: (message, extra) => logger.warn(extra, message),
 });
 const metrics = createWorkerMetrics();

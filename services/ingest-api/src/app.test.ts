@@ -155,6 +155,35 @@ describe("ingest app (fakes)", () => {
     expect((await post(app, "/v1/track", { type: "t" }, { "idempotency-key": "k1" })).status).toBe(202);
   });
 
+  it("sends a batch in request order in one send; when Kafka fails, the batch is 503 and every claim is freed", async () => {
+    const { app, producer, idempotency } = setup();
+    const events = [
+      { type: "a", idempotency_key: "b-1" },
+      { type: "b" },
+      { type: "c", idempotency_key: "b-2" },
+    ];
+    producer.failing = true;
+    const failed = await post(app, "/v1/batch", { events });
+    expect([failed.status, failed.body.error.code, failed.headers.get("retry-after")]).toEqual([
+      503,
+      "unavailable",
+      "1",
+    ]);
+    expect(idempotency.records.size).toBe(0);
+    producer.failing = false;
+    const res = await post(app, "/v1/batch", { events });
+    expect(res.status).toBe(202);
+    expect(producer.sent.map((m) => JSON.parse(String(m.value)).type)).toEqual(["a", "b", "c"]);
+    const again = await post(app, "/v1/batch", {
+      events: [events[0], { type: "changed", idempotency_key: "b-2" }],
+    });
+    expect(again.body.results).toEqual([
+      { ok: true, idempotent: true, event_id: res.body.results[0].event_id },
+      { ok: false, error: { code: "idempotency_mismatch", message: expect.any(String) } },
+    ]);
+    expect(producer.sent).toHaveLength(3);
+  });
+
   it("serves the OpenAPI document generated from the request schemas", async () => {
     const { app } = setup();
     // biome-ignore lint/suspicious/noExplicitAny: a JSON document asserted by path

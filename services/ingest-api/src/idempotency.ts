@@ -258,7 +258,7 @@ export class PgIdempotencyStore implements IdempotencyStore {
     const sorted = [...groups].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, group]) => group);
     const { rows } = await this.pool.query<RecordRow>({
       name: "idempotency.apply",
-      text: "SELECT * FROM app.apply_idempotency($1::jsonb, make_interval(secs => $2::float8 / 1000))",
+      text: "/* idempotency.apply */ SELECT * FROM app.apply_idempotency($1::jsonb, make_interval(secs => $2::float8 / 1000))",
       values: [JSON.stringify(sorted), this.leaseMs],
     });
     return new Map(rows.map((row) => [row.event_id, row]));

@@ -202,8 +202,9 @@ export class Ingest {
         toSend.push({ index, event: this.buildEvent(prepared, caller, randomUUID()) });
         return;
       }
-      const businessId = prepared.business.businessId;
-      keyedByBusiness.set(businessId, [...(keyedByBusiness.get(businessId) ?? []), index]);
+      const indexes = keyedByBusiness.get(prepared.business.businessId);
+      if (indexes) indexes.push(index);
+      else keyedByBusiness.set(prepared.business.businessId, [index]);
     });
 
     const claimedKeys = new Map<string, string[]>();
@@ -211,6 +212,7 @@ export class Ingest {
       [...keyedByBusiness].map(async ([businessId, indexes]) => {
         const keyed = indexes.map((index) => events[index]!.idempotency!);
         const claimed = await idempotency.claim(businessId, scope, keyed);
+        const keys: string[] = [];
         claimed.forEach((outcome, i) => {
           const index = indexes[i]!;
           if (outcome.kind !== "claimed") {
@@ -218,8 +220,9 @@ export class Ingest {
             return;
           }
           toSend.push({ index, event: this.buildEvent(events[index]!, caller, outcome.eventId) });
-          claimedKeys.set(businessId, [...(claimedKeys.get(businessId) ?? []), keyed[i]!.key]);
+          keys.push(keyed[i]!.key);
         });
+        if (keys.length > 0) claimedKeys.set(businessId, keys);
       }),
     );
     const failedClaim = claims.find((result) => result.status === "rejected");

@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { repoRoot, stackDir } from "@crm/config";
+import { repoRoot, stackDir, stackEnv } from "@crm/config";
+import { kafkaCredentials } from "@crm/kafka";
 import { CYCLE } from "./identity-mix.ts";
 
 /*
@@ -302,6 +304,22 @@ export async function runProducerPerf(options: {
   onSpawn?: (pid: number) => void;
 }): Promise<ProducerPerfResult> {
   const lib = join(stackDir(), "lib", "kafka", "*");
+  // The tools' admin principal when the stack authenticates; in a file, as the JAAS line holds '=' and spaces.
+  const credentials = kafkaCredentials(stackEnv(), "admin");
+  const configDir = mkdtempSync(join(tmpdir(), "bench-producer-"));
+  const config = join(configDir, "producer.properties");
+  writeFileSync(
+    config,
+    credentials
+      ? [
+          "security.protocol=SASL_PLAINTEXT",
+          "sasl.mechanism=SCRAM-SHA-512",
+          `sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="${credentials.username}" password="${credentials.password}";`,
+          "",
+        ].join("\n")
+      : "",
+    { mode: 0o600 },
+  );
   const args = [
     "-Xmx256m",
     `-Dlog4j2.configurationFile=${join(repoRoot(), "infra", "config", "log4j2.properties")}`,
@@ -319,6 +337,8 @@ export async function runProducerPerf(options: {
     "--producer-props",
     `bootstrap.servers=${options.brokers}`,
     "acks=all",
+    "--producer.config",
+    config,
   ];
   const child = spawn("java", args, { stdio: ["ignore", "pipe", "pipe"] });
   // The JVM and producer take a few seconds to start: the clock starts at its first progress line.
@@ -329,7 +349,9 @@ export async function runProducerPerf(options: {
   };
   child.stdout.on("data", startClock);
   const giveUp = setTimeout(() => child.kill("SIGTERM"), (options.warmupS + options.durationS + 60) * 1_000);
-  const output = await collect(child, options.onSpawn);
+  const output = await collect(child, options.onSpawn).finally(() =>
+    rmSync(configDir, { recursive: true, force: true }),
+  );
   clearTimeout(stopAfter);
   clearTimeout(giveUp);
   const windows = parseProducerPerfWindows(output.text);

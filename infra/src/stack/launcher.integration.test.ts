@@ -2,9 +2,11 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { stackDir } from "@crm/config";
+import { parseEnvFile, stackDir } from "@crm/config";
+import { createKafka, kafkaCredentials } from "@crm/kafka";
 import { afterAll, describe, expect, it } from "vitest";
-import { isAlive, type PidRecord, portOpen } from "./proc.ts";
+import { KAFKA_AUTH_MARKER } from "./kafka-auth.ts";
+import { isAlive, type PidRecord, portOpen, readPid } from "./proc.ts";
 
 // A second, throwaway stack on other ports and its own STACK_DIR, so `down` cannot disturb the stack the other
 // integration tests use. Jars are shared with the main stack (STACK_LIB_DIR), as they are only a cache.
@@ -89,5 +91,32 @@ describe("stack launcher", () => {
     const reset = stack("reset");
     expect(reset.status, reset.output).toBe(0);
     expect(existsSync(join(dir, "kafka"))).toBe(false);
+  });
+
+  it("formats Kafka again with its SCRAM users when the stack dir predates authentication", async () => {
+    expect(stack("up").status).toBe(0);
+    const before = readPid(join(dir, "pids"), "kafka");
+    // A dir made before authentication: formatted, running, without the marker (and without SCRAM users).
+    rmSync(join(dir, KAFKA_AUTH_MARKER));
+    const migrated = stack("up");
+    expect(migrated.status, migrated.output).toBe(0);
+    expect(migrated.output).toMatch(/predates Kafka authentication/);
+    expect(existsSync(join(dir, KAFKA_AUTH_MARKER))).toBe(true);
+    expect(readPid(join(dir, "pids"), "kafka")?.pid).not.toBe(before?.pid);
+    const written = parseEnvFile(readFileSync(join(dir, "env"), "utf8"));
+    const admin = createKafka({
+      brokers: [written.KAFKA_BROKERS!],
+      clientId: "launcher-test",
+      credentials: kafkaCredentials(written, "admin") ?? null,
+    }).admin();
+    await admin.connect();
+    try {
+      expect(await admin.listTopics()).toEqual(
+        expect.arrayContaining(["events.raw.v1", "contact.updated.v1"]),
+      );
+    } finally {
+      await admin.disconnect();
+    }
+    expect(stack("down").status).toBe(0);
   });
 });

@@ -88,11 +88,17 @@ function addressKey(address: string): string {
  * AbortController, about a fifth of the API's CPU per single event.
  */
 export async function readJsonBody(source: BodySource, limit: number): Promise<unknown> {
+  return parseJson((await readBody(source, limit)).toString("utf8"));
+}
+
+/** The bytes of a body of at most `limit` bytes, with readJsonBody's answers for too large, cut off or late. */
+export function readBody(source: BodySource, limit: number): Promise<Buffer> {
   const { stream, deadline } = source;
-  const text =
-    stream instanceof Request
-      ? await readWeb(stream, limit, deadline)
-      : await readNode(stream, limit, deadline);
+  return stream instanceof Request ? readWeb(stream, limit, deadline) : readNode(stream, limit, deadline);
+}
+
+/** JSON.parse, or 400 `invalid_request`. */
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
@@ -102,10 +108,10 @@ export async function readJsonBody(source: BodySource, limit: number): Promise<u
   }
 }
 
-function readNode(incoming: IncomingMessage, limit: number, deadline: number | undefined): Promise<string> {
+function readNode(incoming: IncomingMessage, limit: number, deadline: number | undefined): Promise<Buffer> {
   if (Number(incoming.headers["content-length"] ?? "NaN") > limit) return Promise.reject(tooLarge(limit));
   let timer: NodeJS.Timeout | undefined;
-  const read = new Promise<string>((resolve, reject) => {
+  const read = new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
@@ -120,9 +126,7 @@ function readNode(incoming: IncomingMessage, limit: number, deadline: number | u
       chunks.push(chunk);
     };
     incoming.on("data", onData);
-    incoming.once("end", () =>
-      resolve(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8")),
-    );
+    incoming.once("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
     incoming.once("error", reject);
     // a client that hangs up mid-body: nothing to answer, but the handler must not wait forever
     incoming.once("close", () => {
@@ -140,7 +144,7 @@ function readNode(incoming: IncomingMessage, limit: number, deadline: number | u
   return read.finally(() => clearTimeout(timer));
 }
 
-async function readWeb(request: Request, limit: number, deadline: number | undefined): Promise<string> {
+async function readWeb(request: Request, limit: number, deadline: number | undefined): Promise<Buffer> {
   const declared = Number(request.headers.get("content-length") ?? "NaN");
   if (declared > limit) throw tooLarge(limit);
   if (!request.body) throw new HttpError(400, "invalid_request", "request body is empty");
@@ -171,7 +175,7 @@ async function readWeb(request: Request, limit: number, deadline: number | undef
   } finally {
     clearTimeout(timer);
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks);
 }
 
 /**
@@ -184,6 +188,6 @@ function timedOut(): HttpError {
   });
 }
 
-function tooLarge(limit: number): HttpError {
+export function tooLarge(limit: number): HttpError {
   return new HttpError(413, "payload_too_large", `body exceeds ${limit} bytes`);
 }

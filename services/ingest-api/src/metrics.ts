@@ -1,6 +1,9 @@
 import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
 
-/** The API's Prometheus metrics (SPEC 10). Labels never carry ids, keys or contact data. */
+/**
+ * The API's Prometheus metrics (SPEC 10). Labels never carry keys, user ids or contact data; business ids only on
+ * the rejected-message counter, which issue 15 asks to count per business (bounded by the businesses with keys).
+ */
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
@@ -42,6 +45,18 @@ export function createMetrics() {
       name: "ingest_connections_refused_total",
       help: "Connections closed before the app saw a request: max_connections, request_timeout, headers_too_large, invalid_request",
       labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
+    segmentMessages: new Counter({
+      name: "ingest_segment_messages_total",
+      help: "Messages of the Segment-compatible listener by outcome: accepted, replayed (messageId seen), rejected",
+      labelNames: ["outcome"] as const,
+      registers: [registry],
+    }),
+    rejectedMessages: new Counter({
+      name: "ingest_rejected_messages_total",
+      help: "Messages refused one by one while their request was answered 200 (kept in rejected_events), by business and reason",
+      labelNames: ["business_id", "reason"] as const,
       registers: [registry],
     }),
     rateLimited: new Counter({

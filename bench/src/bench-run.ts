@@ -101,6 +101,7 @@ export class BenchRun {
       env: {
         DATABASE_URL: withApplicationName(this.env.DATABASE_URL!, "bench-ingest-api"),
         INGEST_PORT: String(this.cfg.apiPort),
+        SEGMENT_PORT: "0",
         // Its own instance group, so the rate-limit share is 1/1 whatever else runs on the shared stack.
         INGEST_INSTANCE_GROUP: `bench-${this.runId}`,
         RATE_LIMIT_PLANS: JSON.stringify({ [BENCH_PLAN]: BENCH_PLAN_LIMIT }),

@@ -46,7 +46,7 @@ export class Harness {
     this.api = new ServiceProcess({
       name: "ingest-api",
       entry: "services/ingest-api/src/main.ts",
-      env: { ...serviceEnv, INGEST_PORT: String(s.ingestPort) },
+      env: { ...serviceEnv, INGEST_PORT: String(s.ingestPort), SEGMENT_PORT: "0" },
       healthUrl: `http://127.0.0.1:${s.ingestPort}/healthz`,
       output: { file: join(s.logs, "ingest-api.log") },
       restartOnCrash: true,

@@ -27,6 +27,8 @@ export interface StackSettings {
   /** Connect's group.id; a second Connect cluster on the same Kafka needs its own (and gets its own topics). */
   connectGroup: string;
   ingestPort: number;
+  /** ingest-api's Segment-compatible listener (issue 15). */
+  segmentPort: number;
   workerPort: number;
   kafkaHeap: string;
   connectHeap: string;
@@ -65,6 +67,7 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env): StackSettin
     registryManagementPort: int("STACK_REGISTRY_MANAGEMENT_PORT", int("STACK_REGISTRY_PORT", 8081) + 1000),
     connectGroup: env.STACK_CONNECT_GROUP ?? "crm-connect",
     ingestPort: int("STACK_INGEST_PORT", 8080),
+    segmentPort: int("STACK_SEGMENT_PORT", 8082),
     workerPort: int("STACK_WORKER_PORT", 8091),
     // Heaps are capped so Postgres + 3 JVMs + the Node services + the tests fit in a few GiB.
     kafkaHeap: env.STACK_KAFKA_HEAP ?? "512m",

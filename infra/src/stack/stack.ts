@@ -46,6 +46,8 @@ function writeEnvFile(s: StackSettings): Record<string, string> {
     CONNECT_PASSWORD: secrets.connectRestPassword,
     INGEST_URL: `http://${s.host}:${s.ingestPort}`,
     INGEST_PORT: String(s.ingestPort),
+    SEGMENT_URL: `http://${s.host}:${s.segmentPort}`,
+    SEGMENT_PORT: String(s.segmentPort),
     WORKER_URL: `http://${s.host}:${s.workerPort}`,
     WORKER_PORT: String(s.workerPort),
     KAFKA_PARTITIONS: String(s.partitions),

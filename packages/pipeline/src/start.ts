@@ -71,6 +71,10 @@ async function main(): Promise<void> {
       `       -H 'content-type: application/json' -d '{"type":"hello","contact":{"email":"you@example.com"}}'`,
     );
     say(
+      `Segment / RudderStack SDKs: host (dataPlaneUrl) ${env.SEGMENT_URL ?? "http://127.0.0.1:8082"}, write key = an ingest key` +
+        ` (npm run ingest-keys -- create <business_id>); refused messages: npm run rejected-events -- list <business_id>`,
+    );
+    say(
       `Ctrl-C stops the services${startedStack ? " and the stack" : " (the stack was already running and stays up)"}.`,
     );
   } catch (error) {

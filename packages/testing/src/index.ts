@@ -182,7 +182,9 @@ export async function startService(options: {
   const service = new ServiceProcess({
     name: options.entry.split("/").at(-3) ?? options.entry,
     entry: options.entry,
-    env: { LOG_LEVEL: "info", ...options.env },
+    // SEGMENT_PORT 0: an ingest-api of a test has no Segment listener unless the test gives it a port (several
+    // run at once, and `npm start` may hold the stack's).
+    env: { LOG_LEVEL: "info", SEGMENT_PORT: "0", ...options.env },
     healthUrl: options.healthUrl,
     output: "capture",
   });

@@ -37,6 +37,7 @@ const api = new ServiceProcess({
   entry: process.env.API_ENTRY ?? "services/ingest-api/src/main.ts",
   env: {
     INGEST_PORT: String(port),
+    SEGMENT_PORT: "0",
     LOG_LEVEL: "warn",
     RATE_LIMIT_KEY_DEFAULT_PER_SEC: "10000000",
     ...apiEnv,

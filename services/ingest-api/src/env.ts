@@ -44,6 +44,10 @@ export const IngestEnv = z
     // listen port (default 8080), on 127.0.0.1 unless INGEST_HOST says otherwise
     INGEST_PORT: envInt.default(8080),
     INGEST_HOST: z.string().default("127.0.0.1"),
+    // port of the Segment-compatible listener (issue 15), on INGEST_HOST; 0 turns it off
+    SEGMENT_PORT: envInt.pipe(z.number().min(0)).default(8082),
+    // messages the Segment listener refused one by one are kept this long (the database keeps at least a day)
+    REJECTED_EVENTS_RETENTION_DAYS: envInt.pipe(z.number().min(1)).default(14),
     // how long a send may wait for Kafka's acknowledgement before the API answers 503
     KAFKA_SEND_TIMEOUT_MS: envInt.default(5_000),
     // events per second per user (seed figure)

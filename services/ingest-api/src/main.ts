@@ -6,12 +6,14 @@ import { createKafka, KafkaEventProducer, kafkaCredentials } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
 import { SchemaRegistryClient } from "@crm/schema-registry";
 import { serve } from "@hono/node-server";
-import { createApp } from "./app.ts";
+import { type AppDeps, createApp } from "./app.ts";
 import { IngestEnv } from "./env.ts";
 import { PgIdempotencyStore, pruneIdempotencyKeys } from "./idempotency.ts";
 import { createMetrics } from "./metrics.ts";
 import { AuthFailureLimiter, InstanceRegistry, RateLimiter } from "./rate-limit.ts";
 import { RawEventEncoder } from "./raw-event-encoder.ts";
+import { PgRejectedEventStore, pruneRejectedEvents } from "./rejected-events.ts";
+import { createSegmentApp } from "./segment-app.ts";
 import { limitConnections, type ServerLimits, serverOptions } from "./server-limits.ts";
 import { PgTenantDirectory } from "./tenant-directory.ts";
 
@@ -41,7 +43,9 @@ const encoder = new RawEventEncoder(
 let shuttingDown = false;
 const metrics = createMetrics();
 
-const app = createApp({
+// One set of dependencies for both listeners: the same producer, idempotency records, rate-limit buckets,
+// per-address auth failures and metrics.
+const deps: AppDeps = {
   producer,
   directory: new PgTenantDirectory(pool, 30_000, { unknownKeyTtlMs: env.INGEST_KEY_UNKNOWN_CACHE_MS }),
   idempotency: new PgIdempotencyStore(pool, env.KAFKA_SEND_TIMEOUT_MS + 10_000),
@@ -75,7 +79,9 @@ const app = createApp({
   bodyTimeoutMs: env.INGEST_BODY_TIMEOUT_MS,
   readinessChecks: { postgres: () => pool.query("SELECT 1") },
   isShuttingDown: () => shuttingDown,
-});
+};
+const app = createApp(deps);
+const segmentApp = createSegmentApp({ ...deps, rejected: new PgRejectedEventStore(pool) });
 
 await Promise.all([instances.start(), encoder.start()]);
 const serverLimits: ServerLimits = {
@@ -94,6 +100,20 @@ const server = serve(
   (info) => logger.info({ port: info.port }, "ingest-api listening"),
 );
 limitConnections(server as Server, serverLimits, metrics.connectionsRefused);
+// The Segment-compatible listener: same process, same limits, its own port (analytics-node drops a path prefix).
+const segmentServer =
+  env.SEGMENT_PORT > 0
+    ? serve(
+        {
+          fetch: segmentApp.fetch,
+          port: env.SEGMENT_PORT,
+          hostname: env.INGEST_HOST,
+          serverOptions: serverOptions(serverLimits),
+        },
+        (info) => logger.info({ port: info.port }, "segment-compatible listener listening"),
+      )
+    : undefined;
+if (segmentServer) limitConnections(segmentServer as Server, serverLimits, metrics.connectionsRefused);
 
 // Records older than the retention are pruned hourly (and once at start), by whichever instance gets there.
 const prune = () =>
@@ -101,8 +121,17 @@ const prune = () =>
     (pruned) => pruned > 0 && logger.info({ pruned }, "idempotency records pruned"),
     (error) => logger.warn({ err: error }, "idempotency pruning failed"),
   );
+const pruneRejected = () =>
+  pruneRejectedEvents(pool, env.REJECTED_EVENTS_RETENTION_DAYS).then(
+    (pruned) => pruned > 0 && logger.info({ pruned }, "rejected events pruned"),
+    (error) => logger.warn({ err: error }, "rejected events pruning failed"),
+  );
 void prune();
-setInterval(() => void prune(), 60 * 60_000).unref();
+void pruneRejected();
+setInterval(() => {
+  void prune();
+  void pruneRejected();
+}, 60 * 60_000).unref();
 
 async function shutdown(signal: string) {
   if (shuttingDown) return;
@@ -118,9 +147,10 @@ async function shutdown(signal: string) {
   deadline.unref();
   // close() stops accepting and resolves when in-flight requests have finished; idle keep-alive sockets would
   // otherwise hold it open.
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
-  await closed;
+  const servers = [server, ...(segmentServer ? [segmentServer] : [])];
+  const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+  for (const s of servers) (s as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+  await Promise.all(closed);
   encoder.stop();
   await instances.stop();
   await producer.close().catch(() => {});

@@ -129,5 +129,6 @@ describe("Segment listener while Kafka is stopped", () => {
     );
     expect(rows).toHaveLength(20);
     expect(rows.every((row) => row.n === 1)).toBe(true);
+    console.log(`[segment kafka-down] statuses the SDK saw, in order: ${statuses.join(" ")}`);
   });
 });

@@ -2,14 +2,17 @@ import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  credentialsOf,
   ensureToolchain,
   isAlive,
+  kafkaSecrets,
   readPid,
   type StackSettings,
   stackSettings,
   startKafka,
   stopJvm,
 } from "@crm/infra/stack";
+import { KAFKA_PRINCIPALS, type KafkaPrincipal } from "@crm/kafka";
 import { poll } from "@crm/process";
 import { createBusiness, freePort, type RunningService, startService, testEnv } from "@crm/testing";
 import pg from "pg";
@@ -48,6 +51,12 @@ describe("Segment listener while Kafka is stopped", () => {
       ensureToolchain(() => {}),
     );
     const brokers = `127.0.0.1:${kafkaPort}`;
+    // The private broker has its own SCRAM users: each service gets its own principal's credentials.
+    const principal = (name: KafkaPrincipal) => {
+      const { username, password } = credentialsOf(kafkaSecrets(settings), name);
+      const prefix = `KAFKA_${KAFKA_PRINCIPALS[name]}`;
+      return { [`${prefix}_USERNAME`]: username, [`${prefix}_PASSWORD`]: password };
+    };
     const [apiPort, segmentPort, workerPort] = [await freePort(), await freePort(), await freePort()];
     segmentUrl = `http://127.0.0.1:${segmentPort}`;
     [api, worker] = await Promise.all([
@@ -55,6 +64,7 @@ describe("Segment listener while Kafka is stopped", () => {
         entry: "services/ingest-api/src/main.ts",
         env: {
           KAFKA_BROKERS: brokers,
+          ...principal("ingest-api"),
           INGEST_PORT: String(apiPort),
           SEGMENT_PORT: String(segmentPort),
           KAFKA_SEND_TIMEOUT_MS: "2000",

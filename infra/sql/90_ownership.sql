@@ -4,7 +4,8 @@
 
 -- The owner of the definer functions: not a superuser and cannot log in, so a flaw in one of them reaches only the
 -- tables granted below. BYPASSRLS because each of them answers before a tenant is known or across tenants
--- (which businesses a user may send for, whose ingest key this is, expired idempotency records, live instances).
+-- (which businesses a user may send for, whose ingest key this is, expired idempotency records and rejected
+-- messages, live instances).
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'crm_definer') THEN
@@ -17,6 +18,7 @@ ALTER ROLE crm_definer NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
 GRANT USAGE ON SCHEMA app TO crm_definer;
 GRANT SELECT ON businesses, business_team, ingest_keys TO crm_definer;
 GRANT SELECT, DELETE ON idempotency_keys TO crm_definer;
+GRANT SELECT, DELETE ON rejected_events TO crm_definer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON app.ingest_instances TO crm_definer;
 
 -- Every definer function of the schema, so one added later cannot stay the superuser's.

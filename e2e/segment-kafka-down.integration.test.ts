@@ -76,6 +76,7 @@ describe("Segment listener while Kafka is stopped", () => {
         entry: "services/resolver-worker/src/main.ts",
         env: {
           KAFKA_BROKERS: brokers,
+          ...principal("resolver-worker"),
           WORKER_PORT: String(workerPort),
           WORKER_GROUP_ID: "segment-kafka-down",
         },

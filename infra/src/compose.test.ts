@@ -52,6 +52,7 @@ describe("docker-compose.yml", () => {
     expect(hostPort("connect")).toBe(String(s.connectPort));
     expect(hostPort("registry")).toBe(String(s.registryPort));
     expect(hostPort("ingest-api")).toBe(String(s.ingestPort));
+    expect(compose.services["ingest-api"]?.ports).toContain(`127.0.0.1:${s.segmentPort}:${s.segmentPort}`);
     expect(hostPort("resolver-worker")).toBe(String(s.workerPort));
   });
 

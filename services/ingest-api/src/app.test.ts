@@ -4,8 +4,8 @@ import { createLogger } from "@crm/logger";
 import { SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
 import { createApp } from "./app.ts";
-import type { ClaimOutcome, IdempotencyStore } from "./idempotency.ts";
 import type { BusinessAccess, TenantDirectory } from "./tenant-directory.ts";
+import { MemoryIdempotency } from "./test-fakes.ts";
 
 // The HTTP layer with in-memory fakes (no server, no stack): routing, error shapes, what reaches the producer.
 const SECRET = "unit-test-secret-0123456789abcdef";
@@ -30,31 +30,6 @@ class FakeDirectory implements TenantDirectory {
   }
   async businessOfKey() {
     return undefined;
-  }
-}
-
-class MemoryIdempotency implements IdempotencyStore {
-  records = new Map<string, { hash: string; eventId: string; done: boolean }>();
-  async claim(businessId: string, caller: string, claims: { key: string; requestHash: string }[]) {
-    return claims.map(({ key, requestHash }): ClaimOutcome => {
-      const id = `${businessId}|${caller}|${key}`;
-      const found = this.records.get(id);
-      if (!found) {
-        const eventId = crypto.randomUUID();
-        this.records.set(id, { hash: requestHash, eventId, done: false });
-        return { kind: "claimed", eventId };
-      }
-      if (found.hash !== requestHash) return { kind: "mismatch" };
-      return found.done
-        ? { kind: "replay", eventId: found.eventId }
-        : { kind: "in_flight", retryAfterSeconds: 1 };
-    });
-  }
-  async complete(businessId: string, caller: string, keys: string[]) {
-    for (const key of keys) this.records.get(`${businessId}|${caller}|${key}`)!.done = true;
-  }
-  async release(businessId: string, caller: string, keys: string[]) {
-    for (const key of keys) this.records.delete(`${businessId}|${caller}|${key}`);
   }
 }
 

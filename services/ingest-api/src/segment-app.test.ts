@@ -6,11 +6,11 @@ import { createLogger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
 import { describe, expect, it } from "vitest";
 import { hashIngestKey } from "./auth.ts";
-import type { ClaimOutcome, IdempotencyStore } from "./idempotency.ts";
 import { createMetrics } from "./metrics.ts";
 import type { RejectedEvent, RejectedEventStore } from "./rejected-events.ts";
 import { createSegmentApp } from "./segment-app.ts";
 import type { BusinessAccess, TenantDirectory } from "./tenant-directory.ts";
+import { MemoryIdempotency } from "./test-fakes.ts";
 
 // The Segment-compatible listener with in-memory fakes: Segment's statuses, the mapping of each call, messageId as
 // idempotency key, rejected messages kept while the batch answers 200.
@@ -41,31 +41,6 @@ class KeyDirectory implements TenantDirectory {
     const businessId =
       hash === hashIngestKey(KEY_ONE) ? ONE : hash === hashIngestKey(KEY_TWO) ? TWO : undefined;
     return businessId && { businessId, plan: "standard", defaultCountry: "US", keyId: `key-${businessId}` };
-  }
-}
-
-class MemoryIdempotency implements IdempotencyStore {
-  records = new Map<string, { hash: string; eventId: string; done: boolean }>();
-  async claim(businessId: string, caller: string, claims: { key: string; requestHash: string }[]) {
-    return claims.map(({ key, requestHash }): ClaimOutcome => {
-      const id = `${businessId}|${caller}|${key}`;
-      const found = this.records.get(id);
-      if (!found) {
-        const eventId = crypto.randomUUID();
-        this.records.set(id, { hash: requestHash, eventId, done: false });
-        return { kind: "claimed", eventId };
-      }
-      if (found.hash !== requestHash) return { kind: "mismatch" };
-      return found.done
-        ? { kind: "replay", eventId: found.eventId }
-        : { kind: "in_flight", retryAfterSeconds: 1 };
-    });
-  }
-  async complete(businessId: string, caller: string, keys: string[]) {
-    for (const key of keys) this.records.get(`${businessId}|${caller}|${key}`)!.done = true;
-  }
-  async release(businessId: string, caller: string, keys: string[]) {
-    for (const key of keys) this.records.delete(`${businessId}|${caller}|${key}`);
   }
 }
 

@@ -1,0 +1,27 @@
+import type { ClaimOutcome, IdempotencyStore } from "./idempotency.ts";
+
+/** Idempotency records in memory with the store's semantics (claimed, replay, mismatch, in flight), for unit tests. */
+export class MemoryIdempotency implements IdempotencyStore {
+  records = new Map<string, { hash: string; eventId: string; done: boolean }>();
+  async claim(businessId: string, caller: string, claims: { key: string; requestHash: string }[]) {
+    return claims.map(({ key, requestHash }): ClaimOutcome => {
+      const id = `${businessId}|${caller}|${key}`;
+      const found = this.records.get(id);
+      if (!found) {
+        const eventId = crypto.randomUUID();
+        this.records.set(id, { hash: requestHash, eventId, done: false });
+        return { kind: "claimed", eventId };
+      }
+      if (found.hash !== requestHash) return { kind: "mismatch" };
+      return found.done
+        ? { kind: "replay", eventId: found.eventId }
+        : { kind: "in_flight", retryAfterSeconds: 1 };
+    });
+  }
+  async complete(businessId: string, caller: string, keys: string[]) {
+    for (const key of keys) this.records.get(`${businessId}|${caller}|${key}`)!.done = true;
+  }
+  async release(businessId: string, caller: string, keys: string[]) {
+    for (const key of keys) this.records.delete(`${businessId}|${caller}|${key}`);
+  }
+}

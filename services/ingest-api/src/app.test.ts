@@ -1,27 +1,15 @@
-import { DependencyUnavailableError } from "@crm/errors";
-import type { EventProducer, OutgoingMessage } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
 import { SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
 import { createApp } from "./app.ts";
 import type { BusinessAccess, TenantDirectory } from "./tenant-directory.ts";
-import { MemoryIdempotency } from "./test-fakes.ts";
+import { FakeProducer, MemoryIdempotency } from "./test-fakes.ts";
 
 // The HTTP layer with in-memory fakes (no server, no stack): routing, error shapes, what reaches the producer.
 const SECRET = "unit-test-secret-0123456789abcdef";
 const USER = "11111111-1111-4111-8111-111111111111";
 const ONE = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
 const TWO = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
-
-class FakeProducer implements EventProducer {
-  sent: OutgoingMessage[] = [];
-  failing = false;
-  async send(_topic: string, messages: OutgoingMessage[]) {
-    if (this.failing) throw new DependencyUnavailableError("kafka", "down");
-    this.sent.push(...messages);
-  }
-  async close() {}
-}
 
 class FakeDirectory implements TenantDirectory {
   constructor(private readonly businesses: string[]) {}

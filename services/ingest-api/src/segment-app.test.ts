@@ -1,16 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { gzipSync } from "node:zlib";
-import { DependencyUnavailableError } from "@crm/errors";
-import type { EventProducer, OutgoingMessage } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
-import type { RawEventV1 } from "@crm/schemas";
 import { describe, expect, it } from "vitest";
 import { hashIngestKey } from "./auth.ts";
 import { createMetrics } from "./metrics.ts";
 import type { RejectedEvent, RejectedEventStore } from "./rejected-events.ts";
 import { createSegmentApp } from "./segment-app.ts";
 import type { BusinessAccess, TenantDirectory } from "./tenant-directory.ts";
-import { MemoryIdempotency } from "./test-fakes.ts";
+import { FakeProducer, MemoryIdempotency } from "./test-fakes.ts";
 
 // The Segment-compatible listener with in-memory fakes: Segment's statuses, the mapping of each call, messageId as
 // idempotency key, rejected messages kept while the batch answers 200.
@@ -19,19 +16,6 @@ const TWO = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
 const newKey = () => `ik_${randomBytes(32).toString("base64url")}`;
 const KEY_ONE = newKey();
 const KEY_TWO = newKey();
-
-class FakeProducer implements EventProducer {
-  sent: OutgoingMessage[] = [];
-  failing = false;
-  async send(_topic: string, messages: OutgoingMessage[]) {
-    if (this.failing) throw new DependencyUnavailableError("kafka", "down");
-    this.sent.push(...messages);
-  }
-  async close() {}
-  events(): RawEventV1[] {
-    return this.sent.map((m) => JSON.parse(String(m.value)));
-  }
-}
 
 class KeyDirectory implements TenantDirectory {
   async businessesOfUser(): Promise<BusinessAccess[]> {

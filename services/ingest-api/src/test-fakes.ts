@@ -1,4 +1,22 @@
+import { DependencyUnavailableError } from "@crm/errors";
+import type { EventProducer, OutgoingMessage } from "@crm/kafka";
+import type { RawEventV1 } from "@crm/schemas";
 import type { ClaimOutcome, IdempotencyStore } from "./idempotency.ts";
+
+/** A producer that keeps what it was given (or fails like an unreachable Kafka), for unit tests. */
+export class FakeProducer implements EventProducer {
+  sent: OutgoingMessage[] = [];
+  failing = false;
+  async send(_topic: string, messages: OutgoingMessage[]) {
+    if (this.failing) throw new DependencyUnavailableError("kafka", "down");
+    this.sent.push(...messages);
+  }
+  async close() {}
+  /** The plain-JSON values sent, parsed. */
+  events(): RawEventV1[] {
+    return this.sent.map((m) => JSON.parse(String(m.value)));
+  }
+}
 
 /** Idempotency records in memory with the store's semantics (claimed, replay, mismatch, in flight), for unit tests. */
 export class MemoryIdempotency implements IdempotencyStore {

@@ -1,15 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { createKafka, KafkaEventProducer, TOPICS } from "@crm/kafka";
 import { poll } from "@crm/process";
-import {
-  consumerGroupAtTopicEnd,
-  createBusiness,
-  freePort,
-  type RunningService,
-  startService,
-  TopicProbe,
-  testEnv,
-} from "@crm/testing";
+import { createBusiness, type RunningService, TopicProbe, testEnv } from "@crm/testing";
 import fc from "fast-check";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,6 +15,7 @@ import {
   rawText,
   tree,
 } from "./hostile-arbitraries.ts";
+import { startPipelineProcesses } from "./pipeline-processes.ts";
 
 // Issue 11: no input can stop, stall or poison the pipeline. Arbitrary Unicode and JSON go into every field of
 // both endpoints of a real ingest-api, in front of a real resolver-worker, Kafka and Postgres. Every answer must
@@ -149,20 +142,11 @@ describe("hostile input end to end (issue 11)", () => {
       [businessId, ingestKey],
     );
     dlq = await new TopicProbe(env.brokers, TOPICS.dlq).start();
-    const [apiPort, workerPort] = [await freePort(), await freePort()];
-    const groupId = await consumerGroupAtTopicEnd(env.brokers, TOPICS.raw, "fuzz");
-    [api, worker] = await Promise.all([
-      startService({
-        entry: "services/ingest-api/src/main.ts",
-        env: { INGEST_PORT: String(apiPort), LOG_LEVEL: "warn" },
-        healthUrl: `http://127.0.0.1:${apiPort}/healthz`,
-      }),
-      startService({
-        entry: "services/resolver-worker/src/main.ts",
-        env: { WORKER_PORT: String(workerPort), WORKER_GROUP_ID: groupId, LOG_LEVEL: "warn" },
-        healthUrl: `http://127.0.0.1:${workerPort}/healthz`,
-      }),
-    ]);
+    ({ api, worker } = await startPipelineProcesses({
+      brokers: env.brokers,
+      groupPrefix: "fuzz",
+      env: { LOG_LEVEL: "warn" },
+    }));
   });
 
   afterAll(async () => {

@@ -2,19 +2,12 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { gzipSync } from "node:zlib";
 import { TOPICS } from "@crm/kafka";
 import { poll } from "@crm/process";
-import {
-  consumerGroupAtTopicEnd,
-  createBusiness,
-  freePort,
-  type RunningService,
-  startService,
-  TopicProbe,
-  testEnv,
-} from "@crm/testing";
+import { createBusiness, type RunningService, TopicProbe, testEnv } from "@crm/testing";
 import fc from "fast-check";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dateText, graphemes, hostileString, mostly, props, rawText, tree } from "./hostile-arbitraries.ts";
+import { startPipelineProcesses } from "./pipeline-processes.ts";
 import { createIngestKey, eventCount } from "./segment-fixtures.ts";
 
 // Issue 15 point 5: the hostile-input rules of issue 11 hold on the Segment-compatible listener exactly as on
@@ -164,26 +157,12 @@ describe("hostile input on the Segment-compatible listener (issue 15)", () => {
     ({ businessId: otherBusiness } = await createBusiness(admin));
     writeKey = await createIngestKey(admin, businessId);
     dlq = await new TopicProbe(env.brokers, TOPICS.dlq).start();
-    const [apiPort, segmentPort, workerPort] = [await freePort(), await freePort(), await freePort()];
-    segmentUrl = `http://127.0.0.1:${segmentPort}`;
-    const groupId = await consumerGroupAtTopicEnd(env.brokers, TOPICS.raw, "segment-fuzz");
-    [api, worker] = await Promise.all([
-      startService({
-        entry: "services/ingest-api/src/main.ts",
-        env: {
-          INGEST_PORT: String(apiPort),
-          SEGMENT_PORT: String(segmentPort),
-          LOG_LEVEL: "warn",
-          INGEST_INSTANCE_GROUP: `segment-fuzz-${randomUUID()}`,
-        },
-        healthUrl: `http://127.0.0.1:${apiPort}/healthz`,
-      }),
-      startService({
-        entry: "services/resolver-worker/src/main.ts",
-        env: { WORKER_PORT: String(workerPort), WORKER_GROUP_ID: groupId, LOG_LEVEL: "warn" },
-        healthUrl: `http://127.0.0.1:${workerPort}/healthz`,
-      }),
-    ]);
+    ({ api, worker, segmentUrl } = await startPipelineProcesses({
+      brokers: env.brokers,
+      groupPrefix: "segment-fuzz",
+      env: { LOG_LEVEL: "warn" },
+      apiEnv: { INGEST_INSTANCE_GROUP: `segment-fuzz-${randomUUID()}` },
+    }));
   });
 
   afterAll(async () => {

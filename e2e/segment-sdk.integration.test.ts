@@ -1,18 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { TOPICS } from "@crm/kafka";
 import { poll } from "@crm/process";
-import {
-  consumerGroupAtTopicEnd,
-  createBusiness,
-  freePort,
-  type RunningService,
-  startService,
-  TopicProbe,
-  testEnv,
-} from "@crm/testing";
+import { createBusiness, type RunningService, TopicProbe, testEnv } from "@crm/testing";
 import RudderAnalytics from "@rudderstack/rudder-sdk-node";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startPipelineProcesses } from "./pipeline-processes.ts";
 import {
   createIngestKey,
   eventCount,
@@ -34,25 +27,11 @@ describe("Segment and RudderStack SDKs", () => {
 
   beforeAll(async () => {
     updates = await new TopicProbe(env.brokers, TOPICS.contactUpdated).start();
-    const [apiPort, segmentPort, workerPort] = [await freePort(), await freePort(), await freePort()];
-    segmentUrl = `http://127.0.0.1:${segmentPort}`;
-    const groupId = await consumerGroupAtTopicEnd(env.brokers, TOPICS.raw, "segment-e2e");
-    [api, worker] = await Promise.all([
-      startService({
-        entry: "services/ingest-api/src/main.ts",
-        env: {
-          INGEST_PORT: String(apiPort),
-          SEGMENT_PORT: String(segmentPort),
-          INGEST_INSTANCE_GROUP: `segment-e2e-${randomUUID()}`,
-        },
-        healthUrl: `http://127.0.0.1:${apiPort}/healthz`,
-      }),
-      startService({
-        entry: "services/resolver-worker/src/main.ts",
-        env: { WORKER_PORT: String(workerPort), WORKER_GROUP_ID: groupId },
-        healthUrl: `http://127.0.0.1:${workerPort}/healthz`,
-      }),
-    ]);
+    ({ api, worker, segmentUrl } = await startPipelineProcesses({
+      brokers: env.brokers,
+      groupPrefix: "segment-e2e",
+      apiEnv: { INGEST_INSTANCE_GROUP: `segment-e2e-${randomUUID()}` },
+    }));
     await poll("the Segment listener", async () => (await fetch(`${segmentUrl}/healthz`)).ok || undefined, {
       timeoutMs: 10_000,
     });

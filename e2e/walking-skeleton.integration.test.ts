@@ -1,17 +1,9 @@
 import { TOPICS } from "@crm/kafka";
 import { poll } from "@crm/process";
-import {
-  consumerGroupAtTopicEnd,
-  createBusiness,
-  freePort,
-  type RunningService,
-  signUserToken,
-  startService,
-  TopicProbe,
-  testEnv,
-} from "@crm/testing";
+import { createBusiness, type RunningService, signUserToken, TopicProbe, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startPipelineProcesses } from "./pipeline-processes.ts";
 
 // One event all the way through the real processes: ingest-api (HTTP) -> events.raw.v1 -> resolver-worker ->
 // Postgres (contact, identity, event, outbox) -> Debezium -> contact.updated.v1.
@@ -26,22 +18,7 @@ describe("walking skeleton", () => {
   beforeAll(async () => {
     updates = await new TopicProbe(env.brokers, TOPICS.contactUpdated).start();
     raw = await new TopicProbe(env.brokers, TOPICS.raw).start();
-    const apiPort = await freePort();
-    const workerPort = await freePort();
-    // Its own group at the topic's end: the event under test is not queued behind other tests' backlog.
-    const groupId = await consumerGroupAtTopicEnd(env.brokers, TOPICS.raw, "e2e");
-    [api, worker] = await Promise.all([
-      startService({
-        entry: "services/ingest-api/src/main.ts",
-        env: { INGEST_PORT: String(apiPort) },
-        healthUrl: `http://127.0.0.1:${apiPort}/healthz`,
-      }),
-      startService({
-        entry: "services/resolver-worker/src/main.ts",
-        env: { WORKER_PORT: String(workerPort), WORKER_GROUP_ID: groupId },
-        healthUrl: `http://127.0.0.1:${workerPort}/healthz`,
-      }),
-    ]);
+    ({ api, worker } = await startPipelineProcesses({ brokers: env.brokers, groupPrefix: "e2e" }));
   });
 
   afterAll(async () => {

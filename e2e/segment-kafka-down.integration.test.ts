@@ -1,17 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import {
-  credentialsOf,
-  ensureToolchain,
-  isAlive,
-  kafkaSecrets,
-  readPid,
-  type StackSettings,
-  stackSettings,
-  startKafka,
-  stopJvm,
-} from "@crm/infra/stack";
+import { type PrivateBroker, startPrivateBroker } from "@crm/infra/stack";
 import { KAFKA_PRINCIPALS, type KafkaPrincipal } from "@crm/kafka";
 import { poll } from "@crm/process";
 import { createBusiness, freePort, type RunningService, startService, testEnv } from "@crm/testing";
@@ -26,34 +13,17 @@ import { createIngestKey, eventCount, segmentClient } from "./segment-fixtures.t
 describe("Segment listener while Kafka is stopped", () => {
   const env = testEnv();
   const admin = new pg.Pool({ connectionString: env.adminUrl, max: 2 });
-  const dir = mkdtempSync(join(tmpdir(), "segment-kafka-down-"));
-  let settings: StackSettings;
+  let kafka: PrivateBroker;
   let api: RunningService;
   let worker: RunningService;
   let segmentUrl: string;
 
   beforeAll(async () => {
-    chmodSync(dir, 0o755);
-    // Below the ephemeral range, as the launcher requires; random, so parallel runs rarely meet.
-    const kafkaPort = 20_000 + 2 * Math.floor(Math.random() * 4_000);
-    const controllerPort = kafkaPort + 1;
-    const base = stackSettings({
-      ...process.env,
-      STACK_KAFKA_PORT: String(kafkaPort),
-      STACK_KAFKA_CONTROLLER_PORT: String(controllerPort),
-      STACK_PARTITIONS: "3",
-      STACK_KAFKA_HEAP: "256m",
-    });
-    // Every path of the private broker is under `dir`; only the downloaded jars are shared.
-    settings = { ...base, dir, logs: join(dir, "logs"), pids: join(dir, "pids") };
-    await startKafka(
-      settings,
-      ensureToolchain(() => {}),
-    );
-    const brokers = `127.0.0.1:${kafkaPort}`;
+    kafka = await startPrivateBroker({ prefix: "segment-kafka-down-" });
+    const brokers = kafka.brokers.join(",");
     // The private broker has its own SCRAM users: each service gets its own principal's credentials.
     const principal = (name: KafkaPrincipal) => {
-      const { username, password } = credentialsOf(kafkaSecrets(settings), name);
+      const { username, password } = kafka.credentials(name);
       const prefix = `KAFKA_${KAFKA_PRINCIPALS[name]}`;
       return { [`${prefix}_USERNAME`]: username, [`${prefix}_PASSWORD`]: password };
     };
@@ -87,15 +57,8 @@ describe("Segment listener while Kafka is stopped", () => {
 
   afterAll(async () => {
     await Promise.all([api?.stop(), worker?.stop()]);
-    if (settings) {
-      const record = readPid(settings.pids, "kafka");
-      if (isAlive(record)) {
-        process.kill(record.pid, "SIGCONT");
-        await stopJvm(settings, "kafka");
-      }
-    }
+    await kafka?.stop();
     await admin.end();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it("answers 503 while Kafka is frozen; the SDK's retries apply every message exactly once", async () => {
@@ -111,9 +74,8 @@ describe("Segment listener while Kafka is stopped", () => {
       },
     );
 
-    const record = readPid(settings.pids, "kafka");
-    if (!isAlive(record)) throw new Error("private kafka is not running");
-    process.kill(record.pid, "SIGSTOP");
+    const pid = kafka.pid();
+    process.kill(pid, "SIGSTOP");
     const frozenAt = Date.now();
     for (let i = 5; i < 20; i++)
       analytics.track({ userId: `k-${i % 2}`, event: "During", properties: { i } });
@@ -121,7 +83,7 @@ describe("Segment listener while Kafka is stopped", () => {
       timeoutMs: 30_000,
     });
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, 5_000 - (Date.now() - frozenAt))));
-    process.kill(record.pid, "SIGCONT");
+    process.kill(pid, "SIGCONT");
 
     await analytics.closeAndFlush();
     expect(failures).toEqual([]);

@@ -21,6 +21,7 @@ export {
 export { credentialsOf, kafkaGrants, kafkaIsAuthenticated, kafkaSecrets } from "./kafka-auth.ts";
 export { adminUrl, pgLogFile, startPostgres, stopPostgres } from "./postgres.ts";
 export { ensureToolchain } from "./prereqs.ts";
+export { type PrivateBroker, startPrivateBroker } from "./private-broker.ts";
 export { isAlive, portOpen, readPid } from "./proc.ts";
 export { minInsyncReplicas, replicationFactor, type StackSettings, stackSettings } from "./settings.ts";
 export {

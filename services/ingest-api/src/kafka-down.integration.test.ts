@@ -1,18 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { stackDir } from "@crm/config";
-import {
-  credentialsOf,
-  ensureToolchain,
-  isAlive,
-  kafkaSecrets,
-  readPid,
-  type StackSettings,
-  stackSettings,
-  startKafka,
-  stopJvm,
-} from "@crm/infra/stack";
+import { type PrivateBroker, startPrivateBroker } from "@crm/infra/stack";
 import { createKafka, decodeFramedJson, TOPICS } from "@crm/kafka";
 import { poll } from "@crm/process";
 import { createBusiness, signUserToken, testEnv } from "@crm/testing";
@@ -26,56 +12,25 @@ import { startTestApi, type TestApi } from "./test-harness.ts";
 describe("kafka unavailable", () => {
   const env = testEnv();
   const admin = new pg.Pool({ connectionString: env.adminUrl, max: 2 });
-  const dir = mkdtempSync(join(tmpdir(), "ingest-kafka-down-"));
-  const brokers = ["127.0.0.1:29092"];
   const sendTimeoutMs = 2_000;
-  let settings: StackSettings;
-  let tools: ReturnType<typeof ensureToolchain>;
+  let kafka: PrivateBroker;
+  let brokers: string[];
   let api: TestApi;
 
   beforeAll(async () => {
-    chmodSync(dir, 0o755);
-    const base = stackSettings({
-      ...process.env,
-      STACK_KAFKA_PORT: "29092",
-      STACK_KAFKA_CONTROLLER_PORT: "29093",
-      STACK_PARTITIONS: "3",
-      STACK_KAFKA_HEAP: "256m",
-    });
-    // Every path of the private broker is under `dir`; only the downloaded jars are shared.
-    settings = {
-      ...base,
-      dir,
-      logs: join(dir, "logs"),
-      pids: join(dir, "pids"),
-      lib: join(stackDir(), "lib"),
-    };
-    tools = ensureToolchain(() => {});
-    await startKafka(settings, tools);
+    kafka = await startPrivateBroker({ prefix: "ingest-kafka-down-", port: 29_092 });
+    brokers = kafka.brokers;
     api = await startTestApi({ brokers, credentials: privateAdmin(), sendTimeoutMs });
   });
 
   afterAll(async () => {
     await api?.close();
-    if (settings) {
-      const record = readPid(settings.pids, "kafka");
-      if (isAlive(record)) {
-        process.kill(record.pid, "SIGCONT");
-        await stopJvm(settings, "kafka");
-      }
-    }
+    await kafka?.stop();
     await admin.end();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   /** The private broker has its own SCRAM users. */
-  const privateAdmin = () => credentialsOf(kafkaSecrets(settings), "admin");
-
-  function kafkaPid(): number {
-    const record = readPid(settings.pids, "kafka");
-    if (!isAlive(record)) throw new Error("private kafka is not running");
-    return record.pid;
-  }
+  const privateAdmin = () => kafka.credentials("admin");
 
   it("answers 503 quickly while Kafka hangs or is dead, and recovers when it returns", async () => {
     const { businessId, ownerId } = await createBusiness(admin);
@@ -97,7 +52,7 @@ describe("kafka unavailable", () => {
     };
 
     // Hung broker (process frozen: sockets stay open, nothing answers).
-    const pid = kafkaPid();
+    const pid = kafka.pid();
     process.kill(pid, "SIGSTOP");
     const hung = await Promise.all([track(), track(), track({ "idempotency-key": "kafka-down-retry" })]);
     hung.forEach(expectUnavailable);
@@ -105,13 +60,13 @@ describe("kafka unavailable", () => {
 
     // Dead broker (connection refused).
     process.kill(pid, "SIGKILL");
-    await poll("kafka to die", async () => (isAlive(readPid(settings.pids, "kafka")) ? undefined : true), {
+    await poll("kafka to die", async () => (kafka.alive() ? undefined : true), {
       timeoutMs: 30_000,
     });
     expectUnavailable(await track());
     expectUnavailable(await track({ "idempotency-key": "kafka-down-retry" }));
 
-    await startKafka(settings, tools);
+    await kafka.restart();
     const back = await poll(
       "a 2xx after Kafka returned",
       async () => {

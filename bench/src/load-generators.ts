@@ -45,7 +45,10 @@ export class LoadGenerators {
       key,
       mode,
       batchSize: 100,
-      connections: mode === "batch" ? Math.max(8, Math.floor(cfg.connections / 4)) : cfg.connections,
+      connections:
+        mode === "batch" || mode === "batch-keyed"
+          ? Math.max(8, Math.floor(cfg.connections / 4))
+          : cfg.connections,
       warmupS: cfg.warmupS,
       durationS: cfg.durationS,
     };

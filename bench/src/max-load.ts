@@ -4,14 +4,15 @@ import { summarize } from "./stats.ts";
 /*
  * Child process: closed-loop maximum throughput with autocannon (its API in this separate process, so the load
  * generator's CPU is its own and visible per process). Every request carries a new contact (a new Kafka key, as a
- * real producer's traffic spreads over keys) and, in `idempotent` mode, a new Idempotency-Key. Prints one JSON
+ * real producer's traffic spreads over keys) and, in `idempotent` mode, a new Idempotency-Key (in `batch-keyed`
+ * mode, a batch whose every item has a new `idempotency_key`). Prints one JSON
  * line: requests/s and events/s of 2xx answers, status counts, latency summary. Config: one JSON argument.
  */
 
 export interface MaxLoadConfig {
   url: string;
   key: string;
-  mode: "track" | "batch" | "idempotent";
+  mode: "track" | "batch" | "idempotent" | "batch-keyed";
   batchSize: number;
   connections: number;
   warmupS: number;
@@ -31,14 +32,21 @@ function event() {
   };
 }
 
+function keyedEvent() {
+  return { ...event(), idempotency_key: `bench-${tag}-${counter}` };
+}
+
+const batched = config.mode === "batch" || config.mode === "batch-keyed";
+
 function setupRequest(req: autocannon.Request): autocannon.Request {
   const headers: Record<string, string> = {
     authorization: `Bearer ${config.key}`,
     "content-type": "application/json",
   };
   if (config.mode === "idempotent") headers["idempotency-key"] = `bench-${tag}-${counter}`;
-  const body =
-    config.mode === "batch" ? { events: Array.from({ length: config.batchSize }, event) } : event();
+  const body = batched
+    ? { events: Array.from({ length: config.batchSize }, config.mode === "batch" ? event : keyedEvent) }
+    : event();
   return { ...req, headers, body: JSON.stringify(body) };
 }
 
@@ -49,7 +57,7 @@ async function phase(durationS: number, record: boolean) {
   const done = new Promise<autocannon.Result>((resolve, reject) => {
     instance = autocannon(
       {
-        url: `${config.url}${config.mode === "batch" ? "/v1/batch" : "/v1/track"}`,
+        url: `${config.url}${batched ? "/v1/batch" : "/v1/track"}`,
         method: "POST",
         connections: config.connections,
         duration: durationS,
@@ -76,7 +84,7 @@ const seconds = result.duration;
 console.log(
   JSON.stringify({
     requestsPerSec: ok / seconds,
-    eventsPerSec: (ok * (config.mode === "batch" ? config.batchSize : 1)) / seconds,
+    eventsPerSec: (ok * (batched ? config.batchSize : 1)) / seconds,
     seconds,
     statuses,
     errors: result.errors,

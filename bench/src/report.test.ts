@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { type BenchResults, buildReport, fmt, likelyLimit, markdownTable, ratio, verdict } from "./report.ts";
+import {
+  type BenchResults,
+  buildReport,
+  cpuPerEventTable,
+  fmt,
+  likelyLimit,
+  markdownTable,
+  ratio,
+  verdict,
+} from "./report.ts";
 import type { SampleReport } from "./sampler.ts";
 import { summarize } from "./stats.ts";
 
@@ -116,5 +125,29 @@ describe("likelyLimit", () => {
     expect(likelyLimit({ sample, rawTopicInPerSec: 0, profiles: {} }, 2)).toBe(
       "machine CPU (1.95 of 2 cores busy)",
     );
+  });
+});
+
+describe("cpuPerEventTable", () => {
+  it("divides each process's CPU by the phase's events, totals the pipeline and leaves the clients out", () => {
+    const sample: SampleReport = {
+      seconds: 10,
+      processes: {
+        "api-s1": { pid: 1, maxRssMb: 100, cpuCores: 0.5 },
+        postgres: { pid: 2, maxRssMb: 100, cpuCores: 0.25 },
+        load: { pid: 3, maxRssMb: 50, cpuCores: 0.9 },
+      },
+      machineBusyCores: 1.6,
+      loadAverage1m: [1],
+      pgWaits: {},
+      pgActiveBackendsMean: 1,
+    };
+    const table = cpuPerEventTable({ "1 max": { sample, rawTopicInPerSec: 5_000, profiles: {} } }, (name) =>
+      name.replace(/-s\d\w*$/, ""),
+    );
+    expect(table).toContain("api µs");
+    expect(table).not.toContain("load µs");
+    // 0.5 core / 5,000 events/s = 100 µs; postgres 50 µs; total 150 µs
+    expect(table).toMatch(/\| 1 max +\| 5,000 +\| 100 +\| 50 +\| 150 +\|/);
   });
 });

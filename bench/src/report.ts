@@ -37,6 +37,8 @@ export interface BenchResults {
   };
   scenario2?: MaxLoadResult;
   scenario3?: MaxLoadResult;
+  /** Batches of 100 whose every item is keyed (issue 13). */
+  scenario3KeyedBatch?: MaxLoadResult;
   scenario4Latency?: {
     rate: number;
     tenants: number;
@@ -164,6 +166,16 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
       `Kafka ${fmt(kafkaLimit)} rec/s`,
       ratio(s3.eventsPerSec, kafkaLimit),
       "",
+    ]);
+  const s3b = results.scenario3KeyedBatch;
+  if (s3b)
+    rows.push([
+      "3b keyed batches of 100",
+      "accepted events/s",
+      fmt(s3b.eventsPerSec),
+      `scenario 2 ${fmt(s2?.eventsPerSec)} events/s`,
+      ratio(s3b.eventsPerSec, s2?.eventsPerSec),
+      `>= 0.7 of scenario 2: ${s2 ? verdict(s3b.eventsPerSec / s2.eventsPerSec, 0.7, "higher") : "n/a"}`,
     ]);
   if (s4t)
     rows.push([
@@ -316,7 +328,7 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
     ],
     bottleneckRows,
   );
-  return `${main}\n\nResident memory (max VmRSS) and CPU (cores) per process, per phase:\n\n${resources}\n\nEvidence of what limits each phase:\n\n${bottlenecks}\n`;
+  return `${main}\n\nResident memory (max VmRSS) and CPU (cores) per process, per phase:\n\n${resources}\n\nCPU per event (µs of CPU per event produced to the run's raw topic in the phase), per process and in total:\n\n${cpuPerEventTable(phases, label)}\n\nEvidence of what limits each phase:\n\n${bottlenecks}\n`;
 }
 
 /**
@@ -353,4 +365,28 @@ export function likelyLimit(phase: Phase, cores: number): string {
   if (reasons.length === 0 && phase.sample.machineBusyCores >= 0.9 * cores)
     reasons.push(`machine CPU (${phase.sample.machineBusyCores.toFixed(2)} of ${cores} cores busy)`);
   return reasons.join("; ") || "none evident (load generator or rate)";
+}
+
+/**
+ * CPU cost per event (issue 13): each process's CPU over the phase divided by the events the phase produced to the
+ * run's raw topic. Load generators are left out of the total (they are the clients, not the pipeline).
+ */
+export function cpuPerEventTable(phases: Record<string, Phase>, label: (name: string) => string): string {
+  const isClient = (name: string) => /load|autocannon|paced|max-load/.test(name);
+  const columns = [
+    ...new Set(Object.values(phases).flatMap((p) => Object.keys(p.sample.processes).map(label))),
+  ].filter((c) => !isClient(c));
+  const rows = Object.entries(phases).map(([phaseName, p]) => {
+    const events = p.rawTopicInPerSec;
+    const perEvent = (cores: number) => (events > 0 ? (cores * 1e6) / events : undefined);
+    let total = 0;
+    const cells = columns.map((column) => {
+      const entry = Object.entries(p.sample.processes).find(([name]) => label(name) === column)?.[1];
+      if (!entry) return "";
+      total += entry.cpuCores;
+      return fmt(perEvent(entry.cpuCores), 0);
+    });
+    return [phaseName, fmt(events), ...cells, fmt(perEvent(total), 0)];
+  });
+  return markdownTable(["phase", "events/s", ...columns.map((c) => `${c} µs`), "total µs"], rows);
 }

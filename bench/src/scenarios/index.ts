@@ -6,6 +6,7 @@ import { hotTenant } from "./hot-tenant.ts";
 import { httpLimit } from "./http-limit.ts";
 import { idempotencyKeys } from "./idempotency-keys.ts";
 import { kafkaProducerLimit } from "./kafka-producer-limit.ts";
+import { keyedBatches } from "./keyed-batches.ts";
 import { pgbenchLimit } from "./pgbench-limit.ts";
 import { singleEvents } from "./single-events.ts";
 
@@ -18,6 +19,7 @@ export const SCENARIOS: Scenario[] = [
   singleEvents,
   batches,
   idempotencyKeys,
+  keyedBatches,
   endToEndLatency,
   hotTenant,
   appliedThroughput,

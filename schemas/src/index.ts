@@ -1,12 +1,21 @@
 import contactUpdatedV1 from "../contact.updated.v1.json" with { type: "json" };
 import eventsRawV1 from "../events.raw.v1.json" with { type: "json" };
-import type { ContactUpdatedV1, EventsRawV1 } from "./types.generated.ts";
+import segmentDefinitionV1 from "../segment-definition.v1.json" with { type: "json" };
+import type { ContactUpdatedV1, EventsRawV1, SegmentDefinitionV1 } from "./types.generated.ts";
 
 /** The published JSON Schemas, by topic; registered as `<topic>-value`. */
 export const TOPIC_SCHEMAS = {
   "events.raw.v1": eventsRawV1,
   "contact.updated.v1": contactUpdatedV1,
 } as const;
+
+/** JSON Schemas of documents that are not topic values (stored or sent to an API); types generated the same way. */
+export const DOCUMENT_SCHEMAS = {
+  "segment-definition.v1": segmentDefinitionV1,
+} as const;
+
+/** The rule of a segment (issue 16), as stored in `segment_definitions.definition`. */
+export type { SegmentDefinitionV1 };
 
 // The value types are derived from the JSON Schemas above (types.generated.ts, checked by types.test.ts), never
 // written by hand: a change of a schema changes the types, and tsc shows every place it touches.

@@ -87,3 +87,464 @@ export interface ContactUpdatedV1 {
   cause_event_id: string;
   occurred_at: string;
 }
+
+/**
+ * A test of one contact field or trait. exists takes no value; before/after take an ISO 8601 date-time; within_last_days an integer number of days.
+ */
+export type ContactCondition = ValueOfOp & {
+  /**
+   * A column of the contact, or one of its traits as traits.<key>.
+   */
+  field: ContactField & ContactField1;
+  op:
+    | "="
+    | "!="
+    | "<"
+    | "<="
+    | ">"
+    | ">="
+    | "contains"
+    | "starts_with"
+    | "in"
+    | "exists"
+    | "before"
+    | "after"
+    | "within_last_days";
+  value?: unknown;
+};
+/**
+ * The value each operator takes.
+ */
+export type ValueOfOp = {
+  [k: string]: unknown;
+};
+export type ContactField =
+  ("external_id" | "email" | "phone" | "name" | "first_seen_at" | "last_seen_at") | string;
+export type ContactField1 = string;
+export type EventType = string;
+/**
+ * Property filters, all of which an event must pass to count.
+ *
+ * @maxItems 20
+ */
+export type Where =
+  | []
+  | [PropertyFilter]
+  | [PropertyFilter, PropertyFilter]
+  | [PropertyFilter, PropertyFilter, PropertyFilter]
+  | [PropertyFilter, PropertyFilter, PropertyFilter, PropertyFilter]
+  | [PropertyFilter, PropertyFilter, PropertyFilter, PropertyFilter, PropertyFilter]
+  | [PropertyFilter, PropertyFilter, PropertyFilter, PropertyFilter, PropertyFilter, PropertyFilter]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ]
+  | [
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+      PropertyFilter,
+    ];
+/**
+ * A test of one top-level key of the event's props, with the operators of contact conditions except the date ones.
+ */
+export type PropertyFilter = ValueOfOp & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+} & {
+  property: string;
+  op: "=" | "!=" | "<" | "<=" | ">" | ">=" | "contains" | "starts_with" | "in" | "exists";
+  value?: unknown;
+};
+/**
+ * The last N days (now - N days .. now), or between from_days_ago and to_days_ago days ago (from_days_ago > to_days_ago).
+ */
+export type Window =
+  | {
+      last_days: Days;
+    }
+  | {
+      from_days_ago: Days;
+      to_days_ago: number;
+    };
+export type Days = number;
+export type Comparison = "=" | "!=" | "<" | "<=" | ">" | ">=";
+
+/**
+ * The rule of a segment (issue 16): one condition, combined with all/any/not. Each condition object has exactly one key, which names its kind. Limits a schema cannot state (depth, size, cycles, references to existing segments of the same business) are checked by @crm/segment-definitions.
+ */
+export interface SegmentDefinitionV1 {
+  /**
+   * True when every condition is true.
+   *
+   * @minItems 1
+   * @maxItems 50
+   */
+  all?: [Condition, ...Condition[]];
+  /**
+   * True when at least one condition is true.
+   *
+   * @minItems 1
+   * @maxItems 50
+   */
+  any?: [Condition, ...Condition[]];
+  not?: Condition1;
+  contact?: ContactCondition;
+  event?: EventCondition;
+  no_event?: NoEventCondition;
+  /**
+   * Membership of another active segment of the same business, by id (no cycles).
+   */
+  segment?: string;
+}
+export interface Condition {
+  /**
+   * True when every condition is true.
+   *
+   * @minItems 1
+   * @maxItems 50
+   */
+  all?: [Condition, ...Condition[]];
+  /**
+   * True when at least one condition is true.
+   *
+   * @minItems 1
+   * @maxItems 50
+   */
+  any?: [Condition, ...Condition[]];
+  not?: Condition1;
+  contact?: ContactCondition;
+  event?: EventCondition;
+  no_event?: NoEventCondition;
+  /**
+   * Membership of another active segment of the same business, by id (no cycles).
+   */
+  segment?: string;
+}
+/**
+ * True when the condition is false.
+ */
+export interface Condition1 {
+  /**
+   * True when every condition is true.
+   *
+   * @minItems 1
+   * @maxItems 50
+   */
+  all?: [Condition, ...Condition[]];
+  /**
+   * True when at least one condition is true.
+   *
+   * @minItems 1
+   * @maxItems 50
+   */
+  any?: [Condition, ...Condition[]];
+  not?: Condition1;
+  contact?: ContactCondition;
+  event?: EventCondition;
+  no_event?: NoEventCondition;
+  /**
+   * Membership of another active segment of the same business, by id (no cycles).
+   */
+  segment?: string;
+}
+/**
+ * count of the matching events in the window, or sum/min/max/avg of a numeric property over them (events whose property is not a number are left out), compared to value.
+ */
+export interface EventCondition {
+  type: EventType;
+  where?: Where;
+  window: Window;
+  measure: "count" | "sum" | "min" | "max" | "avg";
+  property?: string;
+  op: Comparison;
+  value: number;
+}
+/**
+ * True when the contact has no matching event of this type in the last N days (at-risk).
+ */
+export interface NoEventCondition {
+  type: EventType;
+  where?: Where;
+  last_days: Days;
+}

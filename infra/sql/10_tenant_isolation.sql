@@ -13,7 +13,8 @@ DO $$
 DECLARE t text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['crm_contacts','contact_identities','crm_events','outbox','identity_conflicts',
-                           'ingest_keys','business_team','idempotency_keys','rejected_events']
+                           'ingest_keys','business_team','idempotency_keys','rejected_events',
+                           'segment_definitions','segment_definition_versions']
   LOOP
     EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
     EXECUTE format('CREATE POLICY tenant_isolation ON %I USING (business_id = app.current_business())'

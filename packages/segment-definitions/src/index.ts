@@ -1,2 +1,3 @@
 export * from "./cycles.ts";
+export * from "./store.ts";
 export * from "./validate.ts";

@@ -1,3 +1,4 @@
+import type { Pool } from "@crm/db";
 import type { EventProducer } from "@crm/kafka";
 import type { Logger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
@@ -7,9 +8,11 @@ import { authenticateCaller, createIngest, edgeErrorHandler, useEdgeMiddleware }
 import type { AppVariables } from "./http.ts";
 import type { IdempotencyStore } from "./idempotency.ts";
 import type { RateLimits } from "./ingest.ts";
+import { manageOpenApi } from "./manage-schema.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import type { AuthFailureLimiter, RateLimiter } from "./rate-limit.ts";
 import { batchRoutes } from "./routes/batch.ts";
+import { manageSegmentRoutes } from "./routes/manage-segments.ts";
 import { trackRoutes } from "./routes/track.ts";
 import type { TenantDirectory } from "./tenant-directory.ts";
 import { openApiDocument } from "./track-schema.ts";
@@ -41,6 +44,8 @@ export interface AppDeps {
   readinessChecks?: Record<string, () => Promise<unknown>>;
   /** True once shutdown began: /readyz turns 503 so balancers stop sending. */
   isShuttingDown?: () => boolean;
+  /** The service-role pool of the management API (`/v1/manage/...`); without it that API is not served. */
+  db?: Pool;
 }
 
 /** The ingest HTTP API (SPEC 4). Never listens: main.ts serves it, tests call `app.request()`. */
@@ -78,6 +83,14 @@ export function createApp(deps: AppDeps) {
   });
 
   const openApi = openApiDocument();
+  if (deps.db) {
+    const manage = manageOpenApi((description) => ({
+      description,
+      content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+    }));
+    Object.assign(openApi.components.schemas, manage.schemas);
+    Object.assign(openApi.paths, manage.paths);
+  }
   app.get("/openapi.json", (c) => c.json(openApi));
 
   // An address that failed to authenticate too often is refused before its credential is looked at (edge.ts).
@@ -87,6 +100,7 @@ export function createApp(deps: AppDeps) {
   });
   app.route("/v1", trackRoutes(ingest));
   app.route("/v1", batchRoutes(ingest));
+  if (deps.db) app.route("/v1/manage", manageSegmentRoutes(deps.db));
 
   app.notFound((c) => c.json({ ok: false, error: { code: "not_found", message: "no such route" } }, 404));
 

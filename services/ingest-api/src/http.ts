@@ -91,6 +91,13 @@ export async function readJsonBody(source: BodySource, limit: number): Promise<u
   return parseJson((await readBody(source, limit)).toString("utf8"));
 }
 
+/** readJsonBody for a route whose body is optional: undefined when there is none or it is empty. */
+export async function readOptionalJsonBody(source: BodySource, limit: number): Promise<unknown> {
+  if (source.stream instanceof Request && !source.stream.body) return undefined;
+  const text = (await readBody(source, limit)).toString("utf8");
+  return text.trim() === "" ? undefined : parseJson(text);
+}
+
 /** The bytes of a body of at most `limit` bytes, with readJsonBody's answers for too large, cut off or late. */
 export function readBody(source: BodySource, limit: number): Promise<Buffer> {
   const { stream, deadline } = source;

@@ -78,6 +78,7 @@ const deps: AppDeps = {
   trustedProxyHops: env.INGEST_TRUSTED_PROXY_HOPS,
   bodyTimeoutMs: env.INGEST_BODY_TIMEOUT_MS,
   readinessChecks: { postgres: () => pool.query("SELECT 1") },
+  db: pool,
   isShuttingDown: () => shuttingDown,
 };
 const app = createApp(deps);

@@ -86,6 +86,7 @@ export async function startTestApi(
     ...(options.limits ? { limits: options.limits } : {}),
     limiter: new RateLimiter(instances.share),
     readinessChecks: { postgres: () => pool.query("SELECT 1") },
+    db: pool,
   });
   return {
     app,

@@ -30,7 +30,8 @@ export interface SegmentVersionRecord {
 }
 
 // Every function below runs inside `transaction(pool, tag, fn, { businessId })` of @crm/db: RLS then shows and
-// accepts only that business's rows, so an id of another business is simply not found.
+// accepts only that business's rows, so an id of another business is simply not found. Each statement names the
+// business too: the operator CLI runs as the admin role, which RLS does not restrict.
 
 const COLUMNS = "id, business_id, name, version, definition, status, created_at, updated_at";
 type Row = Omit<SegmentRecord, "member_count" | "created_at" | "updated_at"> & {
@@ -91,13 +92,15 @@ async function lockBusinessDefinitions(client: PoolClient, businessId: string): 
  */
 async function checkReferences(
   client: PoolClient,
+  businessId: string,
   definition: SegmentDefinition,
   references: string[],
   self: string | undefined,
 ): Promise<void> {
   if (references.length === 0) return;
   const { rows } = await client.query<{ id: string; status: SegmentStatus; definition: unknown }>(
-    "SELECT id, status, definition FROM segment_definitions",
+    "SELECT id, status, definition FROM segment_definitions WHERE business_id = $1",
+    [businessId],
   );
   const byId = new Map(rows.map((row) => [row.id, row]));
   const issues = references.flatMap((id) => {
@@ -146,7 +149,7 @@ export async function createSegment(
   const name = checkedName(input.name);
   const { definition, references } = checkedDefinition(input.definition);
   await lockBusinessDefinitions(client, input.businessId);
-  await checkReferences(client, definition, references, undefined);
+  await checkReferences(client, input.businessId, definition, references, undefined);
   const { rows } = await client.query<Row>(
     `INSERT INTO segment_definitions (business_id, name, definition) VALUES ($1, $2, $3) RETURNING ${COLUMNS}`,
     [input.businessId, name, JSON.stringify(definition)],
@@ -157,13 +160,14 @@ export async function createSegment(
 
 async function lockedSegment(
   client: PoolClient,
+  businessId: string,
   id: string,
   expectedVersion: number | undefined,
 ): Promise<Row> {
   if (!isUuid(id)) throw notFound(id);
   const { rows } = await client.query<Row>(
-    `SELECT ${COLUMNS} FROM segment_definitions WHERE id = $1 FOR UPDATE`,
-    [id],
+    `SELECT ${COLUMNS} FROM segment_definitions WHERE business_id = $1 AND id = $2 FOR UPDATE`,
+    [businessId, id],
   );
   const row = rows[0];
   if (!row) throw notFound(id);
@@ -192,11 +196,12 @@ export async function updateSegment(
   const name = input.name === undefined ? undefined : checkedName(input.name);
   const checked = input.definition === undefined ? undefined : checkedDefinition(input.definition);
   await lockBusinessDefinitions(client, input.businessId);
-  const current = await lockedSegment(client, input.id, input.expectedVersion);
+  const current = await lockedSegment(client, input.businessId, input.id, input.expectedVersion);
   if (current.status !== "active") {
     throw new HttpError(409, "segment_archived", "an archived segment cannot be changed");
   }
-  if (checked) await checkReferences(client, checked.definition, checked.references, current.id);
+  if (checked)
+    await checkReferences(client, input.businessId, checked.definition, checked.references, current.id);
   const { rows } = await client.query<Row>(
     `UPDATE segment_definitions
      SET name = $2, definition = $3, version = version + 1, updated_at = now()
@@ -216,11 +221,11 @@ export async function archiveSegment(
   input: { businessId: string; id: string; expectedVersion?: number; changedBy: string | null },
 ): Promise<SegmentRecord> {
   await lockBusinessDefinitions(client, input.businessId);
-  const current = await lockedSegment(client, input.id, input.expectedVersion);
+  const current = await lockedSegment(client, input.businessId, input.id, input.expectedVersion);
   if (current.status === "archived") return toRecord(current);
   const { rows: others } = await client.query<{ id: string; definition: unknown }>(
-    "SELECT id, definition FROM segment_definitions WHERE status = 'active' AND id <> $1",
-    [current.id],
+    "SELECT id, definition FROM segment_definitions WHERE business_id = $1 AND status = 'active' AND id <> $2",
+    [input.businessId, current.id],
   );
   const users = others
     .filter((row) => segmentReferences(row.definition).includes(current.id))
@@ -240,30 +245,38 @@ export async function archiveSegment(
 /** The business's segments, oldest first; `status` "all" includes archived ones. */
 export async function listSegments(
   client: PoolClient,
+  businessId: string,
   status: SegmentStatus | "all" = "active",
 ): Promise<SegmentRecord[]> {
   const { rows } = await client.query<Row>(
-    `SELECT ${COLUMNS} FROM segment_definitions WHERE $1 = 'all' OR status = $1 ORDER BY created_at, id`,
-    [status],
+    `SELECT ${COLUMNS} FROM segment_definitions WHERE business_id = $1 AND ($2 = 'all' OR status = $2) ORDER BY created_at, id`,
+    [businessId, status],
   );
   return rows.map(toRecord);
 }
 
 /** One segment of the business (404 for an id of another business: RLS does not show it). */
-export async function getSegment(client: PoolClient, id: string): Promise<SegmentRecord> {
+export async function getSegment(client: PoolClient, businessId: string, id: string): Promise<SegmentRecord> {
   if (!isUuid(id)) throw notFound(id);
-  const { rows } = await client.query<Row>(`SELECT ${COLUMNS} FROM segment_definitions WHERE id = $1`, [id]);
+  const { rows } = await client.query<Row>(
+    `SELECT ${COLUMNS} FROM segment_definitions WHERE business_id = $1 AND id = $2`,
+    [businessId, id],
+  );
   if (!rows[0]) throw notFound(id);
   return toRecord(rows[0]);
 }
 
 /** Every version of a segment, oldest first. */
-export async function segmentVersions(client: PoolClient, id: string): Promise<SegmentVersionRecord[]> {
-  await getSegment(client, id);
+export async function segmentVersions(
+  client: PoolClient,
+  businessId: string,
+  id: string,
+): Promise<SegmentVersionRecord[]> {
+  await getSegment(client, businessId, id);
   const { rows } = await client.query<Omit<SegmentVersionRecord, "created_at"> & { created_at: Date }>(
     `SELECT version, name, definition, status, changed_by, created_at FROM segment_definition_versions
-     WHERE segment_id = $1 ORDER BY version`,
-    [id],
+     WHERE business_id = $1 AND segment_id = $2 ORDER BY version`,
+    [businessId, id],
   );
   return rows.map((row) => ({ ...row, created_at: row.created_at.toISOString() }));
 }

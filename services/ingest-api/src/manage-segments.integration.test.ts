@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { runSegments } from "@crm/segment-definitions/cli";
 import { createBusiness, signUserToken, testEnv } from "@crm/testing";
 import fc from "fast-check";
 import pg from "pg";
@@ -279,6 +280,43 @@ describe("management API: segment definitions", () => {
       ),
       { numRuns: Number(process.env.FUZZ_RUNS ?? 300) },
     );
+  });
+
+  it("the operator CLI (admin role, which RLS does not restrict) applies the same checks, scoped to the business named", async () => {
+    const printed: string[] = [];
+    const print = (line: string) => printed.push(line);
+    const ofB = await create(ownerB, "B only", highValue);
+    expect(await runSegments(["create", a.businessId, "cli", JSON.stringify(highValue)], admin, print)).toBe(
+      0,
+    );
+    const made = JSON.parse(printed.pop()!);
+    expect(made).toMatchObject({ business_id: a.businessId, version: 1, member_count: 0 });
+    const naming = ["update", a.businessId, made.id, "--definition", JSON.stringify({ segment: ofB.id })];
+    expect(await runSegments(naming, admin, print)).toBe(1);
+    expect(printed.pop()).toMatch(/does not exist in this business/);
+    expect(await runSegments(["get", a.businessId, ofB.id], admin, print)).toBe(1);
+    expect(printed.pop()).toMatch(/not_found/);
+    expect(
+      await runSegments(
+        ["update", a.businessId, made.id, "--definition", JSON.stringify({ segment: made.id })],
+        admin,
+        print,
+      ),
+    ).toBe(1);
+    expect(printed.pop()).toMatch(/cycle/);
+    expect(
+      await runSegments(
+        ["update", a.businessId, made.id, "--name", "cli 2", "--expected-version", "1"],
+        admin,
+        print,
+      ),
+    ).toBe(0);
+    expect(await runSegments(["archive", a.businessId, made.id], admin, print)).toBe(0);
+    expect(await runSegments(["get", a.businessId, made.id, "--versions"], admin, print)).toBe(0);
+    expect(printed.slice(-3).map((line) => JSON.parse(line).version)).toEqual([1, 2, 3]);
+    const api = await call("GET", `/v1/manage/segments/${made.id}`, teamA);
+    expect(api.body.segment).toMatchObject({ name: "cli 2", version: 3, status: "archived" });
+    expect(await runSegments(["frobnicate"], admin, print)).toBe(2);
   });
 
   it("describes the management API in /openapi.json with the rule's JSON Schema", async () => {

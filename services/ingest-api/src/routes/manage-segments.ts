@@ -50,9 +50,14 @@ export function manageSegmentRoutes(pool: Pool) {
   app.get("/segments", async (c) => {
     const status = parseOr400(ListStatus, c.req.query("status") ?? "active", ["status"]);
     const { businessId } = await tenantOf(c.get("caller"), c.req.query("business_id"));
-    const segments = await transaction(pool, "segments.list", (client) => listSegments(client, status), {
-      businessId,
-    });
+    const segments = await transaction(
+      pool,
+      "segments.list",
+      (client) => listSegments(client, businessId, status),
+      {
+        businessId,
+      },
+    );
     return c.json({ ok: true, segments });
   });
 
@@ -61,7 +66,7 @@ export function manageSegmentRoutes(pool: Pool) {
     const segment = await transaction(
       pool,
       "segments.get",
-      (client) => getSegment(client, c.req.param("id")),
+      (client) => getSegment(client, businessId, c.req.param("id")),
       {
         businessId,
       },
@@ -74,7 +79,7 @@ export function manageSegmentRoutes(pool: Pool) {
     const versions = await transaction(
       pool,
       "segments.versions",
-      (client) => segmentVersions(client, c.req.param("id")),
+      (client) => segmentVersions(client, businessId, c.req.param("id")),
       { businessId },
     );
     return c.json({ ok: true, versions });

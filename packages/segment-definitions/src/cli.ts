@@ -92,6 +92,10 @@ export async function runSegments(args: string[], pool: Pool, print = console.lo
       print(`refused: ${error.code}: ${error.message}`);
       return 1;
     }
+    if ((error as { code?: unknown }).code === "23503") {
+      print(`refused: no business ${businessId}`);
+      return 1;
+    }
     if (error instanceof SyntaxError) {
       print(`refused: the definition is not JSON: ${error.message}`);
       return 1;

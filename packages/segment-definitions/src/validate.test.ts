@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { checkDefinition, MAX_CONDITION_DEPTH, MAX_DEFINITION_BYTES, nameProblem } from "./validate.ts";
@@ -200,5 +201,14 @@ describe("checkDefinition", () => {
     expect(check({ all: [] }).length).toBeGreaterThan(0);
     expect(check({ all: [highValue], any: [highValue] }).length).toBeGreaterThan(0);
     expect(check({ segment: randomUUID() })).toEqual([]);
+  });
+});
+
+describe("docs/segment-definitions.md", () => {
+  it("every JSON example is a valid definition", () => {
+    const doc = readFileSync(new URL("../../../docs/segment-definitions.md", import.meta.url), "utf8");
+    const examples = [...doc.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => JSON.parse(m[1]!));
+    expect(examples.length).toBeGreaterThanOrEqual(4);
+    for (const example of examples) expect(checkDefinition(example)).toMatchObject({ ok: true });
   });
 });

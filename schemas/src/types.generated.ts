@@ -92,10 +92,7 @@ export interface ContactUpdatedV1 {
  * A test of one contact field or trait. exists takes no value; before/after take an ISO 8601 date-time; within_last_days an integer number of days.
  */
 export type ContactCondition = ValueOfOp & {
-  /**
-   * A column of the contact, or one of its traits as traits.<key>.
-   */
-  field: ContactField & ContactField1;
+  field: ContactField;
   op:
     | "="
     | "!="
@@ -118,9 +115,10 @@ export type ContactCondition = ValueOfOp & {
 export type ValueOfOp = {
   [k: string]: unknown;
 };
-export type ContactField =
-  ("external_id" | "email" | "phone" | "name" | "first_seen_at" | "last_seen_at") | string;
-export type ContactField1 = string;
+/**
+ * A column of the contact (external_id, email, phone, name, first_seen_at, last_seen_at), or one of its traits as traits.<key>.
+ */
+export type ContactField = string;
 export type EventType = string;
 /**
  * Property filters, all of which an event must pass to count.

@@ -164,6 +164,44 @@ describe("management API: segment definitions", () => {
     expect(diamond.status).toBe(200);
   });
 
+  it("two concurrent edits that would each add half of a cycle: exactly one is accepted", async () => {
+    for (let round = 0; round < 5; round++) {
+      const x = await create(ownerA, `x${round}`, highValue);
+      const y = await create(ownerA, `y${round}`, highValue);
+      const results = await Promise.all([
+        call("PATCH", `/v1/manage/segments/${x.id}`, ownerA, { definition: { segment: y.id } }),
+        call("PATCH", `/v1/manage/segments/${y.id}`, teamA, { definition: { segment: x.id } }),
+      ]);
+      expect(results.map((r) => r.status).sort()).toEqual([200, 400]);
+    }
+  });
+
+  it("in the database, the service role sees no definition without a tenant and cannot write another's", async () => {
+    const ofB = await create(ownerB, "B rls", highValue);
+    const client = await api.pool.connect();
+    try {
+      expect((await client.query("SELECT count(*)::int AS n FROM segment_definitions")).rows[0].n).toBe(0);
+      expect(
+        (await client.query("SELECT count(*)::int AS n FROM segment_definition_versions")).rows[0].n,
+      ).toBe(0);
+      await client.query("BEGIN");
+      await client.query("SELECT set_config('app.business_id', $1, true)", [a.businessId]);
+      const update = await client.query("UPDATE segment_definitions SET name = 'x' WHERE id = $1", [ofB.id]);
+      expect(update.rowCount).toBe(0);
+      await expect(
+        client.query(
+          "INSERT INTO segment_definitions (business_id, name, definition) VALUES ($1, 'x', '{}')",
+          [b.businessId],
+        ),
+      ).rejects.toThrow(/row-level security/);
+      await client.query("ROLLBACK");
+      await expect(client.query("DELETE FROM segment_definitions")).rejects.toThrow(/permission denied/);
+    } finally {
+      await client.query("ROLLBACK").catch(() => {});
+      client.release();
+    }
+  });
+
   it("keeps tenants apart: a member of A can neither read nor write B's definitions (403 or 404), nor name them", async () => {
     const ofB = await create(ownerB, "B's segment", highValue);
     const id = ofB.id;

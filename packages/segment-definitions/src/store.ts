@@ -133,6 +133,15 @@ function checkedName(value: unknown): string {
   return (value as string).trim();
 }
 
+/**
+ * The 400 the store would answer for this name and/or rule, thrown before any connection is taken (the API calls
+ * it first, so bad input never waits for or holds a database connection). The store checks again: it is the rule.
+ */
+export function assertValidSegmentInput(input: { name?: unknown; definition?: unknown }): void {
+  if (input.name !== undefined) checkedName(input.name);
+  if (input.definition !== undefined) checkedDefinition(input.definition);
+}
+
 async function recordVersion(client: PoolClient, row: Row, changedBy: string | null): Promise<void> {
   await client.query(
     `INSERT INTO segment_definition_versions (business_id, segment_id, version, name, definition, status, changed_by)

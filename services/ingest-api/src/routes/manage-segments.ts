@@ -1,7 +1,8 @@
-import { type Pool, transaction } from "@crm/db";
-import { HttpError } from "@crm/errors";
+import { isTransientDbError, type Pool, type PoolClient, transaction } from "@crm/db";
+import { DependencyUnavailableError, HttpError } from "@crm/errors";
 import {
   archiveSegment,
+  assertValidSegmentInput,
   createSegment,
   getSegment,
   isUuid,
@@ -32,7 +33,8 @@ export function manageSegmentRoutes(pool: Pool) {
   app.post("/segments", async (c) => {
     const body = parseOr400(CreateSegmentBody, await readJsonBody(bodySource(c), MAX_MANAGE_BODY_BYTES));
     const { businessId, userId } = await tenantOf(c.get("caller"), body.business_id);
-    const segment = await transaction(
+    assertValidSegmentInput({ name: body.name, definition: body.definition ?? null });
+    const segment = await inTenant(
       pool,
       "segments.create",
       (client) =>
@@ -50,7 +52,7 @@ export function manageSegmentRoutes(pool: Pool) {
   app.get("/segments", async (c) => {
     const status = parseOr400(ListStatus, c.req.query("status") ?? "active", ["status"]);
     const { businessId } = await tenantOf(c.get("caller"), c.req.query("business_id"));
-    const segments = await transaction(
+    const segments = await inTenant(
       pool,
       "segments.list",
       (client) => listSegments(client, businessId, status),
@@ -63,7 +65,7 @@ export function manageSegmentRoutes(pool: Pool) {
 
   app.get("/segments/:id", async (c) => {
     const { businessId } = await tenantOf(c.get("caller"), c.req.query("business_id"));
-    const segment = await transaction(
+    const segment = await inTenant(
       pool,
       "segments.get",
       (client) => getSegment(client, businessId, c.req.param("id")),
@@ -76,7 +78,7 @@ export function manageSegmentRoutes(pool: Pool) {
 
   app.get("/segments/:id/versions", async (c) => {
     const { businessId } = await tenantOf(c.get("caller"), c.req.query("business_id"));
-    const versions = await transaction(
+    const versions = await inTenant(
       pool,
       "segments.versions",
       (client) => segmentVersions(client, businessId, c.req.param("id")),
@@ -91,7 +93,8 @@ export function manageSegmentRoutes(pool: Pool) {
       c.get("caller"),
       body.business_id ?? c.req.query("business_id"),
     );
-    const segment = await transaction(
+    assertValidSegmentInput(body);
+    const segment = await inTenant(
       pool,
       "segments.update",
       (client) =>
@@ -116,7 +119,7 @@ export function manageSegmentRoutes(pool: Pool) {
       c.get("caller"),
       body.business_id ?? c.req.query("business_id"),
     );
-    const segment = await transaction(
+    const segment = await inTenant(
       pool,
       "segments.archive",
       (client) =>
@@ -163,3 +166,25 @@ async function tenantOf(
 }
 
 const forbidden = () => new HttpError(403, "forbidden_business", "caller may not manage this business");
+
+/**
+ * One transaction of the business's tenant. Postgres unreachable, or a statement that lost a race (deadlock,
+ * serialization), is 503 `unavailable` with Retry-After: retrying can help, and nothing was written.
+ */
+async function inTenant<T>(
+  pool: Pool,
+  tag: string,
+  fn: (client: PoolClient) => Promise<T>,
+  options: { businessId: string },
+): Promise<T> {
+  try {
+    return await transaction(pool, tag, fn, options);
+  } catch (error) {
+    if (!(error instanceof HttpError) && isTransientDbError(error)) {
+      throw new DependencyUnavailableError("postgres", "segment definitions could not be read or written", {
+        cause: error,
+      });
+    }
+    throw error;
+  }
+}

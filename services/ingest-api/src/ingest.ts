@@ -30,6 +30,11 @@ export function invalid(message: string, issues: unknown[] = []): HttpError {
   return new HttpError(400, "invalid_request", message, { issues });
 }
 
+/** A 400 `invalid_request` whose message names every field in `issues` (paths, never values). */
+function invalidFields(issues: { path: string[]; message: string }[]): HttpError {
+  return invalid(issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; "), issues);
+}
+
 /** Parses with `schema`, or a 400 `invalid_request` listing every issue (paths, never values). */
 export function parseOr400<T extends z.ZodType>(schema: T, raw: unknown, prefix: string[] = []): z.infer<T> {
   const parsed = schema.safeParse(raw);
@@ -38,7 +43,7 @@ export function parseOr400<T extends z.ZodType>(schema: T, raw: unknown, prefix:
     path: [...prefix, ...i.path.map(String)],
     message: i.message,
   }));
-  throw invalid(issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; "), issues);
+  throw invalidFields(issues);
 }
 
 /**
@@ -53,7 +58,7 @@ export function parseEventOr400<T extends z.ZodType>(
 ): z.infer<T> {
   const issues = eventIssues(raw, prefix);
   if (issues.length > 0) {
-    throw invalid(issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "), issues);
+    throw invalidFields(issues);
   }
   return parseOr400(schema, raw, prefix);
 }
@@ -84,8 +89,7 @@ export function normalizeContact(
   if (contact.previous_id !== undefined) check("previous_id", normalizeAnonymousId(contact.previous_id));
   if (contact.name) out.name = contact.name;
   if (contact.traits !== undefined) out.traits = contact.traits;
-  if (issues.length > 0)
-    throw invalid(issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "), issues);
+  if (issues.length > 0) throw invalidFields(issues);
   return out;
 }
 

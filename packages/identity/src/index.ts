@@ -64,6 +64,40 @@ export function normalizeExternalId(raw: string): Normalized<string> {
  */
 export const normalizeAnonymousId = normalizeExternalId;
 
+/** Every identifier field an event's contact may carry (previous_id: an alias's former id). */
+export type IdentifierField = "external_id" | "email" | "phone" | "anonymous_id" | "previous_id";
+
+/**
+ * Normalizes whichever identifiers `contact` carries (phone with the business's `country`): the normalized
+ * values, and one problem per field that is invalid. The edge turns problems into a 400, the worker's decoder
+ * into a dead letter.
+ */
+export function normalizeIdentifiers(
+  contact: Partial<Record<IdentifierField, string>>,
+  country?: string,
+): {
+  values: Partial<Record<IdentifierField, string>>;
+  problems: { field: IdentifierField; reason: string }[];
+} {
+  const normalizers: Record<IdentifierField, (raw: string) => Normalized<string>> = {
+    external_id: normalizeExternalId,
+    email: normalizeEmail,
+    phone: (raw) => normalizePhone(raw, country),
+    anonymous_id: normalizeAnonymousId,
+    previous_id: normalizeAnonymousId,
+  };
+  const values: Partial<Record<IdentifierField, string>> = {};
+  const problems: { field: IdentifierField; reason: string }[] = [];
+  for (const field of Object.keys(normalizers) as IdentifierField[]) {
+    const raw = contact[field];
+    if (raw === undefined) continue;
+    const result = normalizers[field](raw);
+    if (result.ok) values[field] = result.value;
+    else problems.push({ field, reason: result.reason });
+  }
+  return { values, problems };
+}
+
 export interface ContactIdentifiers {
   external_id?: string | undefined;
   email?: string | undefined;

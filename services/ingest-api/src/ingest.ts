@@ -1,12 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { HttpError } from "@crm/errors";
-import {
-  normalizeAnonymousId,
-  normalizeEmail,
-  normalizeExternalId,
-  normalizePhone,
-  partitionKey,
-} from "@crm/identity";
+import { normalizeIdentifiers, partitionKey } from "@crm/identity";
 import { type EventProducer, type OutgoingMessage, TOPICS } from "@crm/kafka";
 import { hashId, type Logger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
@@ -73,23 +67,13 @@ export function normalizeContact(
   prefix: string[] = [],
 ): RawEventV1["contact"] {
   if (!contact) return {};
-  const out: RawEventV1["contact"] = {};
-  const issues: { path: string[]; message: string }[] = [];
-  const check = (
-    field: "external_id" | "email" | "phone" | "anonymous_id" | "previous_id",
-    result: ReturnType<typeof normalizeEmail>,
-  ) => {
-    if (result.ok) out[field] = result.value;
-    else issues.push({ path: [...prefix, "contact", field], message: result.reason });
-  };
-  if (contact.external_id !== undefined) check("external_id", normalizeExternalId(contact.external_id));
-  if (contact.email !== undefined) check("email", normalizeEmail(contact.email));
-  if (contact.phone !== undefined) check("phone", normalizePhone(contact.phone, country));
-  if (contact.anonymous_id !== undefined) check("anonymous_id", normalizeAnonymousId(contact.anonymous_id));
-  if (contact.previous_id !== undefined) check("previous_id", normalizeAnonymousId(contact.previous_id));
+  const { values, problems } = normalizeIdentifiers(contact, country);
+  if (problems.length > 0) {
+    throw invalidFields(problems.map((p) => ({ path: [...prefix, "contact", p.field], message: p.reason })));
+  }
+  const out: RawEventV1["contact"] = { ...values };
   if (contact.name) out.name = contact.name;
   if (contact.traits !== undefined) out.traits = contact.traits;
-  if (issues.length > 0) throw invalidFields(issues);
   return out;
 }
 

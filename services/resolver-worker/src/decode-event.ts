@@ -1,11 +1,5 @@
 import { NonRetriableError } from "@crm/errors";
-import {
-  type Normalized,
-  normalizeAnonymousId,
-  normalizeEmail,
-  normalizeExternalId,
-  normalizePhone,
-} from "@crm/identity";
+import { normalizeIdentifiers } from "@crm/identity";
 import { decodeFramedJson } from "@crm/kafka";
 import { topicValidator } from "@crm/schema-registry";
 import type { RawEventV1 } from "@crm/schemas";
@@ -55,31 +49,19 @@ export function decodeRawEvent(value: Buffer | null): RawEventV1 {
     const invalid = timestampProblem(event[field], undefined);
     if (invalid) throw new NonRetriableError(`value cannot be stored: ${field}: ${invalid}`);
   }
-  const { external_id, email, phone, name, anonymous_id, previous_id, traits } = event.contact;
+  const { name, traits } = event.contact;
   // the byte bound of traits, which the schema (maxProperties) cannot state
   const traitsTooLarge = traits === undefined ? undefined : traitsProblem(traits);
   if (traitsTooLarge) throw new NonRetriableError(`contact.traits ${traitsTooLarge}`);
+  const { values, problems } = normalizeIdentifiers(event.contact);
+  const [invalid] = problems;
+  if (invalid) throw new NonRetriableError(`contact.${invalid.field} is invalid: ${invalid.reason}`);
   return {
     ...event,
     contact: {
-      ...(external_id === undefined
-        ? {}
-        : { external_id: valid("external_id", normalizeExternalId(external_id)) }),
-      ...(email === undefined ? {} : { email: valid("email", normalizeEmail(email)) }),
-      ...(phone === undefined ? {} : { phone: valid("phone", normalizePhone(phone)) }),
+      ...values,
       ...(name === undefined ? {} : { name }),
-      ...(anonymous_id === undefined
-        ? {}
-        : { anonymous_id: valid("anonymous_id", normalizeAnonymousId(anonymous_id)) }),
-      ...(previous_id === undefined
-        ? {}
-        : { previous_id: valid("previous_id", normalizeAnonymousId(previous_id)) }),
       ...(traits === undefined ? {} : { traits }),
     },
   };
-}
-
-function valid(field: string, result: Normalized<string>): string {
-  if (!result.ok) throw new NonRetriableError(`contact.${field} is invalid: ${result.reason}`);
-  return result.value;
 }

@@ -105,7 +105,7 @@ export class BenchRun {
         // Its own instance group, so the rate-limit share is 1/1 whatever else runs on the shared stack.
         INGEST_INSTANCE_GROUP: `bench-${this.runId}`,
         RATE_LIMIT_PLANS: JSON.stringify({ [BENCH_PLAN]: BENCH_PLAN_LIMIT }),
-        ...this.kafka.producerRedirect(process.env.NODE_OPTIONS),
+        INGEST_TOPIC: this.kafka.raw,
       },
       healthUrl: `${this.apiUrl}/readyz`,
       logFile: join(this.logDir, `bench-${this.runId}-api.log`),
@@ -153,8 +153,8 @@ export class BenchRun {
   }
 
   /**
-   * The API's events must have gone to the run's raw topic: an API that sends otherwise than through kafkajs would
-   * slip past topic-redirect.ts and leave them on the shared events.raw.v1, so the run says so.
+   * The API's events must have gone to the run's raw topic (INGEST_TOPIC): an API that ignored the setting would
+   * leave them on the shared events.raw.v1, so the run says so.
    */
   private async checkRedirected(): Promise<void> {
     if (this.apisStarted === 0 || Object.keys(this.phases.phases).length === 0) return;

@@ -1,6 +1,3 @@
-import { join } from "node:path";
-import { pathToFileURL } from "node:url";
-import { repoRoot } from "@crm/config";
 import { type Admin, createKafka, type Kafka, TOPICS } from "@crm/kafka";
 import { consumerGroupAtTopicEnd } from "@crm/testing";
 
@@ -72,18 +69,6 @@ export class BenchTopics {
   /** Messages on `topic` so far: the sum of its partitions' end offsets. */
   async endOffset(topic: string): Promise<number> {
     return (await this.admin.fetchTopicOffsets(topic)).reduce((sum, p) => sum + Number(p.offset), 0);
-  }
-
-  /**
-   * The environment that makes a service process send to the run's topics (see topic-redirect.ts). `inherited`:
-   * NODE_OPTIONS the process would otherwise get.
-   */
-  producerRedirect(inherited: string | undefined): Record<string, string> {
-    const preload = pathToFileURL(join(repoRoot(), "bench", "src", "topic-redirect.ts")).href;
-    return {
-      NODE_OPTIONS: [inherited, `--import=${preload}`].filter(Boolean).join(" "),
-      BENCH_TOPIC_MAP: JSON.stringify({ [TOPICS.raw]: this.raw, [TOPICS.dlq]: this.dlq }),
-    };
   }
 
   /**

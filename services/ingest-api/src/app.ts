@@ -26,6 +26,8 @@ export interface AppDeps {
   logHashSecret: string;
   /** Value bytes of events.raw.v1 messages; defaults to plain JSON (see RawEventEncoder for the framed form). */
   encodeRawEvent?: (event: RawEventV1) => Buffer | string;
+  /** Where raw events go (default events.raw.v1). */
+  rawTopic?: string;
   /** Defaults: users 20 events/s (seed), ingest keys 5,000 events/s whatever the plan. */
   limits?: RateLimits;
   /** Defaults to a limiter that enforces the whole limit (one instance). */

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { DependencyUnavailableError, HttpError } from "@crm/errors";
+import { TOPICS } from "@crm/kafka";
 import type { RawEventV1 } from "@crm/schemas";
 import type { Context, ErrorHandler, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
@@ -26,6 +27,7 @@ export function createIngest(deps: AppDeps, metrics: Metrics): Ingest {
     logHashSecret: deps.logHashSecret,
     metrics,
     encodeRawEvent: deps.encodeRawEvent ?? ((event: RawEventV1) => JSON.stringify(event)),
+    rawTopic: deps.rawTopic ?? TOPICS.raw,
   });
 }
 

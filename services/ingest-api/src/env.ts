@@ -50,6 +50,8 @@ export const IngestEnv = z
     REJECTED_EVENTS_RETENTION_DAYS: envInt.pipe(z.number().min(1)).default(14),
     // how long a send may wait for Kafka's acknowledgement before the API answers 503
     KAFKA_SEND_TIMEOUT_MS: envInt.default(5_000),
+    // the topic raw events are produced to (default events.raw.v1); the bench gives its own, as WORKER_TOPIC
+    INGEST_TOPIC: z.string().min(1).default("events.raw.v1"),
     // events per second per user (seed figure)
     RATE_LIMIT_USER_PER_SEC: envInt.default(20),
     // events per second per ingest key, by business plan, as JSON ({"standard":5000}); unknown plans get the default

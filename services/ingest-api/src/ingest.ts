@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { HttpError } from "@crm/errors";
 import { normalizeIdentifiers, partitionKey } from "@crm/identity";
-import { type EventProducer, type OutgoingMessage, TOPICS } from "@crm/kafka";
+import type { EventProducer, OutgoingMessage } from "@crm/kafka";
 import { hashId, type Logger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
 import { eventIssues } from "@crm/storable";
@@ -122,6 +122,8 @@ export interface IngestOptions {
   metrics: Metrics;
   /** Value bytes of an events.raw.v1 message (schema-registry framed JSON in production). */
   encodeRawEvent: (event: RawEventV1) => Buffer | string;
+  /** The topic raw events are produced to (events.raw.v1 but for the bench's own copy). */
+  rawTopic: string;
 }
 
 /**
@@ -285,17 +287,17 @@ export class Ingest {
     };
   }
 
-  /** Produces events to events.raw.v1 keyed as SPEC 5; resolves only after acks=all, else throws (503). */
+  /** Produces events to the raw topic keyed as SPEC 5; resolves only after acks=all, else throws (503). */
   private async produce(events: RawEventV1[]): Promise<void> {
     if (events.length === 0) return;
-    const { producer, encodeRawEvent, metrics } = this.options;
+    const { producer, encodeRawEvent, metrics, rawTopic } = this.options;
     const messages: OutgoingMessage[] = events.map((event) => ({
       key: partitionKey(event.business_id, event.contact, event.event_id),
       value: encodeRawEvent(event),
     }));
     const stop = metrics.produceSeconds.startTimer();
     try {
-      await producer.send(TOPICS.raw, messages);
+      await producer.send(rawTopic, messages);
       stop({ outcome: "ok" });
     } catch (error) {
       stop({ outcome: "error" });

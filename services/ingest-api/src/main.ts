@@ -61,6 +61,7 @@ const deps: AppDeps = {
   logger,
   logHashSecret: env.LOG_HASH_SECRET,
   encodeRawEvent: encoder.encode,
+  rawTopic: env.INGEST_TOPIC,
   limits: {
     userPerSecond: env.RATE_LIMIT_USER_PER_SEC,
     keyPerSecond: (plan) => env.RATE_LIMIT_PLANS[plan] ?? env.RATE_LIMIT_KEY_DEFAULT_PER_SEC,

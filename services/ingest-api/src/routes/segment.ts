@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { promisify } from "node:util";
 import { gunzip } from "node:zlib";
 import { HttpError } from "@crm/errors";
+import { sleep } from "@crm/process";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import type { Caller } from "../auth.ts";
@@ -90,8 +91,6 @@ interface Refusal {
   messageId: string | undefined;
   rejection: Rejection;
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * `POST /v1/{track,identify,page,screen,group,alias,batch,import}` with Segment's statuses: 200 unless the body is

@@ -46,6 +46,9 @@ if [ ! -f /var/lib/kafka/data/meta.properties ]; then
     --add-scram "SCRAM-SHA-512=[name=ingest-api,password=$KAFKA_INGEST_API_PASSWORD]" \
     --add-scram "SCRAM-SHA-512=[name=resolver-worker,password=$KAFKA_RESOLVER_WORKER_PASSWORD]" \
     --add-scram "SCRAM-SHA-512=[name=connect,password=$KAFKA_CONNECT_PASSWORD]" \
-    --add-scram "SCRAM-SHA-512=[name=consumer,password=$KAFKA_CONSUMER_PASSWORD]"
+    --add-scram "SCRAM-SHA-512=[name=consumer,password=$KAFKA_CONSUMER_PASSWORD]" \
+    --add-scram "SCRAM-SHA-512=[name=segments,password=$KAFKA_SEGMENTS_PASSWORD]" \
+    --add-scram "SCRAM-SHA-512=[name=automations,password=$KAFKA_AUTOMATIONS_PASSWORD]" \
+    --add-scram "SCRAM-SHA-512=[name=console,password=$KAFKA_CONSOLE_PASSWORD]"
 fi
 exec /opt/kafka/bin/kafka-server-start.sh "$config"

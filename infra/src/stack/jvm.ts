@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -5,6 +6,7 @@ import { stackEnv } from "@crm/config";
 import { createKafka, ensureTopics, pipelineTopics } from "@crm/kafka";
 import {
   addScramArgs,
+  addScramUserArgs,
   applyKafkaAcls,
   brokerAuthProperties,
   connectCredentials,
@@ -13,6 +15,10 @@ import {
   KAFKA_AUTH_MARKER,
   type KafkaSecrets,
   kafkaSecrets,
+  missingScramUsers,
+  recordScramUsers,
+  type StackPrincipal,
+  scramUsersOf,
 } from "./kafka-auth.ts";
 import type { Toolchain } from "./prereqs.ts";
 import {
@@ -183,6 +189,7 @@ function prepareKafkaNode(s: StackSettings, tools: Toolchain, id: number, cluste
       ...addScramArgs(secrets),
     ]);
     writeFileSync(join(s.dir, KAFKA_AUTH_MARKER), "scram-sha-512\n");
+    recordScramUsers(s, Object.keys(secrets) as StackPrincipal[]);
   }
   return props;
 }
@@ -257,6 +264,7 @@ export async function startKafkaNode(s: StackSettings, tools: Toolchain, id: num
 export async function startKafka(s: StackSettings, tools: Toolchain): Promise<void> {
   for (const id of kafkaNodeIds(s)) await launchKafkaNode(s, tools, id);
   await Promise.all(kafkaNodeIds(s).map((id) => waitForBrokers(s, id, s.kafkaNodes)));
+  addMissingScramUsers(s, tools);
   const admin = createKafka({
     brokers: kafkaBrokers(s),
     clientId: "stack-launcher",
@@ -268,6 +276,46 @@ export async function startKafka(s: StackSettings, tools: Toolchain): Promise<vo
     await applyKafkaAcls(admin, s);
   } finally {
     await admin.disconnect();
+  }
+}
+
+/**
+ * Adds the SCRAM users of principals this code knows and the stack's metadata does not (a stack formatted before
+ * they existed), through the admin principal. The command line holds the password, so a failure reports only
+ * the principal and Kafka's message.
+ */
+function addMissingScramUsers(s: StackSettings, tools: Toolchain): void {
+  const missing = missingScramUsers(s);
+  if (missing.length === 0) return;
+  const secrets = kafkaSecrets(s);
+  const clientConfig = join(s.dir, "admin-client.properties");
+  writeFileSync(clientConfig, `${javaClientAuthProperties(credentialsOf(secrets, "admin")).join("\n")}\n`, {
+    mode: 0o600,
+  });
+  try {
+    for (const principal of missing) {
+      const result = spawnSync(
+        tools.java,
+        [
+          ...jvmOptions(s, "256m", true),
+          "-cp",
+          join(libDir(s), "kafka", "*"),
+          "kafka.admin.ConfigCommand",
+          "--bootstrap-server",
+          kafkaBrokers(s).join(","),
+          "--command-config",
+          clientConfig,
+          ...addScramUserArgs(secrets, principal),
+        ],
+        { encoding: "utf8" },
+      );
+      if (result.status !== 0) {
+        throw new Error(`adding Kafka user ${principal} failed: ${(result.stderr || "").split("\n")[0]}`);
+      }
+      recordScramUsers(s, [...scramUsersOf(s), principal]);
+    }
+  } finally {
+    rmSync(clientConfig, { force: true });
   }
 }
 

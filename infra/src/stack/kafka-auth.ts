@@ -22,7 +22,7 @@ import type { StackSettings } from "./settings.ts";
  * SCRAM: its credentials live in the metadata they serve), StandardAuthorizer with no access unless an ACL grants it.
  */
 
-/** Principals of the stack: the clients' five, plus `broker` for the nodes themselves (inter-broker, controller). */
+/** Principals of the stack: the clients' eight, plus `broker` for the nodes themselves (inter-broker, controller). */
 export type StackPrincipal = KafkaPrincipal | "broker";
 
 export type KafkaSecrets = Record<StackPrincipal, string>;
@@ -58,6 +58,41 @@ export function kafkaSecrets(s: StackSettings): KafkaSecrets {
   for (const p of missing) secrets[p] = newPassword();
   writeFileSync(file, JSON.stringify(secrets), { mode: 0o600 });
   return secrets;
+}
+
+const SCRAM_USERS_FILE = "kafka-scram-users";
+
+/**
+ * Principals whose SCRAM user the stack's metadata holds: every principal of the format, then each one added on a
+ * later `up` (a stack formatted before the second wave's services has only the first six).
+ */
+export function scramUsersOf(s: StackSettings): StackPrincipal[] {
+  const file = join(s.dir, SCRAM_USERS_FILE);
+  if (existsSync(file)) return readFileSync(file, "utf8").split("\n").filter(Boolean) as StackPrincipal[];
+  return ["admin", "ingest-api", "resolver-worker", "connect", "consumer", "broker"];
+}
+
+export function recordScramUsers(s: StackSettings, users: StackPrincipal[]): void {
+  writeFileSync(join(s.dir, SCRAM_USERS_FILE), `${users.join("\n")}\n`);
+}
+
+/** Principals of this code that the stack's metadata does not hold yet. */
+export function missingScramUsers(s: StackSettings): StackPrincipal[] {
+  const present = new Set(scramUsersOf(s));
+  return PRINCIPALS.filter((p) => !present.has(p));
+}
+
+/** `kafka-configs --alter` arguments that add a principal's SCRAM user to a running cluster. */
+export function addScramUserArgs(secrets: KafkaSecrets, principal: StackPrincipal): string[] {
+  return [
+    "--alter",
+    "--add-config",
+    `${SCRAM}=[iterations=4096,password=${secrets[principal]}]`,
+    "--entity-type",
+    "users",
+    "--entity-name",
+    principal,
+  ];
 }
 
 /** A principal's credentials; its user name is the principal name. */
@@ -170,8 +205,8 @@ export function kafkaGrants(s: StackSettings): Grant[] {
     ...connectTopics.map((name) => topicPrefix("connect", name, [Op.ALL])),
     // The connector's output, the copies the connector tests route to, and Debezium's own topics (changes of
     // the heartbeat table under its topic.prefix: "crm", "crmtest<id>" for the tests' copies).
-    ...[TOPICS.contactUpdated, "test.contact.updated.", "crm.", "crmtest"].map((name) =>
-      topicPrefix("connect", name, [Op.WRITE, Op.DESCRIBE, Op.CREATE, Op.DESCRIBE_CONFIGS]),
+    ...[TOPICS.contactUpdated, TOPICS.segmentMembership, "test.contact.updated.", "crm.", "crmtest"].map(
+      (name) => topicPrefix("connect", name, [Op.WRITE, Op.DESCRIBE, Op.CREATE, Op.DESCRIBE_CONFIGS]),
     ),
     group("connect", "crm-connect", Pattern.PREFIXED),
     group("connect", s.connectGroup, Pattern.LITERAL),
@@ -187,6 +222,36 @@ export function kafkaGrants(s: StackSettings): Grant[] {
       principal: "consumer",
       resourceType: Res.TOPIC,
       resourceName: TOPICS.contactUpdated,
+      pattern: Pattern.LITERAL,
+      operations: [Op.READ, Op.DESCRIBE],
+    },
+    // The second wave's services (SPEC section 11): each reads its own inputs, in groups named after itself.
+    ...[TOPICS.contactUpdated].map((name) => topicPrefix("segments", name, [Op.READ, Op.DESCRIBE])),
+    group("segments", "segments", Pattern.PREFIXED),
+    ...[TOPICS.contactUpdated, TOPICS.segmentMembership].map((name) =>
+      topicPrefix("automations", name, [Op.READ, Op.DESCRIBE]),
+    ),
+    group("automations", "automations", Pattern.PREFIXED),
+    // The ops console browses every pipeline topic and replays dead letters back into the raw topic.
+    ...[TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.segmentMembership].map((name) =>
+      topicPrefix("console", name, [Op.READ, Op.DESCRIBE, Op.DESCRIBE_CONFIGS]),
+    ),
+    topicPrefix("console", TOPICS.raw, [Op.WRITE]),
+    idempotent("console"),
+    group("console", "console", Pattern.PREFIXED),
+    // Consumer lag of every group on the overview page.
+    { ...group("console", "*", Pattern.LITERAL), operations: [Op.DESCRIBE] },
+    {
+      principal: "console",
+      resourceType: Res.CLUSTER,
+      resourceName: "kafka-cluster",
+      pattern: Pattern.LITERAL,
+      operations: [Op.DESCRIBE, Op.DESCRIBE_CONFIGS],
+    },
+    {
+      principal: "consumer",
+      resourceType: Res.TOPIC,
+      resourceName: TOPICS.segmentMembership,
       pattern: Pattern.LITERAL,
       operations: [Op.READ, Op.DESCRIBE],
     },

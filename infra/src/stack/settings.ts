@@ -30,6 +30,9 @@ export interface StackSettings {
   /** ingest-api's Segment-compatible listener (issue 15). */
   segmentPort: number;
   workerPort: number;
+  segmentsPort: number;
+  automationsPort: number;
+  consolePort: number;
   kafkaHeap: string;
   connectHeap: string;
   registryHeap: string;
@@ -69,6 +72,10 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env): StackSettin
     ingestPort: int("STACK_INGEST_PORT", 8080),
     segmentPort: int("STACK_SEGMENT_PORT", 8082),
     workerPort: int("STACK_WORKER_PORT", 8091),
+    // SPEC section 11: the segments and automations services' health/metrics, the ops console's UI
+    segmentsPort: int("STACK_SEGMENTS_PORT", 8094),
+    automationsPort: int("STACK_AUTOMATIONS_PORT", 8095),
+    consolePort: int("STACK_CONSOLE_PORT", 8090),
     // Heaps are capped so Postgres + 3 JVMs + the Node services + the tests fit in a few GiB.
     kafkaHeap: env.STACK_KAFKA_HEAP ?? "512m",
     connectHeap: env.STACK_CONNECT_HEAP ?? "512m",

@@ -24,6 +24,8 @@ export const TOPICS = {
   raw: "events.raw.v1",
   dlq: "events.dlq.v1",
   contactUpdated: "contact.updated.v1",
+  /** Segment entries and exits, from the segments service's outbox via Debezium (SPEC section 11). */
+  segmentMembership: "segment.membership.v1",
 } as const;
 
 export interface OutgoingMessage {
@@ -59,6 +61,9 @@ export const KAFKA_PRINCIPALS = {
   "resolver-worker": "RESOLVER_WORKER",
   connect: "CONNECT",
   consumer: "CONSUMER",
+  segments: "SEGMENTS",
+  automations: "AUTOMATIONS",
+  console: "CONSOLE",
 } as const;
 export type KafkaPrincipal = keyof typeof KAFKA_PRINCIPALS;
 
@@ -290,7 +295,7 @@ export async function ensureTopics(admin: Admin, specs: TopicSpec[]): Promise<st
  * brokers set `min.insync.replicas=2`, so an acks=all write survives the loss of any one broker).
  */
 export function pipelineTopics(partitions: number, replicationFactor = 1): TopicSpec[] {
-  return [TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated].map((topic) => ({
+  return [TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.segmentMembership].map((topic) => ({
     topic,
     numPartitions: partitions,
     replicationFactor,

@@ -20,6 +20,9 @@ GRANT SELECT ON businesses, business_team, ingest_keys TO crm_definer;
 GRANT SELECT, DELETE ON idempotency_keys TO crm_definer;
 GRANT SELECT, DELETE ON rejected_events TO crm_definer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON app.ingest_instances TO crm_definer;
+-- the ops console's lookups across tenants and its audit trail (infra/sql/55_console.sql)
+GRANT SELECT ON crm_contacts, contact_identities TO crm_definer;
+GRANT SELECT, INSERT ON console_audit TO crm_definer;
 
 -- Every definer function of the schema, so one added later cannot stay the superuser's.
 DO $$

@@ -19,6 +19,10 @@ export interface StackSecrets {
   registryPassword: string;
   /** The user of Connect's REST API (BasicAuthSecurityRestExtension). */
   connectRestPassword: string;
+  /** The ops console's operator sign-in (CONSOLE_OPERATOR_TOKEN): full access to every business. */
+  consoleOperatorToken: string;
+  /** Signs the ops console's session cookies (CONSOLE_SESSION_SECRET); a new one signs everybody out. */
+  consoleSessionSecret: string;
 }
 
 /** URL-safe base64: no quoting needed in a URL, a properties file or JAAS. */
@@ -34,6 +38,8 @@ export function stackSecrets(s: StackSettings): StackSecrets {
     debeziumPassword: stored.debeziumPassword ?? newSecret(),
     registryPassword: stored.registryPassword ?? newSecret(),
     connectRestPassword: stored.connectRestPassword ?? newSecret(),
+    consoleOperatorToken: stored.consoleOperatorToken ?? `op_${randomBytes(24).toString("base64url")}`,
+    consoleSessionSecret: stored.consoleSessionSecret ?? randomBytes(32).toString("base64url"),
   };
   if (Object.keys(stored).length !== Object.keys(secrets).length) {
     mkdirSync(s.dir, { recursive: true });

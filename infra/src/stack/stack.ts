@@ -56,6 +56,9 @@ function writeEnvFile(s: StackSettings): Record<string, string> {
     AUTOMATIONS_PORT: String(s.automationsPort),
     CONSOLE_URL: `http://${s.host}:${s.consolePort}`,
     CONSOLE_PORT: String(s.consolePort),
+    // The ops console's operator sign-in and its cookie-signing key: only here, never in a table or a log.
+    CONSOLE_OPERATOR_TOKEN: secrets.consoleOperatorToken,
+    CONSOLE_SESSION_SECRET: secrets.consoleSessionSecret,
     KAFKA_PARTITIONS: String(s.partitions),
     JWT_SECRET: secrets.jwtSecret,
     LOG_HASH_SECRET: secrets.logHashSecret,

@@ -1,0 +1,74 @@
+-- The ops console's database functions (issue 19). Repeatable. The console runs as crm_service, like every service:
+-- a contact's card is read in a transaction of that contact's business (RLS). These definer functions answer only
+-- what must be asked before a tenant is known (which business holds this contact or identifier) and write or read
+-- the console's own audit trail (console_audit, migration 055). The console decides whose businesses a caller may
+-- pass (an owner: only their own); the functions never widen what they are given.
+
+-- Which contacts own these identifiers, in the given businesses (NULL: every business, the operator's search).
+CREATE OR REPLACE FUNCTION app.console_find_identities(p_types text[], p_values text[], p_businesses uuid[])
+RETURNS TABLE (business_id uuid, contact_id uuid, type text, value text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+  SELECT i.business_id, i.contact_id, i.type, i.value
+  FROM contact_identities i
+  JOIN unnest(p_types, p_values) AS q(type, value) ON q.type = i.type AND q.value = i.value
+  WHERE p_businesses IS NULL OR i.business_id = ANY (p_businesses)
+  LIMIT 50
+$$;
+REVOKE ALL ON FUNCTION app.console_find_identities(text[], text[], uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.console_find_identities(text[], text[], uuid[]) TO crm_service;
+
+-- The business of a contact, if it is one of the given businesses (NULL: any).
+CREATE OR REPLACE FUNCTION app.console_contact_business(p_contact uuid, p_businesses uuid[])
+RETURNS uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+  SELECT c.business_id FROM crm_contacts c
+  WHERE c.id = p_contact AND (p_businesses IS NULL OR c.business_id = ANY (p_businesses))
+$$;
+REVOKE ALL ON FUNCTION app.console_contact_business(uuid, uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.console_contact_business(uuid, uuid[]) TO crm_service;
+
+-- Names of businesses, for labels (an owner's own, or every one for the operator).
+CREATE OR REPLACE FUNCTION app.console_businesses(p_businesses uuid[])
+RETURNS TABLE (id uuid, name text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+  SELECT b.id, b.name FROM businesses b
+  WHERE p_businesses IS NULL OR b.id = ANY (p_businesses)
+  ORDER BY b.created_at DESC LIMIT 200
+$$;
+REVOKE ALL ON FUNCTION app.console_businesses(uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.console_businesses(uuid[]) TO crm_service;
+
+-- Records one action. A contact must belong to the business named with it (a forged pair is refused).
+CREATE OR REPLACE FUNCTION app.console_record(p_actor text, p_action text, p_business uuid, p_contact uuid,
+                                              p_target text, p_detail jsonb)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE v_id bigint;
+BEGIN
+  IF p_contact IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM crm_contacts c WHERE c.id = p_contact AND c.business_id IS NOT DISTINCT FROM p_business) THEN
+    RAISE EXCEPTION 'contact % is not of business %', p_contact, p_business USING ERRCODE = '42501';
+  END IF;
+  INSERT INTO console_audit (actor, action, business_id, contact_id, target, detail)
+  VALUES (p_actor, p_action, p_business, p_contact, p_target, COALESCE(p_detail, '{}'))
+  RETURNING id INTO v_id;
+  RETURN v_id;
+END $$;
+REVOKE ALL ON FUNCTION app.console_record(text, text, uuid, uuid, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.console_record(text, text, uuid, uuid, text, jsonb) TO crm_service;
+
+-- The trail, newest first: of the given businesses (NULL: all, entries without a business included), optionally of
+-- given targets only (the dead-letter page asks for the entries of the messages it shows).
+CREATE OR REPLACE FUNCTION app.console_audit_list(p_businesses uuid[], p_targets text[], p_limit int)
+RETURNS TABLE (id bigint, at timestamptz, actor text, action text, business_id uuid, contact_id uuid,
+               target text, detail jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+  SELECT a.id, a.at, a.actor, a.action, a.business_id, a.contact_id, a.target, a.detail
+  FROM console_audit a
+  WHERE (p_businesses IS NULL OR a.business_id = ANY (p_businesses))
+    AND (p_targets IS NULL OR a.target = ANY (p_targets))
+  ORDER BY a.at DESC, a.id DESC
+  LIMIT LEAST(GREATEST(p_limit, 1), 1000)
+$$;
+REVOKE ALL ON FUNCTION app.console_audit_list(uuid[], text[], int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.console_audit_list(uuid[], text[], int) TO crm_service;

@@ -239,6 +239,8 @@ export function kafkaGrants(s: StackSettings): Grant[] {
     topicPrefix("console", TOPICS.raw, [Op.WRITE]),
     idempotent("console"),
     group("console", "console", Pattern.PREFIXED),
+    // its throwaway groups (topic browsing, the DLQ reader) are deleted when done, so they do not pile up
+    { ...group("console", "console-", Pattern.PREFIXED), operations: [Op.DELETE] },
     // Consumer lag of every group on the overview page.
     { ...group("console", "*", Pattern.LITERAL), operations: [Op.DESCRIBE] },
     {

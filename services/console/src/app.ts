@@ -1,9 +1,10 @@
 import type { Authenticator, TenantDirectory } from "@crm/auth";
 import { isConnectionFailure, type Pool } from "@crm/db";
 import { DependencyUnavailableError, HttpError } from "@crm/errors";
-import type { EventProducer, Kafka } from "@crm/kafka";
+import type { Kafka } from "@crm/kafka";
 import type { Logger } from "@crm/logger";
 import { type Context, Hono } from "hono";
+
 import { getCookie } from "hono/cookie";
 import { html } from "hono/html";
 import { type Viewer, viewerOf } from "./access.ts";
@@ -25,7 +26,8 @@ export interface ConsoleDeps {
   sessions: Sessions;
   operatorToken: string;
   kafka: Kafka;
-  producer: EventProducer;
+  /** writes replays into the raw topic (idempotent, acks=all); its answer says where each replay landed */
+  replays: ReturnType<Kafka["producer"]>;
   deadLetters: DeadLetterLog;
   rates: RateSampler;
   rawTopic: string;
@@ -39,6 +41,8 @@ export interface ConsoleDeps {
     name: string;
   };
   slotName: string;
+  /** prefixes of the consumer groups whose lag the overview shows */
+  lagGroups: string[];
   services: { name: string; url: string }[];
   logger: Logger;
 }

@@ -1,11 +1,6 @@
 import { randomUUID } from "node:crypto";
-import {
-  decodeFramedJson,
-  type EventProducer,
-  headerString,
-  type Kafka,
-  type KafkaMessage,
-} from "@crm/kafka";
+import { decodeFramedJson, headerString, type Kafka, type KafkaMessage } from "@crm/kafka";
+
 import type { Logger } from "@crm/logger";
 import { businessOf } from "./messages.ts";
 
@@ -158,16 +153,22 @@ export function deadLetterValue(entry: DeadLetter): unknown {
  * an event that did get applied, change nothing. Headers name the dead letter it came from.
  */
 export async function replayDeadLetter(
-  producer: EventProducer,
+  producer: ReturnType<Kafka["producer"]>,
   rawTopic: string,
   entry: DeadLetter,
   actor: string,
-): Promise<void> {
-  await producer.send(rawTopic, [
-    {
-      key: entry.key,
-      value: entry.value,
-      headers: { "console.replay-of": entry.id, "console.replayed-by": actor },
-    },
-  ]);
+): Promise<{ partition: number; offset: string }> {
+  const [written] = await producer.send({
+    topic: rawTopic,
+    acks: -1,
+    messages: [
+      {
+        key: entry.key,
+        value: entry.value,
+        headers: { "console.replay-of": entry.id, "console.replayed-by": actor },
+      },
+    ],
+  });
+  // Where it landed: a replay that fails again comes back as a dead letter whose source is this position.
+  return { partition: written?.partition ?? -1, offset: written?.baseOffset ?? "-1" };
 }

@@ -40,6 +40,16 @@ export const ConsoleEnv = z.object({
         .map((t) => t.trim())
         .filter(Boolean),
     ),
+  // comma-separated prefixes of the consumer groups whose lag the overview shows (the services' groups)
+  CONSOLE_LAG_GROUPS: z
+    .string()
+    .default("resolver-worker,segments,automations")
+    .transform((s) =>
+      s
+        .split(",")
+        .map((t) => t.trim())
+        .filter(Boolean),
+    ),
   // Connect's REST API and its Basic-auth user (connector and task state); unset: shown as unknown
   CONNECT_URL: url.optional(),
   CONNECT_USERNAME: z.string().optional(),

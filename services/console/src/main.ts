@@ -1,7 +1,7 @@
 import { createAuthenticator, PgTenantDirectory } from "@crm/auth";
 import { parseEnv } from "@crm/config";
 import { assertCannotBypassRls, createPool } from "@crm/db";
-import { createKafka, KafkaEventProducer, kafkaCredentials, TOPICS } from "@crm/kafka";
+import { createKafka, kafkaCredentials, TOPICS } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
 import { serve } from "@hono/node-server";
 import { createApp } from "./app.ts";
@@ -22,7 +22,8 @@ const kafka = createKafka({
   credentials: kafkaCredentials(env, "console") ?? null,
   warn: (message, extra) => logger.warn(extra, message),
 });
-const producer = new KafkaEventProducer(kafka);
+const replays = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+await replays.connect();
 const directory = new PgTenantDirectory(db);
 const deadLetters = new DeadLetterLog({ kafka, topic: env.CONSOLE_DLQ_TOPIC, logger });
 const rates = new RateSampler({
@@ -48,7 +49,7 @@ const app = createApp({
   sessions: new Sessions(env.CONSOLE_SESSION_SECRET, env.CONSOLE_SESSION_TTL_S),
   operatorToken: env.CONSOLE_OPERATOR_TOKEN,
   kafka,
-  producer,
+  replays,
   deadLetters,
   rates,
   rawTopic: env.CONSOLE_RAW_TOPIC,
@@ -61,6 +62,7 @@ const app = createApp({
     name: env.CONSOLE_CONNECTOR_NAME,
   },
   slotName: env.CONSOLE_SLOT_NAME,
+  lagGroups: env.CONSOLE_LAG_GROUPS,
   services: [
     { name: "ingest-api", url: env.INGEST_URL },
     { name: "resolver-worker", url: env.WORKER_URL },
@@ -83,7 +85,7 @@ async function shutdown(signal: string): Promise<void> {
   stopping = true;
   logger.info({ signal }, "console stopping");
   server.close();
-  await Promise.allSettled([deadLetters.stop(), rates.stop(), producer.close()]);
+  await Promise.allSettled([deadLetters.stop(), rates.stop(), replays.disconnect()]);
   await db.end().catch(() => {});
   process.exit(0);
 }

@@ -31,18 +31,19 @@ export interface ServiceHealth {
 }
 
 /**
- * Committed offset and lag of the pipeline's consumer groups, per partition. Groups of tests, probes and the
- * console's own throwaway readers are left out, and at most `maxGroups` are read (a shared stack collects many).
+ * Committed offset and lag of the pipeline's consumer groups, per partition: the groups whose name starts with one
+ * of `prefixes` (the services' own), shortest names first (the service's group before the copies tests make of
+ * it), at most `maxGroups` (a shared development stack collects hundreds of test groups).
  */
-export async function consumerLag(kafka: Kafka, maxGroups = 15): Promise<GroupLag[]> {
+export async function consumerLag(kafka: Kafka, prefixes: string[], maxGroups = 12): Promise<GroupLag[]> {
   const admin = kafka.admin();
   await admin.connect();
   try {
     const { groups } = await admin.listGroups();
     const names = groups
       .map((g) => g.groupId)
-      .filter((id) => !/^(console-|test|resolver-worker-test|segments-test|automations-test)/.test(id))
-      .sort()
+      .filter((id) => prefixes.some((prefix) => id.startsWith(prefix)))
+      .sort((a, b) => a.length - b.length || a.localeCompare(b))
       .slice(0, maxGroups);
     const out: GroupLag[] = [];
     const ends = new Map<string, Map<number, string>>();

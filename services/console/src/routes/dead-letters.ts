@@ -15,6 +15,8 @@ export interface DeadLetterRow {
   entry: DeadLetter;
   status: "open" | "replayed" | "discarded";
   last: AuditEntry | undefined;
+  /** the dead letter whose replay this one is (its source position is where that replay landed) */
+  replayOf: string | undefined;
 }
 
 /** Dead letters (issue 19.4): list with reason, attempts, source offset; replay or discard, each recorded. */
@@ -28,12 +30,21 @@ export function deadLetterRoutes(deps: ConsoleDeps) {
       ? await listActions(deps.db, viewer, { targets: visible.map((e) => e.id), limit: 1000 })
       : [];
     const latest = new Map<string, AuditEntry>();
-    for (const action of actions) if (!latest.has(action.target)) latest.set(action.target, action);
+    // raw topic position a replay landed at -> the dead letter replayed
+    const replayed = new Map<string, string>();
+    for (const action of actions) {
+      if (!latest.has(action.target)) latest.set(action.target, action);
+      if (action.action === "dlq_replay" && typeof action.detail.to === "string") {
+        replayed.set(action.detail.to, action.target);
+      }
+    }
     return visible.map((entry) => {
       const last = latest.get(entry.id);
+      const replayOf =
+        entry.replayOf ?? replayed.get(`${entry.sourceTopic}:${entry.sourcePartition}:${entry.sourceOffset}`);
       const status =
         last?.action === "dlq_replay" ? "replayed" : last?.action === "dlq_discard" ? "discarded" : "open";
-      return { entry, status, last };
+      return { entry, status, last, replayOf };
     });
   }
 
@@ -45,7 +56,7 @@ export function deadLetterRoutes(deps: ConsoleDeps) {
       return c.json({
         ok: true,
         total: all.length,
-        dead_letters: shown.slice(0, 500).map(({ entry, status, last }) => ({
+        dead_letters: shown.slice(0, 500).map(({ entry, status, last, replayOf }) => ({
           id: entry.id,
           partition: entry.partition,
           offset: entry.offset,
@@ -56,7 +67,7 @@ export function deadLetterRoutes(deps: ConsoleDeps) {
           error_kind: entry.errorKind,
           attempts: entry.attempts,
           source: { topic: entry.sourceTopic, partition: entry.sourcePartition, offset: entry.sourceOffset },
-          replay_of: entry.replayOf,
+          replay_of: replayOf,
           event_id: entry.eventId,
           event_type: entry.eventType,
           business_id: entry.businessId,
@@ -109,7 +120,10 @@ export function deadLetterRoutes(deps: ConsoleDeps) {
     const entries = await chosen(c);
     const viewer = c.get("viewer");
     for (const entry of entries) {
-      if (action === "dlq_replay") await replayDeadLetter(deps.producer, deps.rawTopic, entry, viewer.actor);
+      const landed =
+        action === "dlq_replay"
+          ? await replayDeadLetter(deps.replays, deps.rawTopic, entry, viewer.actor)
+          : undefined;
       await recordAction(deps.db, viewer, {
         action,
         businessId: entry.businessId,
@@ -117,7 +131,7 @@ export function deadLetterRoutes(deps: ConsoleDeps) {
         detail: {
           event_id: entry.eventId ?? null,
           reason: entry.reason.slice(0, 200),
-          to: action === "dlq_replay" ? deps.rawTopic : null,
+          ...(landed ? { to: `${deps.rawTopic}:${landed.partition}:${landed.offset}` } : {}),
         },
       });
     }

@@ -38,7 +38,7 @@ export function overviewRoutes(deps: ConsoleDeps) {
     if (!cached || Date.now() - cached.at > 3_000) {
       const value = (async () => {
         const [lag, connector, slots, services] = await Promise.all([
-          consumerLag(deps.kafka).catch(() => []),
+          consumerLag(deps.kafka, deps.lagGroups).catch(() => []),
           connectorState({ connectUrl: deps.connect.url, ...deps.connect }),
           slotStates(deps.db).catch(() => []),
           serviceHealth(deps.services),

@@ -39,12 +39,12 @@ ${
 <button type="submit" class="secondary" formaction="/dead-letters/discard">Discard selected</button></div>
 <div class="scroll"><table class="stack" id="dead-letters"><thead><tr><th><span class="muted">Pick</span></th><th>Dead-lettered</th><th>Reason</th><th class="num">Attempts</th><th>Source</th><th>Event</th><th>Status</th></tr></thead><tbody>
 ${rows.map(
-  ({ entry, status, last }) => html`<tr data-id="${entry.id}" data-event="${entry.eventId ?? ""}">
+  ({ entry, status, last, replayOf }) => html`<tr data-id="${entry.id}" data-event="${entry.eventId ?? ""}">
 <td><input type="checkbox" name="ids" value="${entry.id}" aria-label="select ${entry.id}"></td>
 <td>${when(entry.at)}<br><code>p${entry.partition}@${entry.offset}</code></td>
 <td><strong>${entry.errorClass}</strong> <span class="muted">${entry.errorKind}</span><br>${entry.reason.slice(0, 300)}</td>
 <td class="num">${entry.attempts}</td>
-<td><code>${entry.sourceTopic} p${entry.sourcePartition}@${entry.sourceOffset}</code>${entry.replayOf ? html`<br><span class="muted">replay of ${entry.replayOf.split(":").slice(-2).join("@")}</span>` : ""}</td>
+<td><code>${entry.sourceTopic} p${entry.sourcePartition}@${entry.sourceOffset}</code>${replayOf ? html`<br><span class="muted">replay of ${replayOf.split(":").slice(-2).join("@")}</span>` : ""}</td>
 <td>${entry.eventType ?? html`<span class="muted">undecodable</span>`}<br><code>${entry.eventId ?? maskKey(entry.key)}</code>${entry.businessId ? html`<br><span class="muted">business ${entry.businessId.slice(0, 8)}</span>` : ""}</td>
 <td class="status">${status}${last ? html`<br><span class="muted">${last.actor}, ${when(last.at)}</span>` : ""}</td></tr>`,
 )}</tbody></table></div></form>`

@@ -85,8 +85,8 @@ export function createApp(deps: ConsoleDeps) {
   app.use("*", async function sameOrigin(c, next) {
     if (c.req.method !== "GET" && c.req.method !== "HEAD") {
       const origin = c.req.header("origin");
-      const host = c.req.header("host");
-      if (origin && origin !== "null" && host && new URL(origin).host !== host) {
+      const host = c.req.header("host") ?? new URL(c.req.url).host;
+      if (origin && sameHost(origin) !== host) {
         throw httpError(403, "forbidden_origin", "cross-site request refused");
       }
     }
@@ -173,6 +173,15 @@ function errorPage(c: Context, status: number, title: string, message: string) {
     csrf: c.get("csrf") as string | undefined,
     body: html`<h1>${title}</h1><p class="notice error">${message} (HTTP ${status})</p><p><a href="/">Back to the overview</a></p>`,
   });
+}
+
+/** The host of an Origin header ("null" and junk match nothing). */
+function sameHost(origin: string): string | undefined {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return undefined;
+  }
 }
 
 /** `Authorization: Bearer <operator token | user JWT>`: the JSON API's way in for scripts (no CSRF: no cookie). */

@@ -161,9 +161,9 @@ export interface BrowseQuery {
 }
 
 /**
- * Reads a range of a topic once, with a throwaway consumer group (prefixed "console", as the ACLs allow) whose
- * offsets are set before it joins: the chosen partitions at the start offset, the others at their end, so only the
- * asked range arrives. Returns the raw messages, oldest first per partition, stopping at the end offsets the topic
+ * Reads a range of a topic once, with a throwaway consumer group (prefixed "console", as the ACLs allow) that
+ * starts at the end of every partition and seeks the chosen ones to the start of their range, so only the asked
+ * range arrives (admin.setOffsets would cost seconds per browse waiting on the new group's coordinator). Returns the raw messages, oldest first per partition, stopping at the end offsets the topic
  * had when the read began or after `timeoutMs`.
  */
 export async function readRange(
@@ -189,21 +189,13 @@ export async function readRange(
       if (from < high) wanted.set(o.partition, { from, to: to < high ? to : high });
     }
     if (wanted.size === 0) return [];
-    await admin.setOffsets({
-      groupId,
-      topic: query.topic,
-      partitions: offsets.map((o) => ({
-        partition: o.partition,
-        offset: (wanted.get(o.partition)?.from ?? BigInt(o.high)).toString(),
-      })),
-    });
     const out: { partition: number; message: KafkaMessage }[] = [];
     const done = new Set<number>();
     await consumer.connect();
     await consumer.subscribe({ topic: query.topic });
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, timeoutMs);
-      void consumer.run({
+      const running = consumer.run({
         autoCommit: false,
         eachBatch: async ({ batch }) => {
           const range = wanted.get(batch.partition);
@@ -222,6 +214,12 @@ export async function readRange(
             resolve();
           }
         },
+      });
+      // A new group starts every partition at its end; the asked ones move to the start of their range.
+      void running.then(() => {
+        for (const [partition, range] of wanted) {
+          consumer.seek({ topic: query.topic, partition, offset: range.from.toString() });
+        }
       });
     });
     out.sort(

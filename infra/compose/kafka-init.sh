@@ -38,6 +38,7 @@ printf 'security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaa
 /opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --add --allow-principal User:console --operation Write --topic 'events.raw.v1' --resource-pattern-type prefixed
 /opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --add --allow-principal User:console --operation IdempotentWrite --cluster
 /opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --add --allow-principal User:console --operation Read --operation Describe --group 'console' --resource-pattern-type prefixed
+/opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --add --allow-principal User:console --operation Delete --group 'console-' --resource-pattern-type prefixed
 /opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --add --allow-principal User:console --operation Describe --group '*'
 /opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --add --allow-principal User:console --operation Describe --operation DescribeConfigs --cluster
 /opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --add --allow-principal User:consumer --operation Read --operation Describe --topic 'segment.membership.v1'

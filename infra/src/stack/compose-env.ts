@@ -21,6 +21,8 @@ const SECRET_NAMES = [
   "JWT_SECRET",
   "LOG_HASH_SECRET",
   "CONNECT_PASSWORD",
+  "CONSOLE_OPERATOR_TOKEN",
+  "CONSOLE_SESSION_SECRET",
   "KAFKA_BROKER_PASSWORD",
   ...Object.values(KAFKA_PRINCIPALS).map((prefix) => `KAFKA_${prefix}_PASSWORD`),
 ];
@@ -75,6 +77,8 @@ export function composeEndpoints(env: Record<string, string>): Record<string, st
     SCHEMA_REGISTRY_URL: `http://127.0.0.1:${s.registryPort}/apis/ccompat/v7`,
     JWT_SECRET: env.JWT_SECRET!,
     LOG_HASH_SECRET: env.LOG_HASH_SECRET!,
+    CONSOLE_OPERATOR_TOKEN: env.CONSOLE_OPERATOR_TOKEN!,
+    CONSOLE_SESSION_SECRET: env.CONSOLE_SESSION_SECRET!,
   };
 }
 
@@ -83,6 +87,7 @@ const OPERATION_NAMES: Record<number, string> = {
   3: "Read",
   4: "Write",
   5: "Create",
+  6: "Delete",
   8: "Describe",
   10: "DescribeConfigs",
   12: "IdempotentWrite",

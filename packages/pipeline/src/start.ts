@@ -53,11 +53,19 @@ async function main(): Promise<void> {
       output: { file: logFile(name) },
     });
   });
+  // The ops console (services/console): pages for the pipeline, its topics, dead letters and any contact's story.
+  const opsConsole = new ServiceProcess({
+    name: "console",
+    entry: "services/console/src/main.ts",
+    env: {},
+    healthUrl: `${env.CONSOLE_URL}/healthz`,
+    output: { file: logFile("console") },
+  });
   try {
     if (process.env.START_FROM_END === "1") await skipBacklog(env, say);
-    await Promise.all([api, ...workers].map((service) => service.start()));
+    await Promise.all([api, ...workers, opsConsole].map((service) => service.start()));
     say(
-      `services up; their logs: ${[api, ...workers].map((service) => logFile(service.name)).join(", ")}` +
+      `services up; their logs: ${[api, ...workers, opsConsole].map((service) => logFile(service.name)).join(", ")}` +
         " (npm run stack -- logs <name> [-f])",
     );
     const ownerToken = await runDemo(env, say, () => workersLag(workers));
@@ -73,6 +81,11 @@ async function main(): Promise<void> {
     say(
       `Segment / RudderStack SDKs: host (dataPlaneUrl) ${env.SEGMENT_URL ?? "http://127.0.0.1:8082"}, write key = an ingest key` +
         ` (npm run ingest-keys -- create <business_id>); refused messages: npm run rejected-events -- list <business_id>`,
+    );
+    say(
+      `ops console ${env.CONSOLE_URL}: sign in with the operator token, ` +
+        `grep ^CONSOLE_OPERATOR_TOKEN= ${join(s.dir, "env")} | cut -d= -f2-` +
+        " (or a business owner's JWT, such as the token above, to see one business)",
     );
     say(
       `Ctrl-C stops the services${startedStack ? " and the stack" : " (the stack was already running and stays up)"}.`,

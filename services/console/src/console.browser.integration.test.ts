@@ -6,7 +6,7 @@ import { partitionKey } from "@crm/identity";
 import { poll } from "@crm/process";
 import { createBusiness, signUserToken, testEnv } from "@crm/testing";
 import pg from "pg";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { type Browser, type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   adminKafka,
@@ -37,6 +37,9 @@ let businessB: { businessId: string; ownerId: string };
 let keyA: string;
 const producer = adminKafka(env.brokers).producer();
 
+/** The rendered text of an element (Playwright's innerText; biome's DOM rule mistakes the Locator for a node). */
+// biome-ignore lint/performance/useDomNodeTextContent: a Playwright Locator, whose textContent ignores layout
+const textOf = (locator: Locator) => locator.innerText();
 const url = (path: string) => `${procs.consoleUrl}${path}`;
 const shot = (p: Page, name: string) => p.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 
@@ -98,11 +101,11 @@ describe("the ops console in a browser", () => {
     await shot(p, "sign-in");
     await p.fill("#token", "op_not-the-token-at-all-000000000");
     await p.keyboard.press("Enter");
-    expect(await p.locator("[role=alert]").innerText()).toContain("not valid");
+    expect(await textOf(p.locator("[role=alert]"))).toContain("not valid");
     await p.fill("#token", operatorToken);
     await p.keyboard.press("Enter");
     await p.waitForURL(/\/contacts$/);
-    expect(await p.locator("header .who").innerText()).toContain("operator");
+    expect(await textOf(p.locator("header .who"))).toContain("operator");
     const cookies = await operator.cookies();
     const session = cookies.find((c) => c.name === "crm_console");
     expect(session?.httpOnly).toBe(true);
@@ -142,12 +145,12 @@ describe("the ops console in a browser", () => {
       sending = false;
       await traffic;
     }
-    const text = await page.locator("main").innerText();
+    const text = await textOf(page.locator("main"));
     expect(text).toContain("ingest-api");
     expect(text).toMatch(/segments\s+not running/);
     expect(text).toMatch(/crm_outbox/);
     expect(await page.locator("svg.chart polyline").count()).toBeGreaterThan(0);
-    expect(await page.locator("#lag").innerText()).toContain(topics.groupId);
+    expect(await textOf(page.locator("#lag"))).toContain(topics.groupId);
     await shot(page, "overview");
   });
 
@@ -183,11 +186,11 @@ describe("the ops console in a browser", () => {
       { timeoutMs: 60_000, intervalMs: 1_000 },
     );
     const original = page.locator(`#dead-letters tr[data-id="${first}"] td.status`);
-    expect(await original.innerText()).toContain("replayed");
-    expect(await original.innerText()).toContain("operator");
+    expect(await textOf(original)).toContain("replayed");
+    expect(await textOf(original)).toContain("operator");
     // the trail names who replayed which message
     await page.goto(url("/audit"));
-    expect(await page.locator("#audit").innerText()).toContain(first!);
+    expect(await textOf(page.locator("#audit"))).toContain(first!);
     await shot(page, "audit");
   });
 
@@ -221,7 +224,7 @@ describe("the ops console in a browser", () => {
       },
       { timeoutMs: 60_000, intervalMs: 1_000 },
     );
-    expect(await page.locator(`#dead-letters tr[data-id="${id}"]`).innerText()).toContain("unknown business");
+    expect(await textOf(page.locator(`#dead-letters tr[data-id="${id}"]`))).toContain("unknown business");
     await admin.query("INSERT INTO businesses (id, name, owner_id) VALUES ($1, 'late', $2)", [
       lateBusiness,
       randomUUID(),
@@ -274,13 +277,13 @@ describe("the ops console in a browser", () => {
     await shot(page, "contact-search");
     await link.click();
     await page.waitForURL(new RegExp(`/contacts/${survivor}$`));
-    const merges = await page.locator("#merge-history").innerText();
+    const merges = await textOf(page.locator("#merge-history"));
     expect(merges).toContain(e3!);
     expect(merges).toContain("linked");
     // masked by default; a reveal is an explicit, recorded POST
-    expect(await page.locator("td[data-pii=email]").innerText()).not.toContain(email);
+    expect(await textOf(page.locator("td[data-pii=email]"))).not.toContain(email);
     await page.getByRole("button", { name: "Reveal email" }).click();
-    expect(await page.locator("td[data-pii=email]").innerText()).toBe(email);
+    expect(await textOf(page.locator("td[data-pii=email]"))).toBe(email);
     const trail = await admin.query("SELECT actor, target FROM console_audit WHERE contact_id = $1", [
       survivor,
     ]);
@@ -297,7 +300,7 @@ describe("the ops console in a browser", () => {
     await phoneView.close();
     await page.goto(url(`/topics/${encodeURIComponent(topics.rawTopic)}?limit=5`));
     expect(await page.locator("#messages tr").count()).toBeGreaterThan(0);
-    expect(await page.locator("#messages").innerText()).not.toContain(email);
+    expect(await textOf(page.locator("#messages"))).not.toContain(email);
     await shot(page, "topic-messages");
     await page.goto(url("/topics"));
     await shot(page, "topics");
@@ -325,7 +328,7 @@ describe("the ops console in a browser", () => {
       // business A's poison (keyed by A) is A's alone
       expect(await p.locator("#dead-letters tr", { hasText: "not JSON" }).count()).toBe(sees ? 2 : 0);
       await p.goto(url(`/topics/${encodeURIComponent(topics.rawTopic)}?limit=50`));
-      const text = await p.locator("main").innerText();
+      const text = await textOf(p.locator("main"));
       expect(text.includes(businessA.businessId)).toBe(sees);
       await p.goto(url("/audit"));
       expect(await p.locator("#audit tr", { hasText: "reveal" }).count()).toBe(sees ? 1 : 0);

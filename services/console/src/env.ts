@@ -33,7 +33,7 @@ export const ConsoleEnv = z.object({
   // comma-separated topics on the Topics page (the raw and DLQ topics above are always there)
   CONSOLE_TOPICS: z
     .string()
-    .default(`${TOPICS.contactUpdated},events.applied.v1,${TOPICS.segmentMembership}`)
+    .default(`${TOPICS.contactUpdated},${TOPICS.eventsApplied},${TOPICS.segmentMembership}`)
     .transform((s) =>
       s
         .split(",")

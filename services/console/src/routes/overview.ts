@@ -24,6 +24,7 @@ export interface OverviewData {
   slots: SlotState[];
   services: ServiceHealth[];
   deadLetters: number;
+  dlqTopic: string;
 }
 
 /** The overview (issue 19.2): rates per stage, lag, connector, slot, DLQ size, health; polled every few seconds. */
@@ -31,7 +32,10 @@ export function overviewRoutes(deps: ConsoleDeps) {
   const app = new Hono<ConsoleEnvBindings>();
   // The pipeline's state is the same for every operator: read at most every 3 s, however many tabs poll.
   let cached:
-    | { at: number; value: Promise<Omit<OverviewData, "rates" | "latest" | "deadLetters" | "scope">> }
+    | {
+        at: number;
+        value: Promise<Omit<OverviewData, "rates" | "latest" | "deadLetters" | "scope" | "dlqTopic">>;
+      }
     | undefined;
 
   const pipelineState = () => {
@@ -58,6 +62,7 @@ export function overviewRoutes(deps: ConsoleDeps) {
     const deadLetters = deps.deadLetters.list().filter((e) => maySee(viewer, e.businessId)).length;
     if (viewer.businesses !== null) {
       return {
+        dlqTopic: deps.dlqTopic,
         scope: "business",
         rates: [],
         latest: undefined,
@@ -70,6 +75,7 @@ export function overviewRoutes(deps: ConsoleDeps) {
     }
     const points = deps.rates.points;
     return {
+      dlqTopic: deps.dlqTopic,
       scope: "pipeline",
       rates: points,
       latest: points.at(-1),

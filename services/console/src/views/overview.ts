@@ -85,7 +85,7 @@ ${(["accepted", "applied", "published"] as const).map(
   (stage) =>
     html`<div class="card"><div class="muted">${LABELS[stage]}</div><div class="big" data-rate="${stage}">${rate(latest?.[stage])}</div><div class="muted">events/s</div></div>`,
 )}
-<div class="card"><div class="muted">Dead letters (${"events.dlq.v1"})</div><div class="big" id="dlq-size">${data.deadLetters}</div><a href="/dead-letters">Open</a></div>
+<div class="card"><div class="muted">Dead letters (${data.dlqTopic})</div><div class="big" id="dlq-size">${data.deadLetters}</div><a href="/dead-letters">Open</a></div>
 </div>
 <h2>Events per second, last hour</h2>
 <p class="legend">${(["accepted", "applied", "published"] as const).map((s) => html`<span><i style="background:${COLORS[s]}"></i>${LABELS[s]}</span>`)}</p>

@@ -27,16 +27,17 @@ $$;
 REVOKE ALL ON FUNCTION app.console_contact_business(uuid, uuid[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION app.console_contact_business(uuid, uuid[]) TO crm_service;
 
--- Names of businesses, for labels (an owner's own, or every one for the operator).
-CREATE OR REPLACE FUNCTION app.console_businesses(p_businesses uuid[])
-RETURNS TABLE (id uuid, name text)
+-- The default countries of the given businesses (NULL: every business): a phone written in national format is
+-- normalized with each of them, as ingest normalizes it with the event's business's country.
+CREATE OR REPLACE FUNCTION app.console_countries(p_businesses uuid[])
+RETURNS SETOF text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-  SELECT b.id, b.name FROM businesses b
+  SELECT DISTINCT b.default_country::text FROM businesses b
   WHERE p_businesses IS NULL OR b.id = ANY (p_businesses)
-  ORDER BY b.created_at DESC LIMIT 200
+  LIMIT 50
 $$;
-REVOKE ALL ON FUNCTION app.console_businesses(uuid[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.console_businesses(uuid[]) TO crm_service;
+REVOKE ALL ON FUNCTION app.console_countries(uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.console_countries(uuid[]) TO crm_service;
 
 -- Records one action. A contact must belong to the business named with it (a forged pair is refused).
 CREATE OR REPLACE FUNCTION app.console_record(p_actor text, p_action text, p_business uuid, p_contact uuid,

@@ -232,6 +232,32 @@ describe("cross-tenant matrix", () => {
   });
 });
 
+describe("search", () => {
+  it("finds a phone written in the national format of the contact's business's country", async () => {
+    const { businessId, ownerId } = await createBusiness(admin, { country: "GB" });
+    const contactId = randomUUID();
+    const phone = `+447911${String(100_000 + Math.floor(Math.random() * 899_999))}`;
+    await admin.query(
+      "INSERT INTO crm_contacts (id, business_id, phone, first_seen_at, last_seen_at) VALUES ($1, $2, $3, now(), now())",
+      [contactId, businessId, phone],
+    );
+    await admin.query(
+      "INSERT INTO contact_identities (business_id, type, value, contact_id) VALUES ($1, 'phone', $2, $3)",
+      [businessId, phone, contactId],
+    );
+    tokens.ownerGb = await signUserToken(env.jwtSecret, ownerId);
+    const national = `0${phone.slice(3, 7)} ${phone.slice(7)}`;
+    for (const who of ["operator", "ownerGb"]) {
+      const res = await call(who, `/api/contacts?q=${encodeURIComponent(national)}`);
+      expect(
+        ((await res.json()) as { hits: { contact_id: string }[] }).hits.map((h) => h.contact_id),
+      ).toEqual([contactId]);
+    }
+    const other = await call("ownerA", `/api/contacts?q=${encodeURIComponent(national)}`);
+    expect(((await other.json()) as { hits: unknown[] }).hits).toEqual([]);
+  });
+});
+
 describe("sessions", () => {
   async function signIn(token: string) {
     const res = await app.request("/sign-in", {

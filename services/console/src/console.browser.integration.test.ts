@@ -115,6 +115,9 @@ describe("the ops console in a browser", () => {
 
   it("shows non-zero accepted, applied and published rates while traffic flows", async () => {
     await page.goto(url("/"));
+    // keyboard first: the first Tab reaches the skip link, which lands on the content
+    await page.keyboard.press("Tab");
+    expect(await textOf(page.locator(":focus"))).toBe("Skip to content");
     let sending = true;
     const traffic = (async () => {
       while (sending) {

@@ -33,9 +33,14 @@ export async function searchContacts(db: Pool, viewer: Viewer, query: string): P
     if (value && !pairs.some(([t, v]) => t === type && v === value)) pairs.push([type, value]);
   };
   // Each field on its own: a string that is not an email must still find an external_id.
-  for (const field of ["external_id", "email", "phone", "anonymous_id"] as const) {
+  for (const field of ["external_id", "email", "anonymous_id"] as const) {
     add(field, normalizeIdentifiers({ [field]: q }).values[field]);
   }
+  // A phone in national format means a different number in each country: try each of the viewer's businesses'.
+  const { rows: countries } = await db.query<{ c: string }>("SELECT app.console_countries($1) AS c", [
+    viewer.businesses,
+  ]);
+  for (const { c } of countries) add("phone", normalizeIdentifiers({ phone: q }, c).values.phone);
   if (pairs.length > 0) {
     const { rows } = await db.query<{ business_id: string; contact_id: string; type: string }>(
       "SELECT business_id, contact_id, type FROM app.console_find_identities($1, $2, $3)",

@@ -108,7 +108,7 @@ export class DeadLetterLog {
 
   private add(entry: DeadLetter): void {
     this.entries.set(entry.id, entry);
-    const max = this.options.max ?? 10_000;
+    const max = this.options.max ?? 5_000;
     if (this.entries.size > max) this.entries.delete(this.entries.keys().next().value as string);
   }
 

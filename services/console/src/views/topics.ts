@@ -27,7 +27,7 @@ ${options.topics.map(
     t,
   ) => html`<tr><td><a href="/topics/${encodeURIComponent(t.topic)}">${t.topic}</a></td><td class="num">${t.partitions.length}</td><td class="num">${t.messages}</td>
 <td>${retention(t.retentionMs)}</td><td>${t.cleanupPolicy ?? "?"}</td>
-<td><details><summary>${t.partitions.length} partitions</summary><code>${t.partitions.map((p) => `${p.partition}: ${p.low}–${p.high}`).join("\n")}</code></details></td></tr>`,
+<td><details><summary>${t.partitions.length} partitions</summary><code style="white-space:pre">${t.partitions.map((p) => `${p.partition}: ${p.low}–${p.high}`).join("\n")}</code></details></td></tr>`,
 )}</tbody></table></div>`,
   });
 }

@@ -148,7 +148,12 @@ export function createApp(deps: ConsoleDeps) {
       status = error.status;
       code = error.code;
       message = error.message;
-    } else if (error instanceof DependencyUnavailableError || isConnectionFailure(error)) {
+    } else if (
+      error instanceof DependencyUnavailableError ||
+      isConnectionFailure(error) ||
+      // kafkajs's errors (KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded, ...): the broker, not the request
+      error.name.startsWith("KafkaJS")
+    ) {
       status = 503;
       code = "unavailable";
       message = "a dependency (Postgres, Kafka) is unavailable; try again";

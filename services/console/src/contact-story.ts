@@ -97,16 +97,32 @@ export interface ContactStory {
     created_at: Date;
   }[];
   events: { id: string; type: string; occurred_at: Date; received_at: Date; props: unknown }[];
-  /** Tables other parts add (segment memberships, webhook deliveries), when they exist: name -> rows. */
+  /** What other parts record (segment memberships, webhook deliveries), where their tables exist: title -> rows. */
   related: { table: string; rows: Record<string, unknown>[] }[];
 }
 
-/** Tables of other parts that may hold rows about a contact; read only if present (to_regclass). */
-const RELATED_TABLES = [
-  "segment_memberships",
-  "segment_membership",
-  "webhook_deliveries",
-  "automation_deliveries",
+/**
+ * What other parts record about a contact, read only where their tables exist (they come with the segments and
+ * automations services): each is a title, the tables it needs, and its query. A query that fails (a column renamed
+ * since) is skipped inside a savepoint, so the rest of the card still shows.
+ */
+const RELATED = [
+  {
+    title: "Segment memberships",
+    tables: ["segment_memberships", "segment_definitions"],
+    sql: `SELECT d.name AS segment, m.segment_id, m.is_member, m.changed_at, m.segment_version
+          FROM segment_memberships m LEFT JOIN segment_definitions d ON d.id = m.segment_id
+          WHERE m.contact_id = $1 ORDER BY m.changed_at DESC LIMIT 100`,
+  },
+  {
+    title: "Webhook deliveries",
+    tables: ["automation_messages", "automation_deliveries", "automation_endpoints"],
+    sql: `SELECT m.event_type, e.url AS endpoint, d.status, d.attempts, d.last_status_code, d.created_at,
+                 d.delivered_at
+          FROM automation_messages m JOIN automation_deliveries d ON d.message_id = m.id
+          LEFT JOIN automation_endpoints e ON e.id = d.endpoint_id
+          WHERE m.contact_id = $1 ORDER BY d.created_at DESC LIMIT 100`,
+  },
 ] as const;
 
 /** A contact's card, read in its business's transaction (RLS); undefined when the viewer may not see it. */
@@ -179,19 +195,20 @@ export async function contactStory(
         )
       ).rows;
       const related: ContactStory["related"] = [];
-      for (const table of RELATED_TABLES) {
+      for (const part of RELATED) {
         const present = await client.query<{ ok: boolean }>(
-          `SELECT to_regclass($1) IS NOT NULL AND has_table_privilege(to_regclass($1), 'SELECT')
-                  AND EXISTS (SELECT 1 FROM information_schema.columns
-                              WHERE table_name = $1 AND column_name = 'contact_id') AS ok`,
-          [table],
+          `SELECT bool_and(to_regclass(t) IS NOT NULL AND has_table_privilege(to_regclass(t), 'SELECT')) AS ok
+           FROM unnest($1::text[]) AS t`,
+          [part.tables],
         );
         if (!present.rows[0]?.ok) continue;
-        // The name is one of RELATED_TABLES, never input.
-        const rows = (
-          await client.query(`SELECT * FROM ${table} WHERE contact_id = $1 LIMIT 100`, [contactId])
-        ).rows;
-        related.push({ table, rows });
+        await client.query("SAVEPOINT related");
+        try {
+          related.push({ table: part.title, rows: (await client.query(part.sql, [contactId])).rows });
+          await client.query("RELEASE SAVEPOINT related");
+        } catch {
+          await client.query("ROLLBACK TO SAVEPOINT related");
+        }
       }
       return { contact, identities, merges, conflicts, events, related };
     },

@@ -23,5 +23,7 @@ describe("masking", () => {
     expect(masked).not.toContain("1234567");
     expect(masked).not.toContain("Alice");
     expect(masked).toContain('"a1"');
+    const at = new Date();
+    expect(maskDeep({ changed_at: at })).toEqual({ changed_at: at });
   });
 });

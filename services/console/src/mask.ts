@@ -41,7 +41,7 @@ export function maskValue(kind: string, value: string): string {
 export function maskDeep(value: unknown, depth = 0): unknown {
   if (depth > 64) return "…";
   if (Array.isArray(value)) return value.map((item) => maskDeep(item, depth + 1));
-  if (value === null || typeof value !== "object") return value;
+  if (value === null || typeof value !== "object" || value instanceof Date) return value;
   const record = value as Record<string, unknown>;
   const identityKind =
     typeof record.type === "string" && PII_FIELDS.has(record.type) && typeof record.value === "string"

@@ -112,8 +112,14 @@ ${story.events.map(
     html`<tr><td>${when(e.occurred_at)}</td><td>${e.type}</td><td><code>${e.id}</code></td><td><pre>${deep(e.props)}</pre></td></tr>`,
 )}</tbody></table></div>
 ${story.related.map(
-  (r) => html`<h2>${r.table.replaceAll("_", " ")}</h2>
-${r.rows.length === 0 ? html`<p class="muted">None.</p>` : html`<pre>${deep(r.rows)}</pre>`}`,
+  (r) => html`<h2>${r.table}</h2>
+${
+  r.rows.length === 0
+    ? html`<p class="muted">None.</p>`
+    : html`<div class="scroll"><table class="stack"><thead><tr>${Object.keys(r.rows[0]!).map((k) => html`<th>${k.replaceAll("_", " ")}</th>`)}</tr></thead><tbody>
+${r.rows.map((row) => html`<tr>${Object.values(maskDeep(row) as Record<string, unknown>).map((v) => html`<td>${v instanceof Date ? when(v) : typeof v === "object" && v !== null ? json(v, 300) : String(v ?? "")}</td>`)}</tr>`)}
+</tbody></table></div>`
+}`,
 )}`,
   });
 }

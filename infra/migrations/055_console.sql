@@ -11,7 +11,7 @@ CREATE TABLE console_audit (
   business_id uuid REFERENCES businesses (id) ON DELETE CASCADE,
   -- the contact whose value was revealed; erasing the contact (issue 18) keeps the trail but forgets whose it was
   contact_id  uuid REFERENCES crm_contacts (id) ON DELETE SET NULL,
-  -- what: 'contact:<id>:email', 'dlq:<topic>:<partition>:<offset>'; never the revealed value itself
+  -- what: 'reveal:email' (the contact is contact_id), 'dlq:<topic>:<partition>:<offset>'; never a revealed value
   target      text NOT NULL CHECK (char_length(target) BETWEEN 1 AND 300),
   detail      jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(detail) = 'object')
 );

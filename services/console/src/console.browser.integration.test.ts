@@ -291,7 +291,7 @@ describe("the ops console in a browser", () => {
     const trail = await admin.query("SELECT actor, target FROM console_audit WHERE contact_id = $1", [
       survivor,
     ]);
-    expect(trail.rows).toEqual([{ actor: "operator", target: `contact:${survivor}:email` }]);
+    expect(trail.rows).toEqual([{ actor: "operator", target: "reveal:email" }]);
     await page.goto(url(`/contacts/${survivor}`));
     await shot(page, "contact");
     const phoneView = await browser.newContext({

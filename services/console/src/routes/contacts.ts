@@ -51,7 +51,8 @@ export function contactRoutes(deps: ConsoleDeps) {
       action: "reveal",
       businessId: story.contact.business_id,
       contactId: story.contact.id,
-      target: `contact:${story.contact.id}:${parsed.data.field}`,
+      // the contact is the contact_id column (forgotten when the contact is erased), not part of the text
+      target: `reveal:${parsed.data.field}`,
       detail: { field: parsed.data.field },
     });
     const shown = revealOf(parsed.data.field);

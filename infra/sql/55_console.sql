@@ -1,5 +1,5 @@
--- The ops console's database functions (issue 19). Repeatable. The console runs as crm_service, like every service:
--- a contact's card is read in a transaction of that contact's business (RLS). These definer functions answer only
+-- The ops console's database functions (issue 19). Repeatable. The console runs as its own role crm_console
+-- (migration 056), under RLS like every service: a contact's card is read in a transaction of that contact's business. These definer functions answer only
 -- what must be asked before a tenant is known (which business holds this contact or identifier) and write or read
 -- the console's own audit trail (console_audit, migration 055). The console decides whose businesses a caller may
 -- pass (an owner: only their own); the functions never widen what they are given.
@@ -15,7 +15,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
   LIMIT 50
 $$;
 REVOKE ALL ON FUNCTION app.console_find_identities(text[], text[], uuid[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.console_find_identities(text[], text[], uuid[]) TO crm_service;
+GRANT EXECUTE ON FUNCTION app.console_find_identities(text[], text[], uuid[]) TO crm_console;
 
 -- The business of a contact, if it is one of the given businesses (NULL: any).
 CREATE OR REPLACE FUNCTION app.console_contact_business(p_contact uuid, p_businesses uuid[])
@@ -25,7 +25,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
   WHERE c.id = p_contact AND (p_businesses IS NULL OR c.business_id = ANY (p_businesses))
 $$;
 REVOKE ALL ON FUNCTION app.console_contact_business(uuid, uuid[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.console_contact_business(uuid, uuid[]) TO crm_service;
+GRANT EXECUTE ON FUNCTION app.console_contact_business(uuid, uuid[]) TO crm_console;
 
 -- The default countries of the given businesses (NULL: every business): a phone written in national format is
 -- normalized with each of them, as ingest normalizes it with the event's business's country.
@@ -37,7 +37,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
   LIMIT 50
 $$;
 REVOKE ALL ON FUNCTION app.console_countries(uuid[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.console_countries(uuid[]) TO crm_service;
+GRANT EXECUTE ON FUNCTION app.console_countries(uuid[]) TO crm_console;
 
 -- Records one action. A contact must belong to the business named with it (a forged pair is refused).
 CREATE OR REPLACE FUNCTION app.console_record(p_actor text, p_action text, p_business uuid, p_contact uuid,
@@ -56,7 +56,7 @@ BEGIN
   RETURN v_id;
 END $$;
 REVOKE ALL ON FUNCTION app.console_record(text, text, uuid, uuid, text, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.console_record(text, text, uuid, uuid, text, jsonb) TO crm_service;
+GRANT EXECUTE ON FUNCTION app.console_record(text, text, uuid, uuid, text, jsonb) TO crm_console;
 
 -- The trail, newest first: of the given businesses (NULL: all, entries without a business included), optionally of
 -- given targets only (the dead-letter page asks for the entries of the messages it shows).
@@ -72,4 +72,25 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
   LIMIT LEAST(GREATEST(p_limit, 1), 1000)
 $$;
 REVOKE ALL ON FUNCTION app.console_audit_list(uuid[], text[], int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.console_audit_list(uuid[], text[], int) TO crm_service;
+GRANT EXECUTE ON FUNCTION app.console_audit_list(uuid[], text[], int) TO crm_console;
+
+-- Only the console calls these (a database that granted them to the services' role before 056 takes that back).
+REVOKE ALL ON FUNCTION app.console_find_identities(text[], text[], uuid[]), app.console_contact_business(uuid, uuid[]),
+  app.console_countries(uuid[]), app.console_record(text, text, uuid, uuid, text, jsonb),
+  app.console_audit_list(uuid[], text[], int) FROM crm_service;
+
+-- Which businesses a signed-in user owns or belongs to (infra/sql/30_ingest_api.sql), as at ingest.
+GRANT EXECUTE ON FUNCTION app.user_businesses(uuid) TO crm_console;
+
+-- What other parts record about a contact, shown on its card where their tables exist (segments, automations).
+DO $$
+DECLARE t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['segment_memberships', 'segment_definitions', 'automation_messages',
+                           'automation_deliveries', 'automation_endpoints']
+  LOOP
+    IF to_regclass(t) IS NOT NULL THEN
+      EXECUTE format('GRANT SELECT ON %I TO crm_console', t);
+    END IF;
+  END LOOP;
+END $$;

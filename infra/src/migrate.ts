@@ -15,6 +15,8 @@ const Env = z.object({
   DATABASE_URL: z.string().url(),
   // Debezium's replication role
   DEBEZIUM_DATABASE_URL: z.string().url(),
+  // the ops console's role (created NOLOGIN by migration 055 when unset here, so its grants always apply)
+  CONSOLE_DATABASE_URL: z.string().url().optional(),
 });
 
 /** Where the SQL lives (tests pass copies). */
@@ -39,6 +41,7 @@ export const SQL_LAYOUT: SqlLayout = {
 const ROLES = {
   service: "crm_service",
   debezium: "crm_debezium",
+  console: "crm_console",
 } as const;
 
 /** One runner at a time per database (npm start and a test run may race). */
@@ -203,6 +206,13 @@ export async function migrate(
       "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
     );
     await ensureRole(client, ROLES.debezium, debezium.password, "REPLICATION NOSUPERUSER NOBYPASSRLS");
+    if (env.CONSOLE_DATABASE_URL) {
+      const opsConsole = credentials(env.CONSOLE_DATABASE_URL);
+      if (opsConsole.user !== ROLES.console)
+        throw new Error(`CONSOLE_DATABASE_URL must use role ${ROLES.console}`);
+      const attributes = "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE";
+      await ensureRole(client, ROLES.console, opsConsole.password, attributes);
+    }
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     await client.query(`CREATE TABLE IF NOT EXISTS schema_repeatables (

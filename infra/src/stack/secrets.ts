@@ -15,6 +15,8 @@ export interface StackSecrets {
   servicePassword: string;
   /** crm_debezium, the replication role: it reads every tenant. */
   debeziumPassword: string;
+  /** crm_console, the ops console's role: reads contacts under RLS, calls the console's lookups. */
+  consoleDbPassword: string;
   /** crm_registry, Apicurio's own role and database. */
   registryPassword: string;
   /** The user of Connect's REST API (BasicAuthSecurityRestExtension). */
@@ -37,6 +39,7 @@ export function stackSecrets(s: StackSettings): StackSecrets {
     servicePassword: stored.servicePassword ?? newSecret(),
     debeziumPassword: stored.debeziumPassword ?? newSecret(),
     registryPassword: stored.registryPassword ?? newSecret(),
+    consoleDbPassword: stored.consoleDbPassword ?? newSecret(),
     connectRestPassword: stored.connectRestPassword ?? newSecret(),
     consoleOperatorToken: stored.consoleOperatorToken ?? `op_${randomBytes(24).toString("base64url")}`,
     consoleSessionSecret: stored.consoleSessionSecret ?? randomBytes(32).toString("base64url"),
@@ -58,6 +61,7 @@ export const ROLES = {
   service: "crm_service",
   debezium: "crm_debezium",
   registry: "crm_registry",
+  console: "crm_console",
 } as const;
 
 /** The user of Connect's REST API. */

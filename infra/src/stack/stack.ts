@@ -36,6 +36,8 @@ function writeEnvFile(s: StackSettings): Record<string, string> {
     DATABASE_URL: url(ROLES.service, secrets.servicePassword),
     DATABASE_ADMIN_URL: adminUrl(s),
     DEBEZIUM_DATABASE_URL: url(ROLES.debezium, secrets.debeziumPassword),
+    // the ops console's own role: what it may read and call is granted to it alone (infra/sql/55_console.sql)
+    CONSOLE_DATABASE_URL: url(ROLES.console, secrets.consoleDbPassword),
     KAFKA_BROKERS: kafkaBrokers(s).join(","),
     KAFKA_REPLICATION_FACTOR: String(replicationFactor(s)),
     KAFKA_MIN_INSYNC_REPLICAS: String(minInsyncReplicas(s)),

@@ -22,7 +22,8 @@ const env = testEnv();
 const stack = stackEnv();
 const RUNS = Number(process.env.FUZZ_RUNS ?? 150);
 const admin = new pg.Pool({ connectionString: env.adminUrl, max: 3 });
-const db = createPool({ connectionString: env.databaseUrl, applicationName: "console-test", max: 4 });
+const consoleDatabaseUrl = stack.CONSOLE_DATABASE_URL ?? "";
+const db = createPool({ connectionString: consoleDatabaseUrl, applicationName: "console-test", max: 4 });
 const logger = createLogger("console-test", { level: "silent" });
 const kafka = createKafka({
   brokers: env.brokers,
@@ -229,6 +230,34 @@ describe("cross-tenant matrix", () => {
     );
     expect(rows.map((r) => r.actor)).toEqual(["operator", `user:${a.ownerId}`, `user:${a.memberId}`]);
     expect(JSON.stringify(rows)).not.toContain(a.email);
+  });
+});
+
+describe("least privilege", () => {
+  it("gives the console's lookups to its own role only, and that role writes no tenant table", async () => {
+    const service = new pg.Client({ connectionString: env.databaseUrl });
+    await service.connect();
+    try {
+      for (const call of [
+        "SELECT * FROM app.console_find_identities(ARRAY['email'], ARRAY['x@example.com'], NULL)",
+        "SELECT app.console_contact_business(gen_random_uuid(), NULL)",
+        "SELECT * FROM app.console_audit_list(NULL, NULL, 10)",
+      ]) {
+        await expect(service.query(call)).rejects.toMatchObject({ code: "42501" });
+      }
+    } finally {
+      await service.end();
+    }
+    const { rows } = await admin.query<{ rolbypassrls: boolean; rolsuper: boolean }>(
+      "SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = 'crm_console'",
+    );
+    expect(rows).toEqual([{ rolbypassrls: false, rolsuper: false }]);
+    await expect(
+      db.query("UPDATE crm_contacts SET name = 'x' WHERE id = $1", [a.contactId]),
+    ).rejects.toMatchObject({ code: "42501" });
+    await expect(db.query("SELECT count(*) FROM console_audit")).rejects.toMatchObject({ code: "42501" });
+    // without a tenant, RLS shows the console no contact at all
+    expect((await db.query("SELECT count(*)::int AS n FROM crm_contacts")).rows[0].n).toBe(0);
   });
 });
 

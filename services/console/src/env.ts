@@ -5,9 +5,9 @@ import { z } from "zod";
 const url = z.string().url();
 
 export const ConsoleEnv = z.object({
-  // services' role (no BYPASSRLS): a contact's card is read in its business's transaction; cross-tenant lookups go
-  // through the definer functions of infra/sql/55_console.sql
-  DATABASE_URL: url,
+  // the console's own role crm_console (no BYPASSRLS): a contact's card is read in its business's transaction;
+  // cross-tenant lookups go through definer functions of infra/sql/55_console.sql that only this role may call
+  CONSOLE_DATABASE_URL: url,
   // comma-separated host:port list
   KAFKA_BROKERS: z.string().min(1),
   // this service's SCRAM principal: reads every pipeline topic, writes events.raw.v1 (replays). Unset: no SASL

@@ -12,7 +12,7 @@ import { Sessions } from "./session.ts";
 
 const env = parseEnv(ConsoleEnv);
 const logger = createLogger("console", { level: env.LOG_LEVEL });
-const db = createPool({ connectionString: env.DATABASE_URL, applicationName: "console", max: 4 });
+const db = createPool({ connectionString: env.CONSOLE_DATABASE_URL, applicationName: "console", max: 4 });
 // Contact cards are read under RLS in their business's transaction: a role that could bypass it must not serve.
 await assertCannotBypassRls(db);
 

@@ -18,6 +18,8 @@ const PipelineEnv = z.object({
   DATABASE_ADMIN_URL: z.string().url(),
   DATABASE_URL: z.string().url(),
   DEBEZIUM_DATABASE_URL: z.string().url(),
+  // the ops console's role; migrate gives it its login (absent in endpoints made before it existed)
+  CONSOLE_DATABASE_URL: z.string().url().optional(),
   CONNECT_URL: z.string().url(),
   SCHEMA_REGISTRY_URL: z.string().url(),
 });

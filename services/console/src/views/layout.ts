@@ -26,8 +26,12 @@ button{background:var(--accent);color:#fff;border-color:var(--accent);cursor:poi
 .notice{border-left:4px solid var(--accent);background:#eef5fc;padding:8px 12px;margin:0 0 12px}.error{border-left-color:var(--bad);background:#fdf0ef}
 svg.chart{width:100%;height:auto;max-height:170px;background:#fbfcfd;border:1px solid var(--line)}
 .legend span{margin-right:12px}.legend i{display:inline-block;width:12px;height:3px;vertical-align:middle;margin-right:4px}
-@media (max-width:700px){main{padding:10px}th,td{padding:4px 5px}header .who{margin-left:0}table.stack thead{display:none}table.stack tr{display:block;border-bottom:2px solid var(--line)}table.stack td{display:block;border:0}}
+@media (max-width:700px){main{padding:10px}th,td{padding:4px 5px}header .who{margin-left:0}table.stack thead{display:none}table.stack tr{display:block;border-bottom:2px solid var(--line)}table.stack td{display:block;border:0}table.stack td[data-label]::before{content:attr(data-label);display:block;font-size:.8rem;color:var(--muted)}}
 `;
+
+// On a phone a table.stack shows one cell per line; each cell is labelled with its column's header.
+const LABEL_CELLS = `document.querySelectorAll('table.stack').forEach(function(t){var h=[].map.call(t.querySelectorAll('thead th'),function(th){return th.textContent});
+t.querySelectorAll('tbody tr').forEach(function(tr){[].forEach.call(tr.children,function(td,i){if(h[i])td.setAttribute('data-label',h[i])})})});`;
 
 const PAGES = [
   ["/", "Overview"],
@@ -76,6 +80,7 @@ ${
 <main id="main">
 ${options.body}
 </main>
+<script>${raw(LABEL_CELLS)}</script>
 ${options.script ? html`<script>${raw(options.script)}</script>` : ""}
 </body>
 </html>`;

@@ -10,12 +10,18 @@ export interface Viewer {
   principal: Principal;
   /** null: every business (the operator) */
   businesses: string[] | null;
-  /** how the audit trail names this viewer: "operator" or "user:<uuid>" */
+  /** how the audit trail names this viewer: "operator", "operator:<uuid>" (by JWT claim) or "user:<uuid>" */
   actor: string;
 }
 
 export async function viewerOf(principal: Principal, directory: TenantDirectory): Promise<Viewer> {
-  if (principal.kind === "operator") return { principal, businesses: null, actor: "operator" };
+  if (principal.kind === "operator") {
+    return {
+      principal,
+      businesses: null,
+      actor: principal.userId ? `operator:${principal.userId}` : "operator",
+    };
+  }
   const access = await directory.businessesOfUser(principal.userId);
   return {
     principal,

@@ -8,6 +8,7 @@ import { createLogger } from "@crm/logger";
 import { poll } from "@crm/process";
 import { createBusiness, signUserToken, testEnv } from "@crm/testing";
 import fc from "fast-check";
+import { SignJWT } from "jose";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "./app.ts";
@@ -116,6 +117,7 @@ beforeAll(async () => {
     }),
     sessions: new Sessions(sessionSecret, 3_600),
     operatorToken,
+    operatorClaim: "app_metadata.crm_operator",
     kafka,
     replays,
     deadLetters,
@@ -258,6 +260,30 @@ describe("least privilege", () => {
     await expect(db.query("SELECT count(*) FROM console_audit")).rejects.toMatchObject({ code: "42501" });
     // without a tenant, RLS shows the console no contact at all
     expect((await db.query("SELECT count(*)::int AS n FROM crm_contacts")).rows[0].n).toBe(0);
+  });
+});
+
+describe("operator claim", () => {
+  const tokenWith = (appMetadata: Record<string, unknown>) =>
+    new SignJWT({ role: "authenticated", app_metadata: appMetadata })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject(randomUUID())
+      .setAudience("authenticated")
+      .setIssuedAt()
+      .setExpirationTime("10m")
+      .sign(new TextEncoder().encode(env.jwtSecret));
+
+  it("makes a verified user with the claim an operator, and nobody else", async () => {
+    tokens.claimed = await tokenWith({ crm_operator: true });
+    tokens.unclaimed = await tokenWith({ crm_operator: "true" });
+    expect((await call("claimed", `/api/contacts/${b.contactId}`)).status).toBe(200);
+    expect((await call("unclaimed", `/api/contacts/${b.contactId}`)).status).toBe(403);
+    await post("claimed", `/api/contacts/${a.contactId}/reveal`, { field: "phone" });
+    const { rows } = await admin.query(
+      "SELECT actor FROM console_audit WHERE contact_id = $1 AND target = 'reveal:phone'",
+      [a.contactId],
+    );
+    expect(rows.map((r) => r.actor)).toEqual([expect.stringMatching(/^operator:[0-9a-f-]{36}$/)]);
   });
 });
 

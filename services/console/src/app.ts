@@ -7,6 +7,7 @@ import { type Context, Hono } from "hono";
 
 import { getCookie } from "hono/cookie";
 import { html } from "hono/html";
+import { decodeJwt } from "jose";
 import { type Viewer, viewerOf } from "./access.ts";
 import type { DeadLetterLog } from "./dead-letters.ts";
 import type { RateSampler } from "./rates.ts";
@@ -25,6 +26,8 @@ export interface ConsoleDeps {
   authenticator: Authenticator;
   sessions: Sessions;
   operatorToken: string;
+  /** dotted path of a JWT claim that makes its user an operator when true (e.g. app_metadata.crm_operator) */
+  operatorClaim?: string | undefined;
   kafka: Kafka;
   /** writes replays into the raw topic (idempotent, acks=all); its answer says where each replay landed */
   replays: ReturnType<Kafka["producer"]>;
@@ -180,6 +183,20 @@ function errorPage(c: Context, status: number, title: string, message: string) {
   });
 }
 
+/**
+ * True when the token (already verified) carries `true` at the claim path: Supabase puts such roles in
+ * `app_metadata`, which only the server side can set. No path configured: no JWT is an operator.
+ */
+export function hasOperatorClaim(token: string, path: string | undefined): boolean {
+  if (!path) return false;
+  let value: unknown = decodeJwt(token);
+  for (const part of path.split(".")) {
+    if (value === null || typeof value !== "object" || !Object.hasOwn(value, part)) return false;
+    value = (value as Record<string, unknown>)[part];
+  }
+  return value === true;
+}
+
 /** The host of an Origin header ("null" and junk match nothing). */
 function sameHost(origin: string): string | undefined {
   try {
@@ -199,7 +216,10 @@ async function bearerPrincipal(
   if (equal(match[1]!, deps.operatorToken)) return { kind: "operator" };
   try {
     const caller = await deps.authenticator.authenticate(`Bearer ${match[1]}`);
-    return caller.kind === "user" ? { kind: "user", userId: caller.id } : undefined;
+    if (caller.kind !== "user") return undefined;
+    return hasOperatorClaim(match[1]!, deps.operatorClaim)
+      ? { kind: "operator", userId: caller.id }
+      : { kind: "user", userId: caller.id };
   } catch (error) {
     if (error instanceof HttpError) throw httpError(401, "unauthorized", error.message);
     throw error;

@@ -48,6 +48,7 @@ const app = createApp({
   }),
   sessions: new Sessions(env.CONSOLE_SESSION_SECRET, env.CONSOLE_SESSION_TTL_S),
   operatorToken: env.CONSOLE_OPERATOR_TOKEN,
+  operatorClaim: env.CONSOLE_OPERATOR_CLAIM,
   kafka,
   replays,
   deadLetters,

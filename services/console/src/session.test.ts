@@ -10,6 +10,10 @@ describe("Sessions", () => {
     expect(sessions.verify(sessions.issue({ kind: "operator" }).value)).toEqual({ kind: "operator" });
     const userId = "0b0a8f7e-5d2c-4e21-9a43-3f1c2b7d9e10";
     expect(sessions.verify(sessions.issue({ kind: "user", userId }).value)).toEqual({ kind: "user", userId });
+    expect(sessions.verify(sessions.issue({ kind: "operator", userId }).value)).toEqual({
+      kind: "operator",
+      userId,
+    });
     expect(sessions.verify(undefined)).toBeUndefined();
     expect(sessions.verify("a.b")).toBeUndefined();
     expect(

@@ -4,7 +4,9 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypt
  * Who signed in: the operator (every business), or a user of a business (owner or team member) who sees only the
  * businesses the directory gives them on each request.
  */
-export type Principal = { kind: "operator" } | { kind: "user"; userId: string };
+export type Principal =
+  | { kind: "operator" /** set when a JWT with the operator claim signed in */; userId?: string }
+  | { kind: "user"; userId: string };
 
 interface SessionBody {
   /** "op" or "user:<uuid>" */
@@ -39,7 +41,12 @@ export class Sessions {
     const nowS = Math.floor(this.now() / 1_000);
     const e = Math.min(nowS + this.ttlSeconds, notAfterSeconds ?? Number.POSITIVE_INFINITY);
     const body: SessionBody = {
-      p: principal.kind === "operator" ? "op" : `user:${principal.userId}`,
+      p:
+        principal.kind === "operator"
+          ? principal.userId
+            ? `op:${principal.userId}`
+            : "op"
+          : `user:${principal.userId}`,
       e,
       n: randomBytes(12).toString("base64url"),
     };
@@ -61,8 +68,9 @@ export class Sessions {
     }
     if (typeof body.e !== "number" || body.e * 1_000 <= this.now()) return undefined;
     if (body.p === "op") return { kind: "operator" };
-    const match = /^user:([0-9a-f-]{36})$/.exec(String(body.p));
-    return match ? { kind: "user", userId: match[1]! } : undefined;
+    const match = /^(user|op):([0-9a-f-]{36})$/.exec(String(body.p));
+    if (!match) return undefined;
+    return match[1] === "op" ? { kind: "operator", userId: match[2]! } : { kind: "user", userId: match[2]! };
   }
 
   /** The CSRF token that belongs to a session cookie value. */

@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { deleteCookie, setCookie } from "hono/cookie";
 import { decodeJwt } from "jose";
 import { viewerOf } from "../access.ts";
-import type { ConsoleDeps, ConsoleEnvBindings } from "../app.ts";
+import { type ConsoleDeps, type ConsoleEnvBindings, hasOperatorClaim } from "../app.ts";
 import { equal, type Principal, SESSION_COOKIE } from "../session.ts";
 import { signInPage } from "../views/sign-in.ts";
 
@@ -38,7 +38,9 @@ export function signInRoutes(deps: ConsoleDeps) {
       try {
         const caller = await deps.authenticator.authenticate(`Bearer ${token}`);
         if (caller.kind !== "user") return refuse("Ingest keys cannot sign in; use a user token.");
-        principal = { kind: "user", userId: caller.id };
+        principal = hasOperatorClaim(token, deps.operatorClaim)
+          ? { kind: "operator", userId: caller.id }
+          : { kind: "user", userId: caller.id };
         notAfter = decodeJwt(token).exp;
       } catch (error) {
         if (error instanceof HttpError) return refuse("That token is not valid.");

@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import { type CountryCode, parsePhoneNumberFromString } from "libphonenumber-js/max";
 
 /** The identifier kinds of SPEC 7 and 11, highest priority first. */
@@ -117,4 +118,42 @@ export function partitionKey(businessId: string, contact: ContactIdentifiers, ev
   if (contact.phone) return `${businessId}:phone:${contact.phone}`;
   if (contact.anonymous_id) return `${businessId}:anon:${contact.anonymous_id}`;
   return `${businessId}:event:${eventId}`;
+}
+
+/** The identifier types an erasure suppresses (contact_identities.type). */
+export type SuppressedType = IdentifierType;
+
+/**
+ * The suppression-list entry of one normalized identifier of a business (issue 18): HMAC-SHA256, keyed with the
+ * deployment's ERASURE_HASH_SECRET, of `business_id \n type \n value`, as lowercase hex. Keyed, so the list cannot
+ * be checked against candidate emails without the secret; per business, so one email is unlinkable across tenants.
+ */
+export function suppressionHash(
+  secret: string,
+  businessId: string,
+  type: SuppressedType,
+  value: string,
+): string {
+  return createHmac("sha256", secret).update(`${businessId.toLowerCase()}\n${type}\n${value}`).digest("hex");
+}
+
+/**
+ * The hashes the worker looks up for an event's normalized contact: each identifier under its type, and an alias's
+ * previous_id under the two types the resolver reads it as (anonymous_id, then external_id).
+ */
+export function eventSuppressionHashes(
+  secret: string,
+  businessId: string,
+  contact: Partial<Record<IdentifierField, string>>,
+): string[] {
+  const hashes: string[] = [];
+  for (const type of IDENTIFIER_PRIORITY) {
+    const value = contact[type];
+    if (value) hashes.push(suppressionHash(secret, businessId, type, value));
+  }
+  if (contact.previous_id) {
+    hashes.push(suppressionHash(secret, businessId, "anonymous_id", contact.previous_id));
+    hashes.push(suppressionHash(secret, businessId, "external_id", contact.previous_id));
+  }
+  return hashes;
 }

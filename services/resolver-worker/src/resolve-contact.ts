@@ -1,5 +1,6 @@
 import { type Pool, sqlLiteral, transactionOfOne } from "@crm/db";
 import type { RawEventV1 } from "@crm/schemas";
+import { suppressionGate } from "./suppression.ts";
 
 export interface ResolveResult {
   contactId: string;
@@ -36,13 +37,17 @@ interface ResolveRow {
  * its COMMIT travel in one message (`transactionOfOne`), so no client round trip happens while locks are held;
  * the values are inlined as escaped literals for that reason, all of them already validated by decodeRawEvent.
  */
-export async function resolveContact(pool: Pool, event: RawEventV1): Promise<ResolveResult> {
+export async function resolveContact(
+  pool: Pool,
+  event: RawEventV1,
+  suppressionSecret?: string,
+): Promise<ResolveResult> {
   const started = performance.now();
   const literal = (value: string | undefined) => sqlLiteral(value ?? null);
   const { rows, commitMs } = await transactionOfOne<ResolveRow>(
     pool,
     "resolve_contact",
-    `SELECT * FROM app.resolve_contact(${[
+    `${gate(suppressionSecret, [event])}SELECT * FROM app.resolve_contact(${[
       `${literal(event.business_id)}::uuid`,
       literal(event.contact.email),
       literal(event.contact.phone),
@@ -60,6 +65,10 @@ export async function resolveContact(pool: Pool, event: RawEventV1): Promise<Res
   );
   return toResult(rows[0]!, commitMs, performance.now() - started);
 }
+
+/** The suppression check (issue 18) before the resolve statement, when the worker has the secret. */
+const gate = (secret: string | undefined, events: RawEventV1[]) =>
+  secret === undefined ? "" : `${suppressionGate(secret, events)}; `;
 
 /** A row of `resolve_contact(s)` as the worker reports it; lock hold runs from the locks to the end of COMMIT. */
 function toResult(row: ResolveRow, commitMs: number, transactionMs: number): ResolveResult {
@@ -86,7 +95,11 @@ interface ResolveManyRow extends ResolveRow {
  * any error rolls the whole chunk back, so nothing is half applied. Results are in input order; each event's
  * lock hold runs from its locks to the COMMIT.
  */
-export async function resolveContacts(pool: Pool, events: RawEventV1[]): Promise<ResolveResult[]> {
+export async function resolveContacts(
+  pool: Pool,
+  events: RawEventV1[],
+  suppressionSecret?: string,
+): Promise<ResolveResult[]> {
   const started = performance.now();
   const payload = events.map((event) => ({
     event_id: event.event_id,
@@ -105,7 +118,7 @@ export async function resolveContacts(pool: Pool, events: RawEventV1[]): Promise
   const { rows, commitMs } = await transactionOfOne<ResolveManyRow>(
     pool,
     "resolve_contacts",
-    `SELECT * FROM app.resolve_contacts(${sqlLiteral(JSON.stringify(payload))}::jsonb)`,
+    `${gate(suppressionSecret, events)}SELECT * FROM app.resolve_contacts(${sqlLiteral(JSON.stringify(payload))}::jsonb)`,
     { businessId: events[0]!.business_id },
   );
   if (

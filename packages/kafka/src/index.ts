@@ -26,6 +26,8 @@ export const TOPICS = {
   raw: "events.raw.v1",
   dlq: "events.dlq.v1",
   contactUpdated: "contact.updated.v1",
+  /** Every event the worker stored (its crm_events row), streamed by Debezium: the segments' and automations' trigger. */
+  eventsApplied: "events.applied.v1",
   /** Segment entries and exits, from the segments service's outbox via Debezium (SPEC section 11). */
   segmentMembership: "segment.membership.v1",
 } as const;
@@ -296,10 +298,11 @@ export async function ensureTopics(admin: Admin, specs: TopicSpec[]): Promise<st
 export const DEFAULT_EVENT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 
 /**
- * Topics whose messages carry identifiers and props as sent: an erased person's raw events stay in them until
- * their retention deletes them (the worker's suppression list keeps a replay from applying them meanwhile).
+ * Topics whose messages carry identifiers and props as sent (events.applied.v1: each applied event's props): an
+ * erased person's events stay in them until their retention deletes them (the worker's suppression list keeps a
+ * replay from applying them meanwhile).
  */
-export const RETAINED_TOPICS: readonly string[] = [TOPICS.raw, TOPICS.dlq];
+export const RETAINED_TOPICS: readonly string[] = [TOPICS.raw, TOPICS.dlq, TOPICS.eventsApplied];
 
 /**
  * The topics of SPEC section 5 with the given partition count and replication factor (3 on a cluster, whose
@@ -311,14 +314,16 @@ export function pipelineTopics(
   replicationFactor = 1,
   eventRetentionMs = DEFAULT_EVENT_RETENTION_MS,
 ): TopicSpec[] {
-  return [TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.segmentMembership].map((topic) => ({
-    topic,
-    numPartitions: partitions,
-    replicationFactor,
-    ...(RETAINED_TOPICS.includes(topic)
-      ? { configEntries: [{ name: "retention.ms", value: String(Math.round(eventRetentionMs)) }] }
-      : {}),
-  }));
+  return [TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.eventsApplied, TOPICS.segmentMembership].map(
+    (topic) => ({
+      topic,
+      numPartitions: partitions,
+      replicationFactor,
+      ...(RETAINED_TOPICS.includes(topic)
+        ? { configEntries: [{ name: "retention.ms", value: String(Math.round(eventRetentionMs)) }] }
+        : {}),
+    }),
+  );
 }
 
 /**

@@ -272,10 +272,13 @@ BEGIN
   RETURN v_n;
 END $$;
 
-REVOKE ALL ON FUNCTION app.erasure_tree(uuid, uuid), app.erasure_lock(uuid, text, text),
+-- app.erasure_tree is SECURITY INVOKER (a caller sees only what RLS and its privileges let it read): PUBLIC keeps
+-- EXECUTE, as on the resolver's helpers, and app.erasure_lock runs it as crm_definer.
+GRANT EXECUTE ON FUNCTION app.erasure_tree(uuid, uuid) TO crm_service;
+REVOKE ALL ON FUNCTION app.erasure_lock(uuid, text, text),
   app.erase_contacts(uuid, uuid[], jsonb, text[], text, text), app.suppression_gate(jsonb),
   app.lift_suppression(uuid, text[], text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION app.erasure_lock(uuid, text, text),
   app.erase_contacts(uuid, uuid[], jsonb, text[], text, text), app.suppression_gate(jsonb),
   app.lift_suppression(uuid, text[], text, text) TO crm_service;
--- crm_definer's grants (app.erasure_tree, the tables) are in 90_ownership.sql, which creates that role.
+-- crm_definer's table grants are in 90_ownership.sql, which creates that role.

@@ -27,7 +27,6 @@ GRANT SELECT, UPDATE, DELETE ON crm_contacts, crm_events TO crm_definer;
 GRANT SELECT, DELETE ON contact_identities, identity_conflicts TO crm_definer;
 GRANT SELECT, INSERT, DELETE ON outbox, suppressed_identifiers TO crm_definer;
 GRANT INSERT ON erasure_audit TO crm_definer;
-GRANT EXECUTE ON FUNCTION app.erasure_tree(uuid, uuid) TO crm_definer;
 
 -- Every definer function of the schema, so one added later cannot stay the superuser's.
 DO $$

@@ -220,35 +220,29 @@ END $$;
 
 /*
  * The worker's check, in its resolve transaction and before app.resolve_contact(s): takes the resolver's advisory
- * locks of every identifier of the events (ascending, so an erasure in progress is waited for; the resolver's own
- * lock of the same key later is then a no-op), then looks their hashes up in the suppression list (one index probe
- * per hash). Raises SQLSTATE CRM18 when an event carries a suppressed identifier, so the whole transaction rolls
- * back and nothing of the event is stored; the worker counts and skips it (a chunk is redone one by one).
- * p_events: [{business_id, external_id, email, phone, anonymous_id, previous_id, hashes: [hex, ...]}, ...].
+ * locks of the events' identifiers (ascending, so an erasure in progress is waited for; the resolver's own lock of
+ * the same key later is then a no-op), then probes the suppression list once per identifier (primary key). Raises
+ * SQLSTATE CRM18 when one is suppressed, so the whole transaction rolls back and nothing of the event is stored;
+ * the worker counts and skips it (a chunk is redone one by one).
+ * Parallel arrays, one entry per identifier an event is resolved by (type and normalized value as the resolver
+ * locks them, previous_id under anonymous_id and external_id) with its keyed hash: the worker computes the hashes,
+ * so the database never sees the secret. Plain arrays and a loop of primary-key probes: a join against the list
+ * let the planner hash the whole table per event (measured 0.24 ms per event, most of it that).
  */
-CREATE OR REPLACE FUNCTION app.suppression_gate(p_events jsonb)
+CREATE OR REPLACE FUNCTION app.suppression_gate(
+  p_businesses uuid[], p_types text[], p_values text[], p_hashes text[])
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-  v_hit int;
 BEGIN
-  PERFORM pg_advisory_xact_lock(k)
-  FROM (SELECT DISTINCT app.identity_lock_key((e ->> 'business_id')::uuid, ids.t, ids.v) AS k
-        FROM jsonb_array_elements(p_events) AS e,
-        LATERAL (VALUES ('external_id', e ->> 'external_id'), ('email', e ->> 'email'), ('phone', e ->> 'phone'),
-                        ('anonymous_id', e ->> 'anonymous_id'), ('anonymous_id', e ->> 'previous_id'),
-                        ('external_id', e ->> 'previous_id')) AS ids (t, v)
-        WHERE NULLIF(ids.v, '') IS NOT NULL
-        ORDER BY k) AS keys;
-  SELECT n INTO v_hit
-  FROM jsonb_array_elements(p_events) WITH ORDINALITY AS e (ev, n)
-  WHERE EXISTS (SELECT 1 FROM suppressed_identifiers s
-                WHERE s.business_id = (e.ev ->> 'business_id')::uuid
-                  AND s.hash IN (SELECT jsonb_array_elements_text(e.ev -> 'hashes')))
-  LIMIT 1;
-  IF FOUND THEN
-    RAISE EXCEPTION 'event % carries a suppressed identifier', v_hit USING ERRCODE = 'CRM18';
-  END IF;
+  PERFORM pg_advisory_xact_lock(l.k)
+  FROM (SELECT DISTINCT app.identity_lock_key(x.b, x.t, x.v) AS k
+        FROM unnest(p_businesses, p_types, p_values) AS x (b, t, v) ORDER BY 1) AS l;
+  FOR i IN 1 .. COALESCE(cardinality(p_hashes), 0) LOOP
+    PERFORM 1 FROM suppressed_identifiers s WHERE s.business_id = p_businesses[i] AND s.hash = p_hashes[i];
+    IF FOUND THEN
+      RAISE EXCEPTION 'an event carries a suppressed identifier' USING ERRCODE = 'CRM18';
+    END IF;
+  END LOOP;
 END $$;
 
 -- Lifts suppressions (the person came back and consented): removes the given hashes of the tenant's business and
@@ -276,9 +270,9 @@ END $$;
 -- EXECUTE, as on the resolver's helpers, and app.erasure_lock runs it as crm_definer.
 GRANT EXECUTE ON FUNCTION app.erasure_tree(uuid, uuid) TO crm_service;
 REVOKE ALL ON FUNCTION app.erasure_lock(uuid, text, text),
-  app.erase_contacts(uuid, uuid[], jsonb, text[], text, text), app.suppression_gate(jsonb),
-  app.lift_suppression(uuid, text[], text, text) FROM PUBLIC;
+  app.erase_contacts(uuid, uuid[], jsonb, text[], text, text),
+  app.suppression_gate(uuid[], text[], text[], text[]), app.lift_suppression(uuid, text[], text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION app.erasure_lock(uuid, text, text),
-  app.erase_contacts(uuid, uuid[], jsonb, text[], text, text), app.suppression_gate(jsonb),
-  app.lift_suppression(uuid, text[], text, text) TO crm_service;
+  app.erase_contacts(uuid, uuid[], jsonb, text[], text, text),
+  app.suppression_gate(uuid[], text[], text[], text[]), app.lift_suppression(uuid, text[], text, text) TO crm_service;
 -- crm_definer's table grants are in 90_ownership.sql, which creates that role.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
-  eventSuppressionHashes,
+  eventSuppressionEntries,
   normalizeAnonymousId,
   normalizeEmail,
   normalizeExternalId,
@@ -122,12 +122,27 @@ describe("suppressionHash", () => {
 
   it("an event is checked under each identifier, and an alias's previous_id as anonymous_id and external_id", () => {
     const secret = "secret-a-0123456789";
-    const hashes = eventSuppressionHashes(secret, business, { email: "p@example.com", previous_id: "old-1" });
-    expect(hashes).toEqual([
-      suppressionHash(secret, business, "email", "p@example.com"),
-      suppressionHash(secret, business, "anonymous_id", "old-1"),
-      suppressionHash(secret, business, "external_id", "old-1"),
+    const entries = eventSuppressionEntries(secret, business, {
+      email: "p@example.com",
+      previous_id: "old-1",
+    });
+    expect(entries).toEqual([
+      {
+        type: "email",
+        value: "p@example.com",
+        hash: suppressionHash(secret, business, "email", "p@example.com"),
+      },
+      {
+        type: "anonymous_id",
+        value: "old-1",
+        hash: suppressionHash(secret, business, "anonymous_id", "old-1"),
+      },
+      {
+        type: "external_id",
+        value: "old-1",
+        hash: suppressionHash(secret, business, "external_id", "old-1"),
+      },
     ]);
-    expect(eventSuppressionHashes(secret, business, {})).toEqual([]);
+    expect(eventSuppressionEntries(secret, business, {})).toEqual([]);
   });
 });

@@ -138,22 +138,25 @@ export function suppressionHash(
 }
 
 /**
- * The hashes the worker looks up for an event's normalized contact: each identifier under its type, and an alias's
- * previous_id under the two types the resolver reads it as (anonymous_id, then external_id).
+ * What the worker checks for an event's normalized contact: each identifier under its type, and an alias's
+ * previous_id under the two types the resolver reads it as (anonymous_id, then external_id), with its hash.
  */
-export function eventSuppressionHashes(
+export function eventSuppressionEntries(
   secret: string,
   businessId: string,
   contact: Partial<Record<IdentifierField, string>>,
-): string[] {
-  const hashes: string[] = [];
+): { type: SuppressedType; value: string; hash: string }[] {
+  const entries: { type: SuppressedType; value: string }[] = [];
   for (const type of IDENTIFIER_PRIORITY) {
     const value = contact[type];
-    if (value) hashes.push(suppressionHash(secret, businessId, type, value));
+    if (value) entries.push({ type, value });
   }
   if (contact.previous_id) {
-    hashes.push(suppressionHash(secret, businessId, "anonymous_id", contact.previous_id));
-    hashes.push(suppressionHash(secret, businessId, "external_id", contact.previous_id));
+    entries.push({ type: "anonymous_id", value: contact.previous_id });
+    entries.push({ type: "external_id", value: contact.previous_id });
   }
-  return hashes;
+  return entries.map((entry) => ({
+    ...entry,
+    hash: suppressionHash(secret, businessId, entry.type, entry.value),
+  }));
 }

@@ -1,5 +1,5 @@
 import { sqlLiteral } from "@crm/db";
-import { eventSuppressionHashes } from "@crm/identity";
+import { eventSuppressionEntries } from "@crm/identity";
 import type { RawEventV1 } from "@crm/schemas";
 
 /** SQLSTATE app.suppression_gate raises for an event carrying a suppressed identifier (infra/sql/50_erasure.sql). */
@@ -17,14 +17,18 @@ export function isSuppressed(error: unknown): boolean {
  * the deployment's secret, which the database never sees.
  */
 export function suppressionGate(secret: string, events: RawEventV1[]): string {
-  const payload = events.map((event) => ({
-    business_id: event.business_id,
-    external_id: event.contact.external_id,
-    email: event.contact.email,
-    phone: event.contact.phone,
-    anonymous_id: event.contact.anonymous_id,
-    previous_id: event.contact.previous_id,
-    hashes: eventSuppressionHashes(secret, event.business_id, event.contact),
-  }));
-  return `SELECT app.suppression_gate(${sqlLiteral(JSON.stringify(payload))}::jsonb)`;
+  const businesses: string[] = [];
+  const types: string[] = [];
+  const values: string[] = [];
+  const hashes: string[] = [];
+  for (const event of events) {
+    for (const entry of eventSuppressionEntries(secret, event.business_id, event.contact)) {
+      businesses.push(event.business_id);
+      types.push(entry.type);
+      values.push(entry.value);
+      hashes.push(entry.hash);
+    }
+  }
+  const array = (items: string[], type: string) => `ARRAY[${items.map(sqlLiteral).join(",")}]::${type}[]`;
+  return `SELECT app.suppression_gate(${array(businesses, "uuid")}, ${array(types, "text")}, ${array(values, "text")}, ${array(hashes, "text")})`;
 }

@@ -12,7 +12,7 @@ import { manageOpenApi } from "./manage-schema.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import type { AuthFailureLimiter, RateLimiter } from "./rate-limit.ts";
 import { batchRoutes } from "./routes/batch.ts";
-import { manageErasureRoutes } from "./routes/manage-erasure.ts";
+import { erasureOpenApi, manageErasureRoutes } from "./routes/manage-erasure.ts";
 import { manageSegmentRoutes } from "./routes/manage-segments.ts";
 import { trackRoutes } from "./routes/track.ts";
 import type { TenantDirectory } from "./tenant-directory.ts";
@@ -95,6 +95,12 @@ export function createApp(deps: AppDeps) {
     }));
     Object.assign(openApi.components.schemas, manage.schemas);
     Object.assign(openApi.paths, manage.paths);
+    const erasure = erasureOpenApi((description) => ({
+      description,
+      content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+    }));
+    Object.assign(openApi.components.schemas, erasure.schemas);
+    Object.assign(openApi.paths, erasure.paths);
   }
   app.get("/openapi.json", (c) => c.json(openApi));
 

@@ -116,3 +116,59 @@ function requireSecret(secret: string | undefined): string {
   }
   return secret;
 }
+
+/** Components and paths of the erasure routes, merged into the OpenAPI document of app.ts. */
+export function erasureOpenApi(error: (description: string) => object) {
+  const schema = (zod: z.ZodType) =>
+    z.toJSONSchema(zod, { io: "input", target: "draft-2020-12", unrepresentable: "any" });
+  const common = {
+    "400": error("invalid_request (with issues) or business_required"),
+    "401": error("unauthorized"),
+    "403": error("owner_required, forbidden_business, or user_token_required for an ingest key"),
+    "413": error("payload_too_large"),
+    "503": error("unavailable (Postgres, or ERASURE_HASH_SECRET not configured)"),
+  };
+  return {
+    schemas: { EraseBody: schema(EraseBody), LiftBody: schema(LiftBody) },
+    paths: {
+      "/v1/manage/erasures": {
+        post: {
+          summary:
+            "Erase a person (and every contact merged into it) and suppress its identifiers (issue 18)",
+          requestBody: {
+            required: true,
+            content: { "application/json": { schema: { $ref: "#/components/schemas/EraseBody" } } },
+          },
+          responses: {
+            "200": {
+              description: "erasure id (audit id, cause_event_id of `erased`), erased contact ids, counts",
+            },
+            "404": error("not_found (contact_id of no contact of the business)"),
+            ...common,
+          },
+        },
+        get: {
+          summary: "The business's erasures and suppression lifts, newest first (no identifiers)",
+          parameters: [
+            { name: "business_id", in: "query", required: false, schema: { type: "string", format: "uuid" } },
+          ],
+          responses: { "200": { description: "the audit" }, ...common },
+        },
+      },
+      "/v1/manage/suppressions/lift": {
+        post: {
+          summary: "Lift the suppression of one identifier (the person came back and consented)",
+          requestBody: {
+            required: true,
+            content: { "application/json": { schema: { $ref: "#/components/schemas/LiftBody" } } },
+          },
+          responses: {
+            "200": { description: "lifted: 1" },
+            "404": error("not_found (not suppressed)"),
+            ...common,
+          },
+        },
+      },
+    },
+  };
+}

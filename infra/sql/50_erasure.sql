@@ -67,6 +67,10 @@ BEGIN
   END IF;
   IF p_type = 'contact_id' THEN
     v_start := p_value::uuid;
+  ELSIF EXISTS (SELECT 1 FROM businesses b, unnest(b.junk_values) AS j
+                WHERE b.id = p_business AND lower(normalize(j, NFKC)) = lower(normalize(p_value, NFKC))) THEN
+    -- A junk value (SPEC 7.1) never identifies anyone: suppressing it would drop every event that carries it.
+    RAISE EXCEPTION 'a junk value of the business identifies no one' USING ERRCODE = 'CRM19';
   ELSE
     -- the resolver's lock of this identifier first: no event can link it while we look
     PERFORM pg_advisory_xact_lock(app.identity_lock_key(p_business, p_type, p_value));

@@ -66,6 +66,11 @@ describe("erasure CLI", () => {
       ok: false,
       error: "invalid_request",
     });
+    // a junk value identifies no one: suppressing it would drop every event carrying it
+    expect((await run("erase", businessId, "external_id", "Unknown")).json[0]).toMatchObject({
+      ok: false,
+      error: "invalid_request",
+    });
     expect((await run("lift", businessId, "contact_id", randomUUID())).code).toBe(2);
     expect((await run("erase", "not-a-uuid", "email", "a@b.co")).code).toBe(2);
     expect((await run("nope", businessId)).code).toBe(2);

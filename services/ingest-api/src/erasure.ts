@@ -18,6 +18,9 @@ export type ErasureTarget = { type: IdentifierType; value: string } | { type: "c
 export type TargetType = ErasureTarget["type"];
 export const TARGET_TYPES = ["external_id", "email", "phone", "anonymous_id", "contact_id"] as const;
 
+/** app.erasure_lock's answer to a junk value (SPEC 7.1): never an identity, never suppressed. */
+const JUNK_SQLSTATE = "CRM19";
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The target as the resolver stores it (@crm/identity, as ingest normalizes), or 400 naming the field. */
@@ -67,10 +70,18 @@ export async function erasePerson(
       pool,
       "erasure.erase",
       async (client) => {
-        const locked = await client.query<{ contacts: string[]; identities: [IdentifierType, string][] }>(
-          "SELECT contacts, identities FROM app.erasure_lock($1, $2, $3)",
-          [businessId, target.type, target.value],
-        );
+        const locked = await client
+          .query<{ contacts: string[]; identities: [IdentifierType, string][] }>(
+            "SELECT contacts, identities FROM app.erasure_lock($1, $2, $3)",
+            [businessId, target.type, target.value],
+          )
+          .catch((error) => {
+            if ((error as { code?: string }).code !== JUNK_SQLSTATE) throw error;
+            const reason = "is one of the business's junk values, which identify no one";
+            throw new HttpError(400, "invalid_request", `${target.type}: ${reason}`, {
+              issues: [{ path: [target.type], message: reason }],
+            });
+          });
         const tree = locked.rows[0];
         if (!tree && target.type === "contact_id") {
           throw new HttpError(404, "not_found", "no such contact in this business");

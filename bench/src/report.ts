@@ -253,7 +253,7 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
     ]);
     rows.push([
       "7 erasure",
-      `suppression gate per event (${erased.gate.suppressions} suppressions), µs`,
+      `suppression check per event (${erased.gate.suppressions} suppressions), µs`,
       fmt(erased.gate.perEventUs),
       "",
       "",

@@ -4,11 +4,12 @@
 -- Race-freedom: the resolver takes an advisory lock per identifier of an event (app.identity_lock_key) before it
 -- reads any identity, and holds it to COMMIT. An erasure takes the same locks for every identifier of the person
 -- (re-reading until the set is stable, as the resolver does for owners) before it deletes anything, and the
--- worker's gate (app.suppression_gate) takes them for an event before it checks the suppression list. So an event
--- in flight either commits before the erasure reads (and is erased with the person) or waits for the erasure's
--- COMMIT and then sees the suppression (and is dropped): never a person recreated between check and delete.
+-- worker checks the suppression list (app.suppression_check) after the resolve took them, in the same transaction.
+-- So an event in flight either commits before the erasure reads (and is erased with the person) or waits for the
+-- erasure's COMMIT and then sees the suppression (and is rolled back): never a person recreated between check and
+-- delete.
 --
--- The three entry points are SECURITY DEFINER (owned by crm_definer, infra/sql/90_ownership.sql): the services'
+-- The entry points are SECURITY DEFINER (owned by crm_definer, infra/sql/90_ownership.sql): the services'
 -- role has no DELETE on contacts, identities, events or the outbox. Each refuses a business other than the
 -- transaction's tenant (app.current_business()), so a caller acts on the business it authorized and set.
 
@@ -223,30 +224,32 @@ BEGIN
 END $$;
 
 /*
- * The worker's check, in its resolve transaction and before app.resolve_contact(s): takes the resolver's advisory
- * locks of the events' identifiers (ascending, so an erasure in progress is waited for; the resolver's own lock of
- * the same key later is then a no-op), then probes the suppression list once per identifier (primary key). Raises
- * SQLSTATE CRM18 when one is suppressed, so the whole transaction rolls back and nothing of the event is stored;
- * the worker counts and skips it (a chunk is redone one by one).
- * Parallel arrays, one entry per identifier an event is resolved by (type and normalized value as the resolver
- * locks them, previous_id under anonymous_id and external_id) with its keyed hash: the worker computes the hashes,
- * so the database never sees the secret. Plain arrays and a loop of primary-key probes: a join against the list
- * let the planner hash the whole table per event (measured 0.24 ms per event, most of it that).
+ * The worker's check (issue 18), in the resolve statement itself: `SELECT r.* FROM app.resolve_contact(...) AS r
+ * WHERE app.suppression_check(r.contact_id, <event id>, ...)` (r.event_id for app.resolve_contacts). It takes the
+ * resolved row, so it runs after the resolve, which took the advisory locks of the event's identifiers; its probe is
+ * a statement of its own and so reads a snapshot taken under those locks. An erasure takes the same locks: one that
+ * committed before they were granted is seen here, one that comes later waits for this COMMIT and then erases what
+ * the event wrote. No lock of its own, so the resolver's lock-wait and lock-hold figures keep their meaning.
+ * Raises SQLSTATE CRM18 when an identifier of the event is suppressed: the transaction rolls back, nothing of the
+ * event is stored, and the worker counts and skips it (a chunk is redone one by one). Returns true otherwise.
+ * p_events / p_businesses / p_hashes: parallel arrays, one entry per identifier the event is resolved by (previous_id
+ * under anonymous_id and external_id), with its keyed hash; the worker computes them, so the database never sees the
+ * secret. A loop of primary-key probes: a join against the list let the planner hash the whole table per event.
  */
-CREATE OR REPLACE FUNCTION app.suppression_gate(
-  p_businesses uuid[], p_types text[], p_values text[], p_hashes text[])
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+CREATE OR REPLACE FUNCTION app.suppression_check(
+  p_resolved_contact uuid, p_event uuid, p_events uuid[], p_businesses uuid[], p_hashes text[])
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
-  PERFORM pg_advisory_xact_lock(l.k)
-  FROM (SELECT DISTINCT app.identity_lock_key(x.b, x.t, x.v) AS k
-        FROM unnest(p_businesses, p_types, p_values) AS x (b, t, v) ORDER BY 1) AS l;
   FOR i IN 1 .. COALESCE(cardinality(p_hashes), 0) LOOP
-    PERFORM 1 FROM suppressed_identifiers s WHERE s.business_id = p_businesses[i] AND s.hash = p_hashes[i];
-    IF FOUND THEN
-      RAISE EXCEPTION 'an event carries a suppressed identifier' USING ERRCODE = 'CRM18';
+    IF p_events[i] = p_event THEN
+      PERFORM 1 FROM suppressed_identifiers s WHERE s.business_id = p_businesses[i] AND s.hash = p_hashes[i];
+      IF FOUND THEN
+        RAISE EXCEPTION 'event % carries a suppressed identifier', p_event USING ERRCODE = 'CRM18';
+      END IF;
     END IF;
   END LOOP;
+  RETURN true;
 END $$;
 
 -- Lifts suppressions (the person came back and consented): removes the given hashes of the tenant's business and
@@ -275,8 +278,8 @@ END $$;
 GRANT EXECUTE ON FUNCTION app.erasure_tree(uuid, uuid) TO crm_service;
 REVOKE ALL ON FUNCTION app.erasure_lock(uuid, text, text),
   app.erase_contacts(uuid, uuid[], jsonb, text[], text, text),
-  app.suppression_gate(uuid[], text[], text[], text[]), app.lift_suppression(uuid, text[], text, text) FROM PUBLIC;
+  app.suppression_check(uuid, uuid, uuid[], uuid[], text[]), app.lift_suppression(uuid, text[], text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION app.erasure_lock(uuid, text, text),
   app.erase_contacts(uuid, uuid[], jsonb, text[], text, text),
-  app.suppression_gate(uuid[], text[], text[], text[]), app.lift_suppression(uuid, text[], text, text) TO crm_service;
+  app.suppression_check(uuid, uuid, uuid[], uuid[], text[]), app.lift_suppression(uuid, text[], text, text) TO crm_service;
 -- crm_definer's table grants are in 90_ownership.sql, which creates that role.

@@ -1,6 +1,6 @@
 import { type Pool, sqlLiteral, transactionOfOne } from "@crm/db";
 import type { RawEventV1 } from "@crm/schemas";
-import { suppressionGate } from "./suppression.ts";
+import { withSuppressionCheck } from "./suppression.ts";
 
 export interface ResolveResult {
   contactId: string;
@@ -47,7 +47,9 @@ export async function resolveContact(
   const { rows, commitMs } = await transactionOfOne<ResolveRow>(
     pool,
     "resolve_contact",
-    `${gate(suppressionSecret, [event])}SELECT * FROM app.resolve_contact(${[
+    checked(suppressionSecret, `${literal(event.event_id)}::uuid`, [
+      event,
+    ])`SELECT * FROM app.resolve_contact(${[
       `${literal(event.business_id)}::uuid`,
       literal(event.contact.email),
       literal(event.contact.phone),
@@ -66,9 +68,16 @@ export async function resolveContact(
   return toResult(rows[0]!, commitMs, performance.now() - started);
 }
 
-/** The suppression check (issue 18) before the resolve statement, when the worker has the secret. */
-const gate = (secret: string | undefined, events: RawEventV1[]) =>
-  secret === undefined ? "" : `${suppressionGate(secret, events)}; `;
+/**
+ * The resolve statement, with the suppression check of issue 18 when the worker has the secret (a tag for the
+ * statement's template, so the statement reads as before).
+ */
+const checked =
+  (secret: string | undefined, event: string, events: RawEventV1[]) =>
+  (strings: TemplateStringsArray, ...values: unknown[]): string => {
+    const statement = String.raw({ raw: strings }, ...values);
+    return secret === undefined ? statement : withSuppressionCheck(secret, statement, event, events);
+  };
 
 /** A row of `resolve_contact(s)` as the worker reports it; lock hold runs from the locks to the end of COMMIT. */
 function toResult(row: ResolveRow, commitMs: number, transactionMs: number): ResolveResult {
@@ -118,7 +127,11 @@ export async function resolveContacts(
   const { rows, commitMs } = await transactionOfOne<ResolveManyRow>(
     pool,
     "resolve_contacts",
-    `${gate(suppressionSecret, events)}SELECT * FROM app.resolve_contacts(${sqlLiteral(JSON.stringify(payload))}::jsonb)`,
+    checked(
+      suppressionSecret,
+      "r.event_id",
+      events,
+    )`SELECT * FROM app.resolve_contacts(${sqlLiteral(JSON.stringify(payload))}::jsonb)`,
     { businessId: events[0]!.business_id },
   );
   if (

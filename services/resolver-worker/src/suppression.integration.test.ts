@@ -6,11 +6,11 @@ import { createBusiness, testEnv } from "@crm/testing";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { resolveContact, resolveContacts } from "./resolve-contact.ts";
-import { isSuppressed, suppressionGate } from "./suppression.ts";
+import { isSuppressed, withSuppressionCheck } from "./suppression.ts";
 import { rawEvent } from "./test-harness.ts";
 
-// The suppression gate against the real Postgres (issue 18): the erasure and the worker take the same advisory
-// locks, so whichever holds them first makes the other wait, and an erased person is never recreated.
+// The suppression check against the real Postgres (issue 18): the erasure and the worker's resolve take the same
+// advisory locks, so whichever holds them first makes the other wait, and an erased person is never recreated.
 const env = testEnv();
 const admin = new pg.Pool({ connectionString: env.adminUrl, max: 4 });
 const service = createPool({
@@ -64,8 +64,8 @@ const waitingOn = (marker: string) =>
 
 const count = async (sql: string, params: unknown[]) => Number((await admin.query(sql, params)).rows[0].n);
 
-describe("suppression gate", () => {
-  it("an event arriving while an erasure holds the person's locks waits, then is dropped (CRM18) and stores nothing", async () => {
+describe("suppression check", () => {
+  it("an event arriving while an erasure holds the person's locks waits, then is rolled back (CRM18) and stores nothing", async () => {
     const { businessId } = await createBusiness(admin);
     const email = `gate-${randomUUID()}@example.com`;
     await resolveContact(service, rawEvent(businessId, { email, external_id: `x-${email}` }), SECRET);
@@ -78,7 +78,7 @@ describe("suppression gate", () => {
         () => "applied",
         (error) => (isSuppressed(error) ? "suppressed" : String(error)),
       );
-      await waitingOn("suppression_gate");
+      await waitingOn("suppression_check");
       await erasure.query("COMMIT");
       expect(await applying).toBe("suppressed");
       expect(await count("SELECT count(*) AS n FROM crm_events WHERE id = $1", [late.event_id])).toBe(0);
@@ -99,10 +99,14 @@ describe("suppression gate", () => {
     let erasing: Promise<Record<string, number>> | undefined;
     let eraser: PoolClient | undefined;
     try {
-      await worker.query(suppressionGate(SECRET, [event]));
+      // the worker's statement (resolve, then the check), its transaction left open: the event is in flight
       await worker.query(
-        `SELECT * FROM app.resolve_contact(${sqlLiteral(businessId)}::uuid, ${sqlLiteral(email)}, ${sqlLiteral(phone)},
-           NULL, NULL, ${sqlLiteral(event.event_id)}::uuid)`,
+        withSuppressionCheck(
+          SECRET,
+          `SELECT * FROM app.resolve_contact(${sqlLiteral(businessId)}::uuid, ${sqlLiteral(email)}, ${sqlLiteral(phone)}, NULL, NULL, ${sqlLiteral(event.event_id)}::uuid)`,
+          `${sqlLiteral(event.event_id)}::uuid`,
+          [event],
+        ),
       );
       eraser = await begin(businessId);
       erasing = eraseIn(eraser, businessId, "email", email);

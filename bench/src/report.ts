@@ -65,6 +65,14 @@ export interface BenchResults {
     statuses: Record<string, number>;
   };
   limits?: { kafkaProducer?: ProducerPerfResult; pgbench?: PgbenchResult; http?: MaxLoadResult };
+  /** Scenario 7 (issue 18): erase request -> all rows gone (the answer) -> `erased` on contact.updated.v1. */
+  erasure?: {
+    people: number;
+    requestMs: Summary;
+    erasedOnTopicMs: Summary;
+    rowsLeft: number;
+    gate: { perEventUs: number; calls: number; suppressions: number };
+  };
   errors?: Record<string, string>;
 }
 
@@ -233,6 +241,25 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
     ]);
   if (s4l) split("4 end to end", s4l.e2e.all);
   if (s5) split("5 hot tenant (90%)", s5.others);
+  const erased = results.erasure;
+  if (erased) {
+    rows.push([
+      "7 erasure",
+      "erase request -> all rows gone and `erased` on the topic, p50 / p95 ms",
+      `${fmt(erased.erasedOnTopicMs.p50)} / ${fmt(erased.erasedOnTopicMs.p95)}`,
+      `request p95 ${fmt(erased.requestMs.p95)} ms; rows left ${erased.rowsLeft}`,
+      "",
+      `p95 < 5,000 ms: ${verdict(erased.erasedOnTopicMs.p95, 5_000, "lower")}`,
+    ]);
+    rows.push([
+      "7 erasure",
+      `suppression check per event (${erased.gate.suppressions} suppressions), µs`,
+      fmt(erased.gate.perEventUs),
+      "",
+      "",
+      "",
+    ]);
+  }
   const producer = results.limits?.kafkaProducer;
   if (producer)
     rows.push([

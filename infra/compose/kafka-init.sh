@@ -2,10 +2,14 @@
 # Generated from infra/src/stack/kafka-auth.ts (kafkaGrants) by composeKafkaInitScript; compose.test checks it.
 set -eu
 printf 'security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="%s";\n' "$KAFKA_ADMIN_PASSWORD" > /tmp/admin.properties
-/opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --create --if-not-exists --topic events.raw.v1 --partitions 12 --replication-factor 1
-/opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --create --if-not-exists --topic events.dlq.v1 --partitions 12 --replication-factor 1
+RETENTION_MS="${EVENT_RETENTION_MS:-604800000}"
+/opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --create --if-not-exists --topic events.raw.v1 --partitions 12 --replication-factor 1 --config retention.ms="$RETENTION_MS"
+/opt/kafka/bin/kafka-configs.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --alter --entity-type topics --entity-name events.raw.v1 --add-config retention.ms="$RETENTION_MS"
+/opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --create --if-not-exists --topic events.dlq.v1 --partitions 12 --replication-factor 1 --config retention.ms="$RETENTION_MS"
+/opt/kafka/bin/kafka-configs.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --alter --entity-type topics --entity-name events.dlq.v1 --add-config retention.ms="$RETENTION_MS"
 /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --create --if-not-exists --topic contact.updated.v1 --partitions 12 --replication-factor 1
-/opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --create --if-not-exists --topic events.applied.v1 --partitions 12 --replication-factor 1
+/opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --create --if-not-exists --topic events.applied.v1 --partitions 12 --replication-factor 1 --config retention.ms="$RETENTION_MS"
+/opt/kafka/bin/kafka-configs.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --alter --entity-type topics --entity-name events.applied.v1 --add-config retention.ms="$RETENTION_MS"
 /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --create --if-not-exists --topic segment.membership.v1 --partitions 12 --replication-factor 1
 /opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --add --allow-principal User:ingest-api --operation Write --operation Describe --topic 'events.raw.v1' --resource-pattern-type prefixed
 /opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:29092 --command-config /tmp/admin.properties --add --allow-principal User:ingest-api --operation IdempotentWrite --cluster

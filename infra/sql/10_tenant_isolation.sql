@@ -14,7 +14,8 @@ DECLARE t text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['crm_contacts','contact_identities','crm_events','outbox','identity_conflicts',
                            'ingest_keys','business_team','idempotency_keys','rejected_events',
-                           'segment_definitions','segment_definition_versions']
+                           'segment_definitions','segment_definition_versions',
+                           'suppressed_identifiers','erasure_audit']
   LOOP
     EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %I', t);
     EXECUTE format('CREATE POLICY tenant_isolation ON %I USING (business_id = app.current_business())'

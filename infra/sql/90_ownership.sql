@@ -23,6 +23,13 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON app.ingest_instances TO crm_definer;
 -- the ops console's lookups across tenants and its audit trail (infra/sql/55_console.sql)
 GRANT SELECT ON crm_contacts, contact_identities TO crm_definer;
 GRANT SELECT, INSERT ON console_audit TO crm_definer;
+-- Erasure (infra/sql/50_erasure.sql): a person's rows everywhere, the suppression list and the audit. UPDATE on
+-- crm_contacts for the row locks (FOR UPDATE), on crm_events to remove an erased identifier from another contact's
+-- event; INSERT on the outbox for the `erased` change (app.write_outbox).
+GRANT SELECT, UPDATE, DELETE ON crm_contacts, crm_events TO crm_definer;
+GRANT SELECT, DELETE ON contact_identities, identity_conflicts TO crm_definer;
+GRANT SELECT, INSERT, DELETE ON outbox, suppressed_identifiers TO crm_definer;
+GRANT INSERT ON erasure_audit TO crm_definer;
 
 -- Every definer function of the schema, so one added later cannot stay the superuser's.
 DO $$

@@ -58,7 +58,10 @@ export interface ContactUpdatedV1 {
    * Increases with every change of the contact.
    */
   version: number;
-  change: "created" | "updated" | "merged" | "merged_away";
+  /**
+   * erased (issue 18): the contact and every contact in merged_from were erased on request; delete everything you hold of them. Ids only: contact is {}, identities [], cause_event_id is the erasure's audit id. Added to the enum in a BACKWARD-compatible version (a reader of this version reads every older message); a reader built on the version before it refuses the erased message as invalid instead of applying it.
+   */
+  change: "created" | "updated" | "merged" | "merged_away" | "erased";
   changed_fields: string[];
   contact: {
     external_id?: string;

@@ -2,6 +2,7 @@ import type { Scenario } from "../bench-run.ts";
 import { appliedThroughput } from "./applied-throughput.ts";
 import { batches } from "./batches.ts";
 import { endToEndLatency } from "./end-to-end-latency.ts";
+import { erasure } from "./erasure.ts";
 import { hotTenant } from "./hot-tenant.ts";
 import { httpLimit } from "./http-limit.ts";
 import { idempotencyKeys } from "./idempotency-keys.ts";
@@ -26,4 +27,5 @@ export const SCENARIOS: Scenario[] = [
   kafkaProducerLimit,
   httpLimit,
   pgbenchLimit,
+  erasure,
 ];

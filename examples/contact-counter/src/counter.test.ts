@@ -7,12 +7,14 @@ function change(businessId: string, kind: ContactChange["value"]["change"]): Con
 }
 
 describe("ContactCounter", () => {
-  it("counts created contacts per business and takes merged-away ones off", () => {
+  it("counts created contacts per business and takes merged-away and erased ones off", () => {
     const counter = new ContactCounter();
     for (const kind of ["created", "created", "updated", "created", "merged", "merged_away"] as const) {
       counter.apply(change("a", kind));
     }
     counter.apply(change("b", "created"));
+    counter.apply(change("b", "created"));
+    counter.apply(change("b", "erased"));
     expect(counter.snapshot()).toEqual({ a: 2, b: 1 });
     expect(counter.count("nobody")).toBe(0);
   });

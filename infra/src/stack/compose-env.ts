@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseEnvFile } from "@crm/config";
-import { KAFKA_PRINCIPALS, TOPICS } from "@crm/kafka";
+import { DEFAULT_EVENT_RETENTION_MS, KAFKA_PRINCIPALS, pipelineTopics } from "@crm/kafka";
 import { kafkaGrants } from "./kafka-auth.ts";
 import { scramVerifier } from "./scram.ts";
 import { CONNECT_REST_USER, ROLES } from "./secrets.ts";
@@ -21,6 +21,7 @@ const SECRET_NAMES = [
   "CRM_CONSOLE_PASSWORD",
   "JWT_SECRET",
   "LOG_HASH_SECRET",
+  "ERASURE_HASH_SECRET",
   "CONNECT_PASSWORD",
   "CONSOLE_OPERATOR_TOKEN",
   "CONSOLE_SESSION_SECRET",
@@ -81,6 +82,7 @@ export function composeEndpoints(env: Record<string, string>): Record<string, st
     LOG_HASH_SECRET: env.LOG_HASH_SECRET!,
     CONSOLE_OPERATOR_TOKEN: env.CONSOLE_OPERATOR_TOKEN!,
     CONSOLE_SESSION_SECRET: env.CONSOLE_SESSION_SECRET!,
+    ERASURE_HASH_SECRET: env.ERASURE_HASH_SECRET!,
   };
 }
 
@@ -107,9 +109,13 @@ export function composeKafkaInitScript(): string {
     "# Generated from infra/src/stack/kafka-auth.ts (kafkaGrants) by composeKafkaInitScript; compose.test checks it.",
     "set -eu",
     'printf \'security.protocol=SASL_PLAINTEXT\\nsasl.mechanism=SCRAM-SHA-512\\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="%s";\\n\' "$KAFKA_ADMIN_PASSWORD" > /tmp/admin.properties',
-    ...[TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.eventsApplied, TOPICS.segmentMembership].map(
-      (topic) =>
-        `/opt/kafka/bin/kafka-topics.sh ${admin} --create --if-not-exists --topic ${topic} --partitions ${s.partitions} --replication-factor 1`,
+    // EVENT_RETENTION_MS (compose environment, default 7 days): retention of the topics holding raw events
+    'RETENTION_MS="${EVENT_RETENTION_MS:-' + String(DEFAULT_EVENT_RETENTION_MS) + '}"',
+    ...pipelineTopics(s.partitions).map(({ topic, configEntries }) =>
+      configEntries
+        ? `/opt/kafka/bin/kafka-topics.sh ${admin} --create --if-not-exists --topic ${topic} --partitions ${s.partitions} --replication-factor 1 --config retention.ms="$RETENTION_MS"\n` +
+          `/opt/kafka/bin/kafka-configs.sh ${admin} --alter --entity-type topics --entity-name ${topic} --add-config retention.ms="$RETENTION_MS"`
+        : `/opt/kafka/bin/kafka-topics.sh ${admin} --create --if-not-exists --topic ${topic} --partitions ${s.partitions} --replication-factor 1`,
     ),
   ];
   for (const grant of kafkaGrants(s)) {

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stackEnv } from "@crm/config";
-import { createKafka, ensureTopics, pipelineTopics } from "@crm/kafka";
+import { alignTopicConfigs, createKafka, ensureTopics, pipelineTopics } from "@crm/kafka";
 import {
   addScramArgs,
   addScramUserArgs,
@@ -272,7 +272,10 @@ export async function startKafka(s: StackSettings, tools: Toolchain): Promise<vo
   }).admin();
   try {
     await admin.connect();
-    await ensureTopics(admin, pipelineTopics(s.partitions, replicationFactor(s)));
+    const topics = pipelineTopics(s.partitions, replicationFactor(s), s.eventRetentionMs);
+    await ensureTopics(admin, topics);
+    // a retention changed in the settings reaches the topics that exist (issue 18)
+    await alignTopicConfigs(admin, topics);
     await applyKafkaAcls(admin, s);
   } finally {
     await admin.disconnect();

@@ -11,6 +11,8 @@ import type { StackSettings } from "./settings.ts";
 export interface StackSecrets {
   jwtSecret: string;
   logHashSecret: string;
+  /** Key of the suppression list's HMACs (issue 18): erased identifiers are kept only as hashes under it. */
+  erasureHashSecret: string;
   /** crm_service, the services' role. */
   servicePassword: string;
   /** crm_debezium, the replication role: it reads every tenant. */
@@ -36,6 +38,7 @@ export function stackSecrets(s: StackSettings): StackSecrets {
   const secrets = {
     jwtSecret: stored.jwtSecret ?? randomBytes(32).toString("base64url"),
     logHashSecret: stored.logHashSecret ?? randomBytes(32).toString("base64url"),
+    erasureHashSecret: stored.erasureHashSecret ?? randomBytes(32).toString("base64url"),
     servicePassword: stored.servicePassword ?? newSecret(),
     debeziumPassword: stored.debeziumPassword ?? newSecret(),
     registryPassword: stored.registryPassword ?? newSecret(),

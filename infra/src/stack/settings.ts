@@ -37,6 +37,11 @@ export interface StackSettings {
   connectHeap: string;
   registryHeap: string;
   partitions: number;
+  /**
+   * retention.ms of the topics holding events as received (RETAINED_TOPICS: events.raw.v1, events.dlq.v1), from
+   * STACK_EVENT_RETENTION_DAYS (default 7, fractions allowed); applied to existing topics on every `up`.
+   */
+  eventRetentionMs: number;
   readyTimeoutMs: number;
 }
 
@@ -81,6 +86,13 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env): StackSettin
     connectHeap: env.STACK_CONNECT_HEAP ?? "512m",
     registryHeap: env.STACK_REGISTRY_HEAP ?? "320m",
     partitions: int("STACK_PARTITIONS", 12),
+    eventRetentionMs: Math.round(
+      (Number(env.STACK_EVENT_RETENTION_DAYS) > 0 ? Number(env.STACK_EVENT_RETENTION_DAYS) : 7) *
+        24 *
+        60 *
+        60 *
+        1000,
+    ),
     readyTimeoutMs: int("STACK_READY_TIMEOUT_MS", 180_000),
   };
 }

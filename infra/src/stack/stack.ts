@@ -64,6 +64,7 @@ function writeEnvFile(s: StackSettings): Record<string, string> {
     KAFKA_PARTITIONS: String(s.partitions),
     JWT_SECRET: secrets.jwtSecret,
     LOG_HASH_SECRET: secrets.logHashSecret,
+    ERASURE_HASH_SECRET: secrets.erasureHashSecret,
     ...kafkaEnv(kafkaSecrets(s)),
   };
   const text = Object.entries(env)

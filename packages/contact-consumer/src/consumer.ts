@@ -32,6 +32,12 @@ export interface ContactConsumerOptions {
    * partition is delivered first: the partition waits until the callback succeeds.
    */
   onChange: (change: ContactChange) => Promise<void> | void;
+  /**
+   * The erase handler (issue 18): called instead of onChange for a change `erased`, with every contact id to
+   * forget (the erased contact and the contacts merged into it). Delete everything you hold of them; the same
+   * commit rule as onChange applies. Left out, onChange receives the `erased` change like any other.
+   */
+  onErase?: (erasure: ContactErasure) => Promise<void> | void;
   /** Default `contact.updated.v1`; another topic with the same contract (tests, replays). */
   topic?: string;
   /** Where a new group starts: true = the topic's oldest message (default), false = only new ones. */
@@ -121,11 +127,34 @@ export class ContactConsumer {
       this.stats.duplicates++;
       this.options.onDuplicate?.(decoded.change);
     } else {
-      await this.options.onChange(decoded.change);
+      const erasure = this.options.onErase ? erasureOf(decoded.change) : undefined;
+      if (erasure) await this.options.onErase!(erasure);
+      else await this.options.onChange(decoded.change);
       await this.dedupe.add(decoded.change.id);
       this.stats.delivered++;
     }
   }
+}
+
+/** What the erase handler gets: ids only (the message carries no personal data). */
+export interface ContactErasure {
+  businessId: string;
+  /** The erased contact (the message's key) first, then those merged into it. */
+  contactIds: string[];
+  /** The erasure's audit id (`cause_event_id`). */
+  erasureId: string;
+  change: ContactChange;
+}
+
+/** The erasure a change announces, or undefined for any other change. */
+export function erasureOf(change: ContactChange): ContactErasure | undefined {
+  if (change.value.change !== "erased") return undefined;
+  return {
+    businessId: change.businessId,
+    contactIds: [change.value.contact_id, ...(change.value.merged_from ?? [])],
+    erasureId: change.value.cause_event_id,
+    change,
+  };
 }
 
 function warnInvalid(message: InvalidMessage): void {

@@ -1,10 +1,12 @@
 import { describe, expect, it } from "vitest";
 import {
+  eventSuppressionEntries,
   normalizeAnonymousId,
   normalizeEmail,
   normalizeExternalId,
   normalizePhone,
   partitionKey,
+  suppressionHash,
 } from "./index.ts";
 
 describe("normalizeEmail", () => {
@@ -93,5 +95,54 @@ describe("partitionKey", () => {
       "b:phone:+15551234567",
     );
     expect(partitionKey("b", { external_id: "u1", anonymous_id: "dev-1" }, "e")).toBe("b:ext:u1");
+  });
+});
+
+describe("suppressionHash", () => {
+  const business = "0b0f8a3e-6d5c-4f7e-9a59-2f1d3c4b5a69";
+  it("is a keyed SHA-256 per business, type and value: another secret, business or type gives another hash", () => {
+    const hash = suppressionHash("secret-a-0123456789", business, "email", "p@example.com");
+    expect(hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(suppressionHash("secret-a-0123456789", business.toUpperCase(), "email", "p@example.com")).toBe(
+      hash,
+    );
+    for (const other of [
+      suppressionHash("secret-b-0123456789", business, "email", "p@example.com"),
+      suppressionHash(
+        "secret-a-0123456789",
+        "1b0f8a3e-6d5c-4f7e-9a59-2f1d3c4b5a69",
+        "email",
+        "p@example.com",
+      ),
+      suppressionHash("secret-a-0123456789", business, "external_id", "p@example.com"),
+    ]) {
+      expect(other).not.toBe(hash);
+    }
+  });
+
+  it("an event is checked under each identifier, and an alias's previous_id as anonymous_id and external_id", () => {
+    const secret = "secret-a-0123456789";
+    const entries = eventSuppressionEntries(secret, business, {
+      email: "p@example.com",
+      previous_id: "old-1",
+    });
+    expect(entries).toEqual([
+      {
+        type: "email",
+        value: "p@example.com",
+        hash: suppressionHash(secret, business, "email", "p@example.com"),
+      },
+      {
+        type: "anonymous_id",
+        value: "old-1",
+        hash: suppressionHash(secret, business, "anonymous_id", "old-1"),
+      },
+      {
+        type: "external_id",
+        value: "old-1",
+        hash: suppressionHash(secret, business, "external_id", "old-1"),
+      },
+    ]);
+    expect(eventSuppressionEntries(secret, business, {})).toEqual([]);
   });
 });

@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import { type CountryCode, parsePhoneNumberFromString } from "libphonenumber-js/max";
 
 /** The identifier kinds of SPEC 7 and 11, highest priority first. */
@@ -117,4 +118,45 @@ export function partitionKey(businessId: string, contact: ContactIdentifiers, ev
   if (contact.phone) return `${businessId}:phone:${contact.phone}`;
   if (contact.anonymous_id) return `${businessId}:anon:${contact.anonymous_id}`;
   return `${businessId}:event:${eventId}`;
+}
+
+/** The identifier types an erasure suppresses (contact_identities.type). */
+export type SuppressedType = IdentifierType;
+
+/**
+ * The suppression-list entry of one normalized identifier of a business (issue 18): HMAC-SHA256, keyed with the
+ * deployment's ERASURE_HASH_SECRET, of `business_id \n type \n value`, as lowercase hex. Keyed, so the list cannot
+ * be checked against candidate emails without the secret; per business, so one email is unlinkable across tenants.
+ */
+export function suppressionHash(
+  secret: string,
+  businessId: string,
+  type: SuppressedType,
+  value: string,
+): string {
+  return createHmac("sha256", secret).update(`${businessId.toLowerCase()}\n${type}\n${value}`).digest("hex");
+}
+
+/**
+ * What the worker checks for an event's normalized contact: each identifier under its type, and an alias's
+ * previous_id under the two types the resolver reads it as (anonymous_id, then external_id), with its hash.
+ */
+export function eventSuppressionEntries(
+  secret: string,
+  businessId: string,
+  contact: Partial<Record<IdentifierField, string>>,
+): { type: SuppressedType; value: string; hash: string }[] {
+  const entries: { type: SuppressedType; value: string }[] = [];
+  for (const type of IDENTIFIER_PRIORITY) {
+    const value = contact[type];
+    if (value) entries.push({ type, value });
+  }
+  if (contact.previous_id) {
+    entries.push({ type: "anonymous_id", value: contact.previous_id });
+    entries.push({ type: "external_id", value: contact.previous_id });
+  }
+  return entries.map((entry) => ({
+    ...entry,
+    hash: suppressionHash(secret, businessId, entry.type, entry.value),
+  }));
 }

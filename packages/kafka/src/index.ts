@@ -17,6 +17,8 @@ export type { Admin, Consumer, EachBatchPayload, KafkaMessage } from "kafkajs";
 export * from "./framing.ts";
 // kafkajs is CommonJS and Node cannot see these through a named import.
 export const { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } = kafkajs;
+const { ConfigResourceTypes, ConfigSource } = kafkajs;
+
 export * from "./partitioner.ts";
 
 /** Topic names of SPEC section 5. */
@@ -292,18 +294,71 @@ export async function ensureTopics(admin: Admin, specs: TopicSpec[]): Promise<st
   return missing.map((spec) => spec.topic);
 }
 
+/** Retention of the topics that hold events as received, PII included (issue 18): 7 days unless configured. */
+export const DEFAULT_EVENT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+
+/**
+ * Topics whose messages carry identifiers and props as sent (events.applied.v1: each applied event's props): an
+ * erased person's events stay in them until their retention deletes them (the worker's suppression list keeps a
+ * replay from applying them meanwhile).
+ */
+export const RETAINED_TOPICS: readonly string[] = [TOPICS.raw, TOPICS.dlq, TOPICS.eventsApplied];
+
 /**
  * The topics of SPEC section 5 with the given partition count and replication factor (3 on a cluster, whose
- * brokers set `min.insync.replicas=2`, so an acks=all write survives the loss of any one broker).
+ * brokers set `min.insync.replicas=2`, so an acks=all write survives the loss of any one broker); RETAINED_TOPICS
+ * get `retention.ms` = `eventRetentionMs`.
  */
-export function pipelineTopics(partitions: number, replicationFactor = 1): TopicSpec[] {
+export function pipelineTopics(
+  partitions: number,
+  replicationFactor = 1,
+  eventRetentionMs = DEFAULT_EVENT_RETENTION_MS,
+): TopicSpec[] {
   return [TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.eventsApplied, TOPICS.segmentMembership].map(
     (topic) => ({
       topic,
       numPartitions: partitions,
       replicationFactor,
+      ...(RETAINED_TOPICS.includes(topic)
+        ? { configEntries: [{ name: "retention.ms", value: String(Math.round(eventRetentionMs)) }] }
+        : {}),
     }),
   );
+}
+
+/**
+ * Gives existing topics the `configEntries` of their spec where they differ (ensureTopics sets them only on
+ * creation), e.g. a retention changed in the settings. The topic's other topic-level settings are sent along
+ * unchanged (AlterConfigs replaces a topic's whole set). Returns the topics altered.
+ */
+export async function alignTopicConfigs(admin: Admin, specs: TopicSpec[]): Promise<string[]> {
+  const wanted = specs.filter((spec) => (spec.configEntries?.length ?? 0) > 0);
+  if (wanted.length === 0) return [];
+  const existing = new Set(await admin.listTopics());
+  const present = wanted.filter((spec) => existing.has(spec.topic));
+  if (present.length === 0) return [];
+  const described = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: present.map((spec) => ({ type: ConfigResourceTypes.TOPIC, name: spec.topic })),
+  });
+  const altered: { type: number; name: string; configEntries: { name: string; value: string }[] }[] = [];
+  for (const spec of present) {
+    const resource = described.resources.find((r) => r.resourceName === spec.topic);
+    const own = new Map(
+      (resource?.configEntries ?? [])
+        .filter((entry) => entry.configSource === ConfigSource.TOPIC_CONFIG && entry.configValue !== null)
+        .map((entry) => [entry.configName, entry.configValue]),
+    );
+    if (spec.configEntries!.every((entry) => own.get(entry.name) === entry.value)) continue;
+    for (const entry of spec.configEntries!) own.set(entry.name, entry.value);
+    altered.push({
+      type: ConfigResourceTypes.TOPIC,
+      name: spec.topic,
+      configEntries: [...own].map(([name, value]) => ({ name, value })),
+    });
+  }
+  if (altered.length > 0) await admin.alterConfigs({ validateOnly: false, resources: altered });
+  return altered.map((resource) => resource.name);
 }
 
 /** Reads header values as strings (kafkajs hands them out as Buffers). */

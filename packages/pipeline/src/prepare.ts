@@ -52,9 +52,11 @@ export async function preparePipeline(
   if (!env) {
     const s = options.settings ?? stackSettings();
     const wasUp = await stackIsUp(s);
-    // A running stack made before Kafka authentication goes through `up` too, which migrates it.
-    if (wasUp && kafkaIsAuthenticated(s)) {
-      env = parseEnvFile(readFileSync(join(s.dir, "env"), "utf8"));
+    const written = wasUp ? parseEnvFile(readFileSync(join(s.dir, "env"), "utf8")) : {};
+    // A running stack made before Kafka authentication goes through `up` too, which migrates it; so does one whose
+    // env file predates a secret the services now require (ERASURE_HASH_SECRET, issue 18): `up` writes it.
+    if (wasUp && kafkaIsAuthenticated(s) && written.ERASURE_HASH_SECRET) {
+      env = written;
     } else {
       env = await stackUp(s, (line) => log(`[stack] ${line}`));
       startedStack = !wasUp;

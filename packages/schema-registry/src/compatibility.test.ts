@@ -31,7 +31,7 @@ describe("removedGuarantees", () => {
   it("flags a changed type and a removed enum value, nested ones too", () => {
     const changed = copy();
     changed.properties.version = { type: "string" };
-    changed.properties.change = { enum: ["created", "updated", "merged"] };
+    changed.properties.change = { enum: ["created", "updated", "merged", "erased"] };
     const identities = changed.properties.identities as { items: { properties: Record<string, unknown> } };
     identities.items.properties.value = { type: "integer" };
     expect(removedGuarantees(schema, changed)).toEqual([

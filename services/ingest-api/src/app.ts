@@ -12,6 +12,7 @@ import { manageOpenApi } from "./manage-schema.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import type { AuthFailureLimiter, RateLimiter } from "./rate-limit.ts";
 import { batchRoutes } from "./routes/batch.ts";
+import { erasureOpenApi, manageErasureRoutes } from "./routes/manage-erasure.ts";
 import { manageSegmentRoutes } from "./routes/manage-segments.ts";
 import { trackRoutes } from "./routes/track.ts";
 import type { TenantDirectory } from "./tenant-directory.ts";
@@ -48,6 +49,8 @@ export interface AppDeps {
   isShuttingDown?: () => boolean;
   /** The service-role pool of the management API (`/v1/manage/...`); without it that API is not served. */
   db?: Pool;
+  /** ERASURE_HASH_SECRET: key of the suppression list (issue 18); without it the erasure routes answer 503. */
+  erasureHashSecret?: string | undefined;
 }
 
 /** The ingest HTTP API (SPEC 4). Never listens: main.ts serves it, tests call `app.request()`. */
@@ -92,6 +95,12 @@ export function createApp(deps: AppDeps) {
     }));
     Object.assign(openApi.components.schemas, manage.schemas);
     Object.assign(openApi.paths, manage.paths);
+    const erasure = erasureOpenApi((description) => ({
+      description,
+      content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+    }));
+    Object.assign(openApi.components.schemas, erasure.schemas);
+    Object.assign(openApi.paths, erasure.paths);
   }
   app.get("/openapi.json", (c) => c.json(openApi));
 
@@ -103,6 +112,7 @@ export function createApp(deps: AppDeps) {
   app.route("/v1", trackRoutes(ingest));
   app.route("/v1", batchRoutes(ingest));
   if (deps.db) app.route("/v1/manage", manageSegmentRoutes(deps.db));
+  if (deps.db) app.route("/v1/manage", manageErasureRoutes(deps.db, deps.erasureHashSecret));
 
   app.notFound((c) => c.json({ ok: false, error: { code: "not_found", message: "no such route" } }, 404));
 

@@ -41,6 +41,9 @@ export const IngestEnv = z
     JWT_CLOCK_SKEW_S: envInt.pipe(z.number().min(0)).default(60),
     // key of the HMAC that hashes user ids in logs (SPEC 9.6)
     LOG_HASH_SECRET: z.string().min(16),
+    // key of the suppression list's hashes (issue 18), the resolver-worker's value; unset: the erasure routes of the
+    // management API answer 503 (nothing can be suppressed without it)
+    ERASURE_HASH_SECRET: z.string().min(16).optional(),
     // listen port (default 8080), on 127.0.0.1 unless INGEST_HOST says otherwise
     INGEST_PORT: envInt.default(8080),
     INGEST_HOST: z.string().default("127.0.0.1"),

@@ -80,6 +80,7 @@ const deps: AppDeps = {
   bodyTimeoutMs: env.INGEST_BODY_TIMEOUT_MS,
   readinessChecks: { postgres: () => pool.query("SELECT 1") },
   db: pool,
+  erasureHashSecret: env.ERASURE_HASH_SECRET,
   isShuttingDown: () => shuttingDown,
 };
 const app = createApp(deps);

@@ -5,3 +5,4 @@ export {
   connectorSpec,
   registerConnector,
 } from "./connector.ts";
+export { type PruneOptions, type PruneResult, pruneOutbox } from "./prune.ts";

@@ -9,6 +9,7 @@ import { EventRetries, type FailureKind } from "./event-retries.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 import { redactPii } from "./redact.ts";
 import { type ResolveResult, resolveContact, resolveContacts } from "./resolve-contact.ts";
+import { isSuppressed } from "./suppression.ts";
 
 export interface ConsumerOptions {
   kafka: Kafka;
@@ -34,6 +35,11 @@ export interface ConsumerOptions {
   partitionConcurrency: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
+  /**
+   * ERASURE_HASH_SECRET: events carrying an identifier on the suppression list (issue 18) are dropped and counted,
+   * never stored. Unset only in tests of the resolve path alone.
+   */
+  suppressionSecret?: string;
   /** Called when the consumer crashed for good (kafkajs will not restart it): the process should exit. */
   onFatal?: (error: Error) => void;
 }
@@ -44,6 +50,7 @@ export interface ConsumerOptions {
  */
 type Outcome =
   | { kind: "applied"; result: ResolveResult }
+  | { kind: "suppressed" }
   | { kind: "dlq"; error: Error; failure: FailureKind; attempts: number; retriedMs: number }
   | { kind: "retry"; delayMs: number; databaseDown: boolean };
 
@@ -365,11 +372,11 @@ export class ResolverConsumer {
       return false;
     }
     try {
-      const results = await resolveContacts(this.options.pool, events);
+      const results = await resolveContacts(this.options.pool, events, this.options.suppressionSecret);
       for (const result of results) this.record(result);
       return true;
     } catch (error) {
-      this.options.metrics.retries.inc({ reason: "chunk" });
+      this.options.metrics.retries.inc({ reason: isSuppressed(error) ? "suppressed" : "chunk" });
       this.options.logger.debug(
         {
           source_partition: partition,
@@ -404,11 +411,17 @@ export class ResolverConsumer {
     }
     const position = `${topic}|${partition}|${message.offset}`;
     try {
-      const result = await resolveContact(pool, event);
+      const result = await resolveContact(pool, event, this.options.suppressionSecret);
       this.retries.settled(position);
       this.record(result);
       return { kind: "applied", result };
     } catch (error) {
+      if (isSuppressed(error)) {
+        // an erased person's event: dropped (the transaction stored nothing), counted, never logged with values
+        this.retries.settled(position);
+        metrics.suppressed.inc();
+        return { kind: "suppressed" };
+      }
       const failure = classifyFailure(error);
       // A statement error is an answer; a connection failure may be this event's doing (a statement that kills
       // its backend) or an outage: a probe query tells them apart.

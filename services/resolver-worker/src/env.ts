@@ -11,6 +11,9 @@ export const WorkerEnv = z.object({
   // Unset: no SASL
   KAFKA_RESOLVER_WORKER_USERNAME: z.string().min(1).optional(),
   KAFKA_RESOLVER_WORKER_PASSWORD: z.string().min(1).optional(),
+  // key of the suppression list's hashes (issue 18; written by `stack up`, the same value as ingest-api's): events
+  // carrying an erased person's identifier are dropped. Required: without it an erased person could come back
+  ERASURE_HASH_SECRET: z.string().min(16),
   // topic of raw events; tests point a worker at their own topic so they never share one
   WORKER_TOPIC: z.string().min(1).default(TOPICS.raw),
   // where events that cannot be applied go, with the reason in headers

@@ -43,6 +43,7 @@ const consumer = new ResolverConsumer({
   partitionConcurrency: env.WORKER_PARTITION_CONCURRENCY,
   commitIntervalMs: env.WORKER_COMMIT_INTERVAL_MS,
   sessionTimeoutMs: env.WORKER_SESSION_TIMEOUT_MS,
+  suppressionSecret: env.ERASURE_HASH_SECRET,
   onFatal: () => void shutdown("consumer crashed", 1),
 });
 

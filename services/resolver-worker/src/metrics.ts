@@ -31,6 +31,11 @@ export function createWorkerMetrics() {
       labelNames: ["error_class"],
       registers: [registry],
     }),
+    suppressed: new Counter({
+      name: "resolver_events_suppressed_total",
+      help: "Events dropped because they carry an identifier of an erased person (suppression list, issue 18)",
+      registers: [registry],
+    }),
     retries: new Counter({
       name: "resolver_retries_total",
       help: "Failed attempts that were retried",

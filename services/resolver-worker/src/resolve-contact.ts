@@ -1,5 +1,6 @@
 import { type Pool, sqlLiteral, transactionOfOne } from "@crm/db";
 import type { RawEventV1 } from "@crm/schemas";
+import { withSuppressionCheck } from "./suppression.ts";
 
 export interface ResolveResult {
   contactId: string;
@@ -36,13 +37,19 @@ interface ResolveRow {
  * its COMMIT travel in one message (`transactionOfOne`), so no client round trip happens while locks are held;
  * the values are inlined as escaped literals for that reason, all of them already validated by decodeRawEvent.
  */
-export async function resolveContact(pool: Pool, event: RawEventV1): Promise<ResolveResult> {
+export async function resolveContact(
+  pool: Pool,
+  event: RawEventV1,
+  suppressionSecret?: string,
+): Promise<ResolveResult> {
   const started = performance.now();
   const literal = (value: string | undefined) => sqlLiteral(value ?? null);
   const { rows, commitMs } = await transactionOfOne<ResolveRow>(
     pool,
     "resolve_contact",
-    `SELECT * FROM app.resolve_contact(${[
+    checked(suppressionSecret, `${literal(event.event_id)}::uuid`, [
+      event,
+    ])`SELECT * FROM app.resolve_contact(${[
       `${literal(event.business_id)}::uuid`,
       literal(event.contact.email),
       literal(event.contact.phone),
@@ -60,6 +67,17 @@ export async function resolveContact(pool: Pool, event: RawEventV1): Promise<Res
   );
   return toResult(rows[0]!, commitMs, performance.now() - started);
 }
+
+/**
+ * The resolve statement, with the suppression check of issue 18 when the worker has the secret (a tag for the
+ * statement's template, so the statement reads as before).
+ */
+const checked =
+  (secret: string | undefined, event: string, events: RawEventV1[]) =>
+  (strings: TemplateStringsArray, ...values: unknown[]): string => {
+    const statement = String.raw({ raw: strings }, ...values);
+    return secret === undefined ? statement : withSuppressionCheck(secret, statement, event, events);
+  };
 
 /** A row of `resolve_contact(s)` as the worker reports it; lock hold runs from the locks to the end of COMMIT. */
 function toResult(row: ResolveRow, commitMs: number, transactionMs: number): ResolveResult {
@@ -86,7 +104,11 @@ interface ResolveManyRow extends ResolveRow {
  * any error rolls the whole chunk back, so nothing is half applied. Results are in input order; each event's
  * lock hold runs from its locks to the COMMIT.
  */
-export async function resolveContacts(pool: Pool, events: RawEventV1[]): Promise<ResolveResult[]> {
+export async function resolveContacts(
+  pool: Pool,
+  events: RawEventV1[],
+  suppressionSecret?: string,
+): Promise<ResolveResult[]> {
   const started = performance.now();
   const payload = events.map((event) => ({
     event_id: event.event_id,
@@ -105,7 +127,11 @@ export async function resolveContacts(pool: Pool, events: RawEventV1[]): Promise
   const { rows, commitMs } = await transactionOfOne<ResolveManyRow>(
     pool,
     "resolve_contacts",
-    `SELECT * FROM app.resolve_contacts(${sqlLiteral(JSON.stringify(payload))}::jsonb)`,
+    checked(
+      suppressionSecret,
+      "r.event_id",
+      events,
+    )`SELECT * FROM app.resolve_contacts(${sqlLiteral(JSON.stringify(payload))}::jsonb)`,
     { businessId: events[0]!.business_id },
   );
   if (

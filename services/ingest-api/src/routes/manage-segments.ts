@@ -138,7 +138,7 @@ export function manageSegmentRoutes(pool: Pool) {
 }
 
 /** The business a management request acts on, and who asks (SPEC 4 tenant check, user tokens only). */
-async function tenantOf(
+export async function tenantOf(
   caller: Caller,
   named: string | undefined,
 ): Promise<{ businessId: string; userId: string }> {

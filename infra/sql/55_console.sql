@@ -8,10 +8,19 @@
 CREATE OR REPLACE FUNCTION app.console_find_identities(p_types text[], p_values text[], p_businesses uuid[])
 RETURNS TABLE (business_id uuid, contact_id uuid, type text, value text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-  SELECT i.business_id, i.contact_id, i.type, i.value
-  FROM contact_identities i
-  JOIN unnest(p_types, p_values) AS q(type, value) ON q.type = i.type AND q.value = i.value
-  WHERE p_businesses IS NULL OR i.business_id = ANY (p_businesses)
+  -- One probe of the (business_id, type, value) index per business and pair: the operator's search across every
+  -- business must not scan the table (there is no index without business_id, and adding one would cost every
+  -- identity the worker writes).
+  -- OFFSET 0 keeps the planner from flattening the probe into a hash join over the whole table.
+  SELECT b.id, i.contact_id, i.type, i.value
+  FROM businesses b
+  CROSS JOIN unnest(p_types, p_values) AS q(type, value)
+  CROSS JOIN LATERAL (
+    SELECT i.contact_id, i.type, i.value FROM contact_identities i
+    WHERE i.business_id = b.id AND i.type = q.type AND i.value = q.value
+    OFFSET 0
+  ) i
+  WHERE p_businesses IS NULL OR b.id = ANY (p_businesses)
   LIMIT 50
 $$;
 REVOKE ALL ON FUNCTION app.console_find_identities(text[], text[], uuid[]) FROM PUBLIC;

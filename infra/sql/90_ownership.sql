@@ -20,6 +20,8 @@ GRANT SELECT ON businesses, business_team, ingest_keys TO crm_definer;
 GRANT SELECT, DELETE ON idempotency_keys TO crm_definer;
 GRANT SELECT, DELETE ON rejected_events TO crm_definer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON app.ingest_instances TO crm_definer;
+-- services/segments (40_segments.sql): which segments need a job, which memberships are due
+GRANT SELECT ON segment_definitions, segment_jobs, segment_memberships TO crm_definer;
 
 -- Every definer function of the schema, so one added later cannot stay the superuser's.
 DO $$

@@ -1,5 +1,10 @@
 import type { PoolClient } from "@crm/db";
+import { topicValidator } from "@crm/schema-registry";
+import type { SegmentMembershipV1 } from "@crm/schemas";
 import type { EvaluationRow } from "@crm/segment-definitions";
+
+// The published contract, checked where the message is made (strict: no undeclared field reaches the topic).
+const validateChange = topicValidator<SegmentMembershipV1>("segment.membership.v1");
 
 /** What asked for an evaluation; published as the change's `cause`. */
 export type Cause = "event" | "contact" | "merge" | "time" | "backfill" | "edit" | "archive";
@@ -65,18 +70,19 @@ export async function applyResults(
       const cause = input.causeOf(row.contact_id);
       outbox.contact.push(row.contact_id);
       outbox.type.push(`segment.${change}`);
-      outbox.payload.push(
-        JSON.stringify({
-          business_id: input.businessId,
-          segment_id: row.segment_id,
-          segment_version: version,
-          contact_id: row.contact_id,
-          change,
-          at,
-          cause: cause.cause,
-          ...(cause.eventId ? { cause_event_id: cause.eventId } : {}),
-        }),
-      );
+      const value: SegmentMembershipV1 = {
+        business_id: input.businessId,
+        segment_id: row.segment_id,
+        segment_version: version,
+        contact_id: row.contact_id,
+        change,
+        at,
+        cause: cause.cause,
+        ...(cause.eventId ? { cause_event_id: cause.eventId } : {}),
+      };
+      const checked = validateChange(value);
+      if (!checked.ok) throw new Error(`segment.membership.v1 value refused: ${checked.errors.join("; ")}`);
+      outbox.payload.push(JSON.stringify(value));
       if (row.matched) outcome.entered++;
       else outcome.exited++;
     }

@@ -1,4 +1,4 @@
-import { headerString, type KafkaMessage } from "@crm/kafka";
+import { decodeFramedJson, headerString, type KafkaMessage } from "@crm/kafka";
 import { isUuid } from "@crm/segment-definitions";
 import type { ContactTrigger } from "./reevaluate.ts";
 
@@ -11,8 +11,9 @@ export type DecodedTrigger =
 
 /**
  * A message of a trigger topic as "re-evaluate contact X of business B". Only the key (contact id) and headers
- * (business_id, type, id) are read: the state itself is read from Postgres, so the value's content, and the order
- * of the two topics, do not matter. Never throws; anything else than two uuids is skipped with a reason.
+ * (business_id, type, id) are read, and a contact change's cause_event_id (the event that changed it, named as the
+ * cause of what it changes): the state itself is read from Postgres, so the rest of the value, and the order of the
+ * two topics, do not matter. Never throws; anything else than two uuids is skipped with a reason.
  */
 export function decodeTrigger(
   source: TriggerSource,
@@ -28,7 +29,9 @@ export function decodeTrigger(
     source === "contacts"
       ? {
           contactId: contactId.toLowerCase(),
-          cause: { cause: type.startsWith("contact.merged") ? "merge" : "contact" },
+          cause: type.startsWith("contact.merged")
+            ? { cause: "merge" }
+            : { cause: "event", ...causeEventOf(message.value) },
           all: true,
         }
       : {
@@ -37,4 +40,16 @@ export function decodeTrigger(
           eventTypes: new Set([type]),
         };
   return { ok: true, businessId: businessId.toLowerCase(), trigger };
+}
+
+/** The cause_event_id of a contact.updated.v1 value, when it is one (framed or plain JSON); never throws. */
+function causeEventOf(value: Buffer | null | undefined): { eventId?: string } {
+  if (!value || value.length > 1_000_000) return {};
+  try {
+    const parsed = decodeFramedJson(value).value as { cause_event_id?: unknown } | null;
+    const id = parsed?.cause_event_id;
+    return isUuid(id) ? { eventId: id.toLowerCase() } : {};
+  } catch {
+    return {};
+  }
 }

@@ -50,9 +50,17 @@ const leaf = fc.oneof(
   fc.record({ no_event: fc.record({ type: fc.constantFrom(...TYPES), last_days: days }) }),
   fc.record({
     contact: fc.oneof(
-      fc.record({ field: fc.constant("traits.plan"), op: fc.constantFrom("=", "!="), value: fc.constantFrom("pro", "free") }),
+      fc.record({
+        field: fc.constant("traits.plan"),
+        op: fc.constantFrom("=", "!="),
+        value: fc.constantFrom("pro", "free"),
+      }),
       fc.record({ field: fc.constant("traits.plan"), op: fc.constant("exists") }),
-      fc.record({ field: fc.constant("email"), op: fc.constant("contains"), value: fc.constantFrom("a", "b", "1") }),
+      fc.record({
+        field: fc.constant("email"),
+        op: fc.constant("contains"),
+        value: fc.constantFrom("a", "b", "1"),
+      }),
       fc.record({ field: fc.constant("last_seen_at"), op: fc.constant("within_last_days"), value: days }),
     ),
   }),
@@ -111,7 +119,8 @@ describe("segments: incremental membership equals from-scratch evaluation", () =
         const { businessId } = await createBusiness(admin);
         const tag = businessId.slice(0, 8);
         const segments: string[] = [];
-        for (const [i, r] of s.rules.entries()) segments.push(await defineSegment(pool, businessId, `r${i}`, r));
+        for (const [i, r] of s.rules.entries())
+          segments.push(await defineSegment(pool, businessId, `r${i}`, r));
         segments.push(
           await defineSegment(pool, businessId, "naming", { all: [{ segment: segments[0] }, s.naming] }),
         );
@@ -120,7 +129,10 @@ describe("segments: incremental membership equals from-scratch evaluation", () =
           const agreed = await poll(
             `memberships of ${tag} equal to the oracle (${label})`,
             async () => {
-              const [stored, oracle] = [await storedMembers(pool, businessId), await oracleMembers(pool, businessId)];
+              const [stored, oracle] = [
+                await storedMembers(pool, businessId),
+                await oracleMembers(pool, businessId),
+              ];
               last = { stored, oracle };
               return JSON.stringify(stored) === JSON.stringify(oracle) ? stored : undefined;
             },
@@ -141,7 +153,8 @@ describe("segments: incremental membership equals from-scratch evaluation", () =
             ...(e.plan ? { traits: { plan: e.plan } } : {}),
           };
           if (e.email !== undefined) sent.email = `p${e.email}.${tag}@example.com`;
-          if (e.phone !== undefined) sent.phone = `+1555${tag.replace(/\D/g, "").padEnd(4, "7").slice(0, 4)}00${e.phone}`;
+          if (e.phone !== undefined)
+            sent.phone = `+1555${tag.replace(/\D/g, "").padEnd(4, "7").slice(0, 4)}00${e.phone}`;
           await applyEvent(pool, businessId, sent);
           if (i === thirds[0]) await checkpoint("first third");
           if (i === thirds[1]) {
@@ -149,7 +162,8 @@ describe("segments: incremental membership equals from-scratch evaluation", () =
             await transaction(
               pool,
               "test_edit",
-              (client) => updateSegment(client, { businessId, id: segments[0]!, definition: s.edit, changedBy: null }),
+              (client) =>
+                updateSegment(client, { businessId, id: segments[0]!, definition: s.edit, changedBy: null }),
               { businessId },
             );
           }

@@ -17,7 +17,7 @@ export type DecodedTrigger =
  */
 export function decodeTrigger(
   source: TriggerSource,
-  message: Pick<KafkaMessage, "key" | "headers">,
+  message: Pick<KafkaMessage, "key" | "headers" | "value">,
 ): DecodedTrigger {
   const contactId = message.key?.toString("utf8");
   const businessId = headerString(message.headers, "business_id");

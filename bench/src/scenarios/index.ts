@@ -8,6 +8,7 @@ import { idempotencyKeys } from "./idempotency-keys.ts";
 import { kafkaProducerLimit } from "./kafka-producer-limit.ts";
 import { keyedBatches } from "./keyed-batches.ts";
 import { pgbenchLimit } from "./pgbench-limit.ts";
+import { segments } from "./segments.ts";
 import { singleEvents } from "./single-events.ts";
 
 /**
@@ -26,4 +27,6 @@ export const SCENARIOS: Scenario[] = [
   kafkaProducerLimit,
   httpLimit,
   pgbenchLimit,
+  // only with BENCH_ONLY=7 (not in the default selection): services/segments, issue 16
+  segments,
 ];

@@ -76,10 +76,12 @@ interface Compiled {
 interface Builder {
   params: Params;
   now: string;
-  /** LATERAL joins (event aggregates and segments) in the order they must appear. */
-  joins: string[];
-  /** The alias of each compiled segment's lateral. */
-  segmentAlias: Map<string, string>;
+  /** Event aggregates: scalar subqueries of one app.segment_atom (v, n), computed once per contact. */
+  atoms: string[];
+  /** Where each compiled segment's result is: its result and next-check columns, and its level. */
+  segmentAt: Map<string, { m: string; n: string; level: number }>;
+  /** The level of the segment being compiled: 1 + the highest level of the segments it names. */
+  level: number;
 }
 
 const days = (b: Builder, n: number) => `make_interval(secs => ${b.params.add(n, "int")} * 86400)`;
@@ -219,15 +221,15 @@ function eventCondition(b: Builder, test: EventTest, none: boolean): Compiled {
           : `coalesce(${fn}(${num}) FILTER (WHERE ${inWindow}) ${op} ${k}, false)`;
     }
   }
-  const alias = `a${b.joins.length}`;
-  b.joins.push(
-    `CROSS JOIN LATERAL (SELECT ${v} AS v,
-       min(CASE WHEN ${enters} > ${b.now} THEN ${enters} ELSE e.occurred_at + ${fromSpan} END) AS n
+  const alias = `a${b.atoms.length}`;
+  b.atoms.push(
+    `(SELECT ROW(${v},
+       min(CASE WHEN ${enters} > ${b.now} THEN ${enters} ELSE e.occurred_at + ${fromSpan} END))::app.segment_atom
      FROM crm_events e
      WHERE e.contact_id = c.id AND e.business_id = $1::uuid AND e.type = ${b.params.add(test.type, "text")}
-       AND e.occurred_at > ${b.now} - ${fromSpan}${filters.map((f) => ` AND ${f}`).join("")}) ${alias}`,
+       AND e.occurred_at > ${b.now} - ${fromSpan}${filters.map((f) => ` AND ${f}`).join("")}) AS ${alias}`,
   );
-  return { expr: `${alias}.v`, next: [`${alias}.n`] };
+  return { expr: `(atoms.${alias}).v`, next: [`(atoms.${alias}).n`] };
 }
 
 function condition(b: Builder, node: SegmentDefinition): Compiled {
@@ -252,9 +254,10 @@ function condition(b: Builder, node: SegmentDefinition): Compiled {
     case "no_event":
       return eventCondition(b, body as EventTest, true);
     case "segment": {
-      const alias = b.segmentAlias.get((body as string).toLowerCase());
-      if (!alias) throw new CompileError(`segment ${String(body)} is not compiled before its user`);
-      return { expr: `${alias}.m`, next: [`${alias}.n`] };
+      const at = b.segmentAt.get((body as string).toLowerCase());
+      if (!at) throw new CompileError(`segment ${String(body)} is not compiled before its user`);
+      b.level = Math.max(b.level, at.level + 1);
+      return { expr: at.m, next: [at.n] };
     }
   }
   throw new CompileError(`no condition kind ${kind}`);
@@ -314,24 +317,34 @@ export function evaluationQuery(input: {
   const b: Builder = {
     params,
     now: params.add(input.now.toISOString(), "timestamptz"),
-    joins: [],
-    segmentAlias: new Map(),
+    atoms: [],
+    segmentAt: new Map(),
+    level: 1,
   };
+  // Segments by level (a segment after the ones it names): one LATERAL per level, so the statement has a handful
+  // of FROM items whatever the number of segments and conditions (planning time grows fast with FROM items).
+  const levels: string[][] = [];
   for (const id of evaluationOrder(input.segments, input.targets)) {
     const segment = input.segments.get(id)!;
     const checked = checkDefinition(segment.definition);
     if (!checked.ok)
       throw new CompileError(`segment ${id}: ${checked.issues.map((i) => i.message).join("; ")}`);
+    b.level = 1;
     const compiled = condition(b, segment.definition);
-    const alias = `s${b.joins.length}`;
     const next = compiled.next.length === 0 ? "NULL::timestamptz" : `least(${compiled.next.join(", ")})`;
-    b.joins.push(`CROSS JOIN LATERAL (SELECT ${compiled.expr} AS m, ${next} AS n) ${alias}`);
-    b.segmentAlias.set(id, alias);
+    const k = b.segmentAt.size;
+    (levels[b.level - 1] ??= []).push(`${compiled.expr} AS m${k}, ${next} AS n${k}`);
+    b.segmentAt.set(id, { m: `l${b.level}.m${k}`, n: `l${b.level}.n${k}`, level: b.level });
   }
+  // OFFSET 0 keeps each subquery a fence: its columns are computed once per contact, not copied into every use.
+  const joins = [
+    ...(b.atoms.length > 0 ? [`CROSS JOIN LATERAL (SELECT ${b.atoms.join(",\n  ")} OFFSET 0) atoms`] : []),
+    ...levels.map((columns, i) => `CROSS JOIN LATERAL (SELECT ${columns.join(",\n  ")} OFFSET 0) l${i + 1}`),
+  ];
   const rows = input.targets.map((target) => {
-    const alias = b.segmentAlias.get(target.toLowerCase())!;
-    return `(${params.add(target.toLowerCase(), "text")}, c.merged_into IS NULL AND ${alias}.m,
-      CASE WHEN c.merged_into IS NULL THEN ${alias}.n END)`;
+    const at = b.segmentAt.get(target.toLowerCase())!;
+    return `(${params.add(target.toLowerCase(), "text")}, c.merged_into IS NULL AND ${at.m},
+      CASE WHEN c.merged_into IS NULL THEN ${at.n} END)`;
   });
   // The contacts: a FROM item and a condition on `c`.
   let table = "crm_contacts c";
@@ -347,7 +360,7 @@ export function evaluationQuery(input: {
   }
   const text = `SELECT c.id::text AS contact_id, t.segment_id, t.matched, t.next_check
 FROM ${table}
-${b.joins.join("\n")}
+${joins.join("\n")}
 CROSS JOIN LATERAL (VALUES ${rows.join(", ")}) t(segment_id, matched, next_check)
 WHERE ${where}`;
   return { text, values: params.values };

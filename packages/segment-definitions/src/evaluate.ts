@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { PoolClient } from "@crm/db";
 import {
   type EvaluationRow,
@@ -34,6 +35,9 @@ export async function evaluateSegments(
   },
 ): Promise<EvaluationRow[]> {
   const query = evaluationQuery(input);
-  const { rows } = await client.query<EvaluationRow>(query.text, query.values);
+  // A named statement: each connection plans a given rule set once (planning is most of a small evaluation's cost),
+  // then runs it with new values. Same text = same rules, targets and scope kind.
+  const name = `segments_${createHash("sha256").update(query.text).digest("hex").slice(0, 24)}`;
+  const { rows } = await client.query<EvaluationRow>({ name, text: query.text, values: query.values });
   return rows;
 }

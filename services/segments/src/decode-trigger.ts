@@ -1,4 +1,4 @@
-import { decodeFramedJson, headerString, type KafkaMessage } from "@crm/kafka";
+import { headerString, type KafkaMessage } from "@crm/kafka";
 import { isUuid } from "@crm/segment-definitions";
 import type { ContactTrigger } from "./reevaluate.ts";
 
@@ -7,13 +7,14 @@ export type TriggerSource = "contacts" | "events";
 
 export type DecodedTrigger =
   | { ok: true; businessId: string; trigger: ContactTrigger }
-  | { ok: false; reason: string };
+  /** `expected`: not a trigger by design (no warning); otherwise a malformed message. */
+  | { ok: false; reason: string; expected?: true };
 
 /**
  * A message of a trigger topic as "re-evaluate contact X of business B". Only the key (contact id) and headers
- * (business_id, type, id) are read, and a contact change's cause_event_id (the event that changed it, named as the
- * cause of what it changes): the state itself is read from Postgres, so the rest of the value, and the order of the
- * two topics, do not matter. Never throws; anything else than two uuids is skipped with a reason.
+ * (business_id, type, id) are read: the state itself is read from Postgres, so the value, and the order of the two
+ * topics, do not matter. On contact.updated.v1 only merges trigger (the survivor and the contacts merged away);
+ * every other contact change comes with an applied event. Never throws; anything else is skipped with a reason.
  */
 export function decodeTrigger(
   source: TriggerSource,
@@ -25,31 +26,23 @@ export function decodeTrigger(
   if (!isUuid(businessId)) return { ok: false, reason: "business_id header is not a uuid" };
   const type = headerString(message.headers, "type") ?? "";
   const id = headerString(message.headers, "id");
+  if (source === "contacts" && !type.startsWith("contact.merged")) {
+    // contact.created / contact.updated are written by the worker in the transaction that inserted their event,
+    // which arrives on events.applied.v1 as well and re-evaluates the same contact (segments reading its fields
+    // included): evaluating it twice per event would double the work for nothing.
+    return {
+      ok: false,
+      expected: true,
+      reason: "a contact change of an applied event (its events.applied.v1 message triggers)",
+    };
+  }
   const trigger: ContactTrigger =
     source === "contacts"
-      ? {
-          contactId: contactId.toLowerCase(),
-          cause: type.startsWith("contact.merged")
-            ? { cause: "merge" }
-            : { cause: "event", ...causeEventOf(message.value) },
-          all: true,
-        }
+      ? { contactId: contactId.toLowerCase(), cause: { cause: "merge" }, all: true }
       : {
           contactId: contactId.toLowerCase(),
           cause: { cause: "event", ...(isUuid(id) ? { eventId: id.toLowerCase() } : {}) },
           eventTypes: new Set([type]),
         };
   return { ok: true, businessId: businessId.toLowerCase(), trigger };
-}
-
-/** The cause_event_id of a contact.updated.v1 value, when it is one (framed or plain JSON); never throws. */
-function causeEventOf(value: Buffer | null | undefined): { eventId?: string } {
-  if (!value || value.length > 1_000_000) return {};
-  try {
-    const parsed = decodeFramedJson(value).value as { cause_event_id?: unknown } | null;
-    const id = parsed?.cause_event_id;
-    return isUuid(id) ? { eventId: id.toLowerCase() } : {};
-  } catch {
-    return {};
-  }
 }

@@ -11,7 +11,7 @@ const header = fc.oneof(
 );
 
 describe("decodeTrigger", () => {
-  it("reads contact id (key), business (header), type and event id; on contact changes, merges only", () => {
+  it("reads contact id (key), business (header), type and event id; on contact changes, creations and merges", () => {
     const [contact, business, event] = [randomUUID(), randomUUID(), randomUUID()];
     const applied = decodeTrigger("events", {
       key: Buffer.from(contact),
@@ -43,6 +43,16 @@ describe("decodeTrigger", () => {
       value: Buffer.from(JSON.stringify({ cause_event_id: event })),
     });
     expect(updated.ok).toBe(false);
+    // a new contact: every segment (a rule true for an empty history must enter it)
+    const created = decodeTrigger("contacts", {
+      key: Buffer.from(contact),
+      headers: { business_id: business, type: "contact.created" },
+      value: Buffer.from(JSON.stringify({ cause_event_id: event })),
+    });
+    expect(created).toMatchObject({
+      ok: true,
+      trigger: { all: true, cause: { cause: "event", eventId: event } },
+    });
   });
 
   it("never throws on arbitrary keys, headers and values; accepts only a uuid key and a uuid business", () => {

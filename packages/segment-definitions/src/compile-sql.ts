@@ -333,7 +333,9 @@ export function evaluationQuery(input: {
     const compiled = condition(b, segment.definition);
     const next = compiled.next.length === 0 ? "NULL::timestamptz" : `least(${compiled.next.join(", ")})`;
     const k = b.segmentAt.size;
-    (levels[b.level - 1] ??= []).push(`${compiled.expr} AS m${k}, ${next} AS n${k}`);
+    const level = levels[b.level - 1] ?? [];
+    level.push(`${compiled.expr} AS m${k}, ${next} AS n${k}`);
+    levels[b.level - 1] = level;
     b.segmentAt.set(id, { m: `l${b.level}.m${k}`, n: `l${b.level}.n${k}`, level: b.level });
   }
   // OFFSET 0 keeps each subquery a fence: its columns are computed once per contact, not copied into every use.

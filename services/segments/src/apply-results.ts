@@ -56,7 +56,7 @@ export async function applyResults(
   const byKey = new Map(stored.map((row) => [`${row.segment_id}/${row.contact_id}`, row]));
 
   const upsert = { segment: [] as string[], contact: [] as string[], member: [] as boolean[] };
-  const upsertMore = { version: [] as number[], changed: [] as boolean[], next: [] as (string | null)[] };
+  const upsertMore = { version: [] as number[], next: [] as (string | null)[] };
   const remove = { segment: [] as string[], contact: [] as string[] };
   const outbox = { contact: [] as string[], type: [] as string[], payload: [] as string[] };
   const at = input.now.toISOString();
@@ -105,45 +105,47 @@ export async function applyResults(
     upsert.contact.push(row.contact_id);
     upsert.member.push(row.matched);
     upsertMore.version.push(version);
-    upsertMore.changed.push(changed || !before);
     upsertMore.next.push(next);
   }
-  if (remove.segment.length > 0) {
+  if (remove.segment.length + upsert.segment.length + outbox.contact.length > 0) {
+    // One statement (one round trip) for the three writes; the rows each touches are disjoint.
     await client.query(
-      `DELETE FROM segment_memberships m USING unnest($2::uuid[], $3::uuid[]) AS r(segment_id, contact_id)
-       WHERE m.business_id = $1 AND m.segment_id = r.segment_id AND m.contact_id = r.contact_id`,
-      [input.businessId, remove.segment, remove.contact],
-    );
-  }
-  if (upsert.segment.length > 0) {
-    await client.query(
-      `INSERT INTO segment_memberships AS m
-         (business_id, segment_id, contact_id, is_member, segment_version, changed_at, evaluated_at, next_check_at)
-       SELECT $1, r.segment_id, r.contact_id, r.is_member, r.version, $8, $8, r.next_check
-       FROM unnest($2::uuid[], $3::uuid[], $4::boolean[], $5::int[], $6::boolean[], $7::timestamptz[])
-         AS r(segment_id, contact_id, is_member, version, changed, next_check)
-       ON CONFLICT (segment_id, contact_id) DO UPDATE SET
-         is_member = EXCLUDED.is_member, segment_version = EXCLUDED.segment_version,
-         changed_at = CASE WHEN m.is_member <> EXCLUDED.is_member THEN EXCLUDED.changed_at ELSE m.changed_at END,
-         evaluated_at = EXCLUDED.evaluated_at, next_check_at = EXCLUDED.next_check_at`,
+      `WITH removed AS (
+         DELETE FROM segment_memberships m USING unnest($2::uuid[], $3::uuid[]) AS r(segment_id, contact_id)
+         WHERE m.business_id = $1 AND m.segment_id = r.segment_id AND m.contact_id = r.contact_id RETURNING 1
+       ), upserted AS (
+         INSERT INTO segment_memberships AS m
+           (business_id, segment_id, contact_id, is_member, segment_version, changed_at, evaluated_at, next_check_at)
+         SELECT $1, r.segment_id, r.contact_id, r.is_member, r.version, $9, $9, r.next_check
+         FROM unnest($4::uuid[], $5::uuid[], $6::boolean[], $7::int[], $8::timestamptz[])
+           AS r(segment_id, contact_id, is_member, version, next_check)
+         ON CONFLICT (segment_id, contact_id) DO UPDATE SET
+           is_member = EXCLUDED.is_member, segment_version = EXCLUDED.segment_version,
+           changed_at = CASE WHEN m.is_member <> EXCLUDED.is_member THEN EXCLUDED.changed_at ELSE m.changed_at END,
+           evaluated_at = EXCLUDED.evaluated_at, next_check_at = EXCLUDED.next_check_at
+         RETURNING 1
+       ), published AS (
+         INSERT INTO segment_outbox (aggregateid, type, payload, business_id, contact_id)
+         SELECT r.contact_id, r.type, r.payload, $1, r.contact_id::uuid
+         FROM unnest($10::text[], $11::text[], $12::jsonb[]) AS r(contact_id, type, payload)
+         RETURNING 1
+       )
+       SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM upserted) + (SELECT count(*) FROM published)
+         AS written`,
       [
         input.businessId,
+        remove.segment,
+        remove.contact,
         upsert.segment,
         upsert.contact,
         upsert.member,
         upsertMore.version,
-        upsertMore.changed,
         upsertMore.next,
         at,
+        outbox.contact,
+        outbox.type,
+        outbox.payload,
       ],
-    );
-  }
-  if (outbox.contact.length > 0) {
-    await client.query(
-      `INSERT INTO segment_outbox (aggregateid, type, payload, business_id, contact_id)
-       SELECT r.contact_id, r.type, r.payload, $1, r.contact_id::uuid
-       FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS r(contact_id, type, payload)`,
-      [input.businessId, outbox.contact, outbox.type, outbox.payload],
     );
   }
   return outcome;

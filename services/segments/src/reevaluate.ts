@@ -1,7 +1,7 @@
 import { type Pool, transaction } from "@crm/db";
 import { evaluateSegments } from "@crm/segment-definitions";
 import { type ApplyOutcome, applyResults, type ChangeCause, lockContacts } from "./apply-results.ts";
-import type { SegmentCache } from "./segment-cache.ts";
+import { type SegmentCache, SIGNATURE_SQL } from "./segment-cache.ts";
 
 /** "Contact X may have changed": from an applied event (of `eventType`), a contact change, or the sweep. */
 export interface ContactTrigger {
@@ -31,9 +31,13 @@ export async function reevaluateContacts(
     async (client) => {
       const contactIds = triggers.map((t) => t.contactId);
       await lockContacts(client, contactIds);
-      const { rows } = await client.query<{ now: Date }>("SELECT clock_timestamp() AS now");
+      // After the locks (a statement of its own: its snapshot must be taken once they are held).
+      const { rows } = await client.query<{ now: Date; signature: string | null }>(
+        `SELECT clock_timestamp() AS now, ${SIGNATURE_SQL} AS signature`,
+        [businessId],
+      );
       const now = rows[0]!.now;
-      const business = await deps.cache.get(client, businessId);
+      const business = await deps.cache.get(client, businessId, rows[0]!.signature ?? "");
       const targets = new Set<string>();
       for (const trigger of triggers) {
         for (const [id, inputs] of business.inputs) {

@@ -6,6 +6,10 @@ import {
   segmentInputs,
 } from "@crm/segment-definitions";
 
+/** The versions of business $1's active segments, as one text: a scalar subquery. */
+export const SIGNATURE_SQL = `(SELECT string_agg(id::text || ':' || version, ',' ORDER BY id)
+  FROM segment_definitions WHERE business_id = $1 AND status = 'active')`;
+
 /** A business's active segments as evaluation needs them: definitions, and what can change each one's result. */
 export interface BusinessSegments {
   /** "id:version,..." of the active segments, sorted: equal signatures mean equal definitions. */
@@ -24,13 +28,16 @@ export class SegmentCache {
 
   constructor(private readonly capacity = 10_000) {}
 
-  async get(client: PoolClient, businessId: string): Promise<BusinessSegments> {
-    const { rows } = await client.query<{ signature: string | null }>(
-      `SELECT string_agg(id::text || ':' || version, ',' ORDER BY id) AS signature
-       FROM segment_definitions WHERE business_id = $1 AND status = 'active'`,
-      [businessId],
-    );
-    const signature = rows[0]?.signature ?? "";
+  /** `signature`: SIGNATURE_SQL's value, when the caller read it in a statement of its own. */
+  async get(client: PoolClient, businessId: string, known?: string): Promise<BusinessSegments> {
+    let signature = known;
+    if (signature === undefined) {
+      const { rows } = await client.query<{ signature: string | null }>(
+        `SELECT ${SIGNATURE_SQL} AS signature`,
+        [businessId],
+      );
+      signature = rows[0]?.signature ?? "";
+    }
     const cached = this.byBusiness.get(businessId);
     if (cached && cached.signature === signature) return cached;
     const segments = await activeSegments(client, businessId);

@@ -1,14 +1,21 @@
 import contactUpdatedV1 from "../contact.updated.v1.json" with { type: "json" };
 import eventsAppliedV1 from "../events.applied.v1.json" with { type: "json" };
 import eventsRawV1 from "../events.raw.v1.json" with { type: "json" };
+import segmentMembershipV1 from "../segment.membership.v1.json" with { type: "json" };
 import segmentDefinitionV1 from "../segment-definition.v1.json" with { type: "json" };
-import type { ContactUpdatedV1, EventsRawV1, SegmentDefinitionV1 } from "./types.generated.ts";
+import type {
+  ContactUpdatedV1,
+  EventsRawV1,
+  SegmentDefinitionV1,
+  SegmentMembershipV1,
+} from "./types.generated.ts";
 
 /** The published JSON Schemas, by topic; registered as `<topic>-value`. */
 export const TOPIC_SCHEMAS = {
   "events.raw.v1": eventsRawV1,
   "contact.updated.v1": contactUpdatedV1,
   "events.applied.v1": eventsAppliedV1,
+  "segment.membership.v1": segmentMembershipV1,
 } as const;
 
 /** JSON Schemas of documents that are not topic values (stored or sent to an API); types generated the same way. */
@@ -24,7 +31,8 @@ export type { SegmentDefinitionV1 };
 /** The value of an `events.raw.v1` message. */
 export type RawEventV1 = EventsRawV1;
 /** The value of a `contact.updated.v1` message. */
-export type { ContactUpdatedV1 };
+/** The value of a `segment.membership.v1` message (issue 16). */
+export type { ContactUpdatedV1, SegmentMembershipV1 };
 
 type RequiredKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? never : K }[keyof T];
 
@@ -69,3 +77,14 @@ export const CONTACT_UPDATED_V1_CONTACT_FIELDS = {
   last_seen_at: "optional",
   traits: "optional",
 } as const satisfies FieldMap<ContactUpdatedV1["contact"]>;
+
+export const SEGMENT_MEMBERSHIP_V1_FIELDS = {
+  business_id: "required",
+  segment_id: "required",
+  segment_version: "required",
+  contact_id: "required",
+  change: "required",
+  at: "required",
+  cause: "required",
+  cause_event_id: "optional",
+} as const satisfies FieldMap<SegmentMembershipV1>;

@@ -3,6 +3,7 @@ import {
   CONTACT_UPDATED_V1_CONTACT_FIELDS,
   CONTACT_UPDATED_V1_FIELDS,
   RAW_EVENT_V1_FIELDS,
+  SEGMENT_MEMBERSHIP_V1_FIELDS,
   TOPIC_SCHEMAS,
 } from "./index.ts";
 
@@ -25,6 +26,12 @@ describe("schemas and TypeScript types agree", () => {
     const schema = TOPIC_SCHEMAS["contact.updated.v1"] as ObjectSchema;
     expect(fieldsOf(schema)).toEqual(CONTACT_UPDATED_V1_FIELDS);
     expect(fieldsOf(schema.properties!.contact!)).toEqual(CONTACT_UPDATED_V1_CONTACT_FIELDS);
+  });
+
+  it("segment.membership.v1", () => {
+    expect(fieldsOf(TOPIC_SCHEMAS["segment.membership.v1"] as ObjectSchema)).toEqual(
+      SEGMENT_MEMBERSHIP_V1_FIELDS,
+    );
   });
 
   it("every required field is declared", () => {

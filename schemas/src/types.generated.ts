@@ -99,6 +99,32 @@ export interface EventsAppliedV1 {
 }
 
 /**
+ * A contact entered or exited a segment (issue 16), from services/segments' transactional outbox (segment_outbox) via Debezium. Key: contact_id. Headers: id (outbox id, dedupe on it), type (segment.entered | segment.exited), business_id. Per (segment, contact), entries and exits alternate, in commit order. Closed objects (additionalProperties false) so that a new optional field is BACKWARD compatible; readers ignore fields they do not know.
+ */
+export interface SegmentMembershipV1 {
+  business_id: string;
+  segment_id: string;
+  /**
+   * The version of the segment's definition the change was computed with.
+   */
+  segment_version: number;
+  contact_id: string;
+  change: "entered" | "exited";
+  /**
+   * When the change was computed and committed (the evaluation's time).
+   */
+  at: string;
+  /**
+   * What made the service evaluate: an applied event, a contact change, a merge (the survivor, or the contact merged away), a window sliding with time (the sweep), the first computation of a new segment, an edit of its definition (or of a segment it names), its archive.
+   */
+  cause: "event" | "contact" | "merge" | "time" | "backfill" | "edit" | "archive";
+  /**
+   * The applied event that triggered the evaluation (cause event).
+   */
+  cause_event_id?: string;
+}
+
+/**
  * A test of one contact field or trait. exists takes no value; before/after take an ISO 8601 date-time; within_last_days an integer number of days.
  */
 export type ContactCondition = ValueOfOp & {

@@ -9,6 +9,7 @@ import { idempotencyKeys } from "./idempotency-keys.ts";
 import { kafkaProducerLimit } from "./kafka-producer-limit.ts";
 import { keyedBatches } from "./keyed-batches.ts";
 import { pgbenchLimit } from "./pgbench-limit.ts";
+import { segments } from "./segments.ts";
 import { singleEvents } from "./single-events.ts";
 
 /**
@@ -28,4 +29,6 @@ export const SCENARIOS: Scenario[] = [
   httpLimit,
   pgbenchLimit,
   erasure,
+  // only with BENCH_ONLY=7 (not in the default selection): services/segments, issue 16
+  segments,
 ];

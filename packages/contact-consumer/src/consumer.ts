@@ -7,6 +7,7 @@ import {
   TOPICS,
 } from "@crm/kafka";
 import { type ContactChange, decodeContactChange } from "./decode-change.ts";
+import { decodeMembershipChange, type MembershipChange } from "./decode-membership.ts";
 import { type DedupeStore, MemoryDedupeStore } from "./dedupe.ts";
 
 export interface InvalidMessage {
@@ -15,7 +16,8 @@ export interface InvalidMessage {
   errors: string[];
 }
 
-export interface ContactConsumerOptions {
+/** What every outbox topic's reader is given, whatever its messages. */
+export interface OutboxConsumerOptions<C> {
   /** Brokers (KAFKA_BROKERS split on commas), or a kafkajs client you built. */
   kafka: string[] | Kafka;
   /**
@@ -31,14 +33,8 @@ export interface ContactConsumerOptions {
    * handed over again (kafkajs retries the batch, then restarts the consumer) and nothing after it in that
    * partition is delivered first: the partition waits until the callback succeeds.
    */
-  onChange: (change: ContactChange) => Promise<void> | void;
-  /**
-   * The erase handler (issue 18): called instead of onChange for a change `erased`, with every contact id to
-   * forget (the erased contact and the contacts merged into it). Delete everything you hold of them; the same
-   * commit rule as onChange applies. Left out, onChange receives the `erased` change like any other.
-   */
-  onErase?: (erasure: ContactErasure) => Promise<void> | void;
-  /** Default `contact.updated.v1`; another topic with the same contract (tests, replays). */
+  onChange: (change: C) => Promise<void> | void;
+  /** Default: the reader's own topic; another topic with the same contract (tests, replays). */
   topic?: string;
   /** Where a new group starts: true = the topic's oldest message (default), false = only new ones. */
   fromBeginning?: boolean;
@@ -47,23 +43,42 @@ export interface ContactConsumerOptions {
   /** A message that fails the schema is skipped (and committed past) after this; default: a warning line. */
   onInvalid?: (message: InvalidMessage) => Promise<void> | void;
   /** Called for each duplicate that was not handed to onChange (metrics). */
-  onDuplicate?: (change: ContactChange) => void;
+  onDuplicate?: (change: C) => void;
   /** Commit at least this often while a batch is long (ms); default 1000. */
   commitIntervalMs?: number;
 }
 
+export interface ContactConsumerOptions extends OutboxConsumerOptions<ContactChange> {
+  /**
+   * The erase handler (issue 18): called instead of onChange for a change `erased`, with every contact id to
+   * forget (the erased contact and the contacts merged into it). Delete everything you hold of them; the same
+   * commit rule as onChange applies. Left out, onChange receives the `erased` change like any other.
+   */
+  onErase?: (erasure: ContactErasure) => Promise<void> | void;
+}
+export type MembershipConsumerOptions = OutboxConsumerOptions<MembershipChange>;
+
+type Decoder<C> = (
+  partition: number,
+  message: KafkaMessage,
+) => { ok: true; change: C } | { ok: false; errors: string[] };
+
 /**
- * Consumes `contact.updated.v1` for a downstream team: validates each value against the published schema,
- * drops changes it has already delivered (outbox `id` header), hands each change to `onChange` in partition
- * order (so per contact in version order), and commits an offset only after the callback for it returned.
+ * Reads one outbox topic for a downstream team: validates each value against the published schema, drops changes
+ * it has already delivered (outbox `id` header), hands each change to `onChange` in partition order (so per
+ * contact in commit order), and commits an offset only after the callback for it returned.
  */
-export class ContactConsumer {
+export class OutboxTopicConsumer<C extends { id: string }> {
   readonly stats = { delivered: 0, duplicates: 0, invalid: 0 };
   private readonly consumer: ReturnType<Kafka["consumer"]>;
   private readonly dedupe: DedupeStore;
   private readonly topic: string;
 
-  constructor(private readonly options: ContactConsumerOptions) {
+  constructor(
+    protected readonly options: OutboxConsumerOptions<C>,
+    defaultTopic: string,
+    private readonly decode: Decoder<C>,
+  ) {
     const kafka = Array.isArray(options.kafka)
       ? createKafka({
           brokers: options.kafka,
@@ -73,7 +88,7 @@ export class ContactConsumer {
       : options.kafka;
     this.consumer = kafka.consumer({ groupId: options.groupId, maxWaitTimeInMs: 250 });
     this.dedupe = options.dedupe ?? new MemoryDedupeStore();
-    this.topic = options.topic ?? TOPICS.contactUpdated;
+    this.topic = options.topic ?? defaultTopic;
   }
 
   async start(): Promise<void> {
@@ -117,8 +132,13 @@ export class ContactConsumer {
     }
   }
 
+  /** Hands one new change to the callback; a topic's reader may route some changes elsewhere. */
+  protected async deliver(change: C): Promise<void> {
+    await this.options.onChange(change);
+  }
+
   private async handleMessage(partition: number, message: KafkaMessage): Promise<void> {
-    const decoded = decodeContactChange(partition, message);
+    const decoded = this.decode(partition, message);
     if (!decoded.ok) {
       this.stats.invalid++;
       const invalid = { partition, offset: message.offset, errors: decoded.errors };
@@ -127,12 +147,39 @@ export class ContactConsumer {
       this.stats.duplicates++;
       this.options.onDuplicate?.(decoded.change);
     } else {
-      const erasure = this.options.onErase ? erasureOf(decoded.change) : undefined;
-      if (erasure) await this.options.onErase!(erasure);
-      else await this.options.onChange(decoded.change);
+      await this.deliver(decoded.change);
       await this.dedupe.add(decoded.change.id);
       this.stats.delivered++;
     }
+  }
+}
+
+/**
+ * Consumes `contact.updated.v1` (SPEC 8): every contact change, per contact in version order, deduplicated on the
+ * outbox id.
+ */
+export class ContactConsumer extends OutboxTopicConsumer<ContactChange> {
+  private readonly onErase: ContactConsumerOptions["onErase"];
+
+  constructor(options: ContactConsumerOptions) {
+    super(options, TOPICS.contactUpdated, decodeContactChange);
+    this.onErase = options.onErase;
+  }
+
+  protected override async deliver(change: ContactChange): Promise<void> {
+    const erasure = this.onErase ? erasureOf(change) : undefined;
+    if (erasure) await this.onErase!(erasure);
+    else await super.deliver(change);
+  }
+}
+
+/**
+ * Consumes `segment.membership.v1` (issue 16): every entry into and exit from a segment, per contact in commit
+ * order, deduplicated on the outbox id (Debezium delivers at least once).
+ */
+export class MembershipConsumer extends OutboxTopicConsumer<MembershipChange> {
+  constructor(options: MembershipConsumerOptions) {
+    super(options, TOPICS.segmentMembership, decodeMembershipChange);
   }
 }
 

@@ -2,4 +2,5 @@
 export { type KafkaCredentials, kafkaCredentials } from "@crm/kafka";
 export * from "./consumer.ts";
 export * from "./decode-change.ts";
+export * from "./decode-membership.ts";
 export * from "./dedupe.ts";

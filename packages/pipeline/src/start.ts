@@ -6,6 +6,7 @@ import { moveGroupToTopicEnd } from "@crm/testing";
 import { runDemo } from "./demo.ts";
 import { startLiveSummary, workersLag } from "./live-summary.ts";
 import { preparePipeline } from "./prepare.ts";
+import { runSegmentsDemo } from "./segments-demo.ts";
 
 /*
  * `npm start`: the whole pipeline with a demo. Prepares the pipeline (the stack up unless it is already), starts
@@ -61,18 +62,27 @@ async function main(): Promise<void> {
     healthUrl: `${env.CONSOLE_URL}/healthz`,
     output: { file: logFile("console") },
   });
+  const segments = new ServiceProcess({
+    name: "segments",
+    entry: "services/segments/src/main.ts",
+    env: {},
+    healthUrl: `${env.SEGMENTS_URL}/healthz`,
+    output: { file: logFile("segments") },
+  });
+  const services = [api, ...workers, segments, opsConsole];
   try {
     if (process.env.START_FROM_END === "1") await skipBacklog(env, say);
-    await Promise.all([api, ...workers, opsConsole].map((service) => service.start()));
+    await Promise.all(services.map((service) => service.start()));
     say(
-      `services up; their logs: ${[api, ...workers, opsConsole].map((service) => logFile(service.name)).join(", ")}` +
+      `services up; their logs: ${services.map((service) => logFile(service.name)).join(", ")}` +
         " (npm run stack -- logs <name> [-f])",
     );
     const ownerToken = await runDemo(env, say, () => workersLag(workers));
+    await runSegmentsDemo(env, say, ownerToken);
 
     say("");
     say(
-      `pipeline running. API ${env.INGEST_URL}, worker metrics ${env.WORKER_URL}/metrics, Connect ${env.CONNECT_URL}`,
+      `pipeline running. API ${env.INGEST_URL}, worker metrics ${env.WORKER_URL}/metrics, segments metrics ${env.SEGMENTS_URL}/metrics, Connect ${env.CONNECT_URL}`,
     );
     say(`try: curl -X POST ${env.INGEST_URL}/v1/track -H 'authorization: Bearer ${ownerToken}' \\`);
     say(
@@ -100,7 +110,8 @@ async function main(): Promise<void> {
 }
 
 /**
- * START_FROM_END=1: the workers' group starts at the end of events.raw.v1. What tests, load probes and fuzzers left
+ * START_FROM_END=1: the workers' group starts at the end of events.raw.v1 (and the segments service's at the end of
+ * contact.updated.v1 and events.applied.v1). What tests, load probes and fuzzers left
  * there was applied by their own workers; the development group would otherwise work through all of it (often
  * hundreds of thousands of events) before the demo's first event.
  */
@@ -108,6 +119,12 @@ async function skipBacklog(env: Record<string, string>, say: (line: string) => v
   const groupId = process.env.WORKER_GROUP_ID ?? "resolver-worker";
   await moveGroupToTopicEnd(env.KAFKA_BROKERS!.split(","), TOPICS.raw, groupId);
   say(`START_FROM_END=1: consumer group ${groupId} moved to the end of ${TOPICS.raw}`);
+  // The segments service's triggers too (its state is recomputed from Postgres by its jobs, not from the backlog).
+  const segmentsGroup = process.env.SEGMENTS_GROUP_ID ?? "segments";
+  for (const topic of [TOPICS.contactUpdated, TOPICS.eventsApplied]) {
+    await moveGroupToTopicEnd(env.KAFKA_BROKERS!.split(","), topic, segmentsGroup);
+  }
+  say(`START_FROM_END=1: consumer group ${segmentsGroup} moved to the end of its trigger topics`);
 }
 
 main().catch((error) => {

@@ -15,7 +15,7 @@ export interface SegmentRecord {
   status: SegmentStatus;
   created_at: string;
   updated_at: string;
-  /** Always 0 until evaluation exists (issue 16.2): no membership is computed yet. */
+  /** Contacts in the segment now (segment_memberships, kept by services/segments); an archived one drops to 0. */
   member_count: number;
 }
 
@@ -33,8 +33,13 @@ export interface SegmentVersionRecord {
 // accepts only that business's rows, so an id of another business is simply not found. Each statement names the
 // business too: the operator CLI runs as the admin role, which RLS does not restrict.
 
-const COLUMNS = "id, business_id, name, version, definition, status, created_at, updated_at";
-type Row = Omit<SegmentRecord, "member_count" | "created_at" | "updated_at"> & {
+// member_count reads the partial index of members (migration 041); with the tenant set, RLS agrees with the
+// business named here.
+const COLUMNS = `id, business_id, name, version, definition, status, created_at, updated_at,
+  (SELECT count(*)::int FROM segment_memberships m
+   WHERE m.segment_id = segment_definitions.id AND m.business_id = segment_definitions.business_id AND m.is_member)
+  AS member_count`;
+type Row = Omit<SegmentRecord, "created_at" | "updated_at"> & {
   created_at: Date;
   updated_at: Date;
 };
@@ -43,7 +48,6 @@ const toRecord = (row: Row): SegmentRecord => ({
   ...row,
   created_at: row.created_at.toISOString(),
   updated_at: row.updated_at.toISOString(),
-  member_count: 0,
 });
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -94,7 +94,10 @@ export function manageOpenApi(error: (description: string) => object) {
           status: { enum: ["active", "archived"] },
           created_at: { type: "string", format: "date-time" },
           updated_at: { type: "string", format: "date-time" },
-          member_count: { type: "integer", description: "0 until evaluation exists (issue 16.2)" },
+          member_count: {
+            type: "integer",
+            description: "Contacts in the segment now (computed by the segments service)",
+          },
         },
       },
       SegmentResponse: {

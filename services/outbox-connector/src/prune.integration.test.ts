@@ -34,6 +34,7 @@ describe("outbox pruning", () => {
       slot,
     ]);
     await admin.query("DELETE FROM outbox WHERE business_id = ANY($1)", [businesses]);
+    await admin.query("DELETE FROM segment_outbox WHERE business_id = ANY($1)", [businesses]);
     await admin.query("DELETE FROM app.outbox_prune_marks WHERE id = $1", [decoyMark]);
     await admin.end();
   });
@@ -104,5 +105,42 @@ describe("outbox pruning", () => {
     const missing = await pruneOutbox(admin, { slots: ["no_such_slot"], retentionMs: 0, businessId });
     expect(missing).toMatchObject({ deleted: 0, confirmedLsn: null });
     expect(await remaining()).toEqual(["young"]);
+  });
+
+  it("prunes segment_outbox (segment.membership.v1) by the same marks: confirmed rows go, later ones stay", async () => {
+    const { rows: made } = await admin.query<{ id: string }>(
+      `INSERT INTO crm_contacts (business_id, first_seen_at, last_seen_at) VALUES ($1, now(), now()) RETURNING id`,
+      [businessId],
+    );
+    const contactId = made[0]!.id;
+    const insertChange = (label: string) =>
+      admin.query(
+        `INSERT INTO segment_outbox (aggregateid, type, payload, business_id, contact_id)
+         VALUES ($1::text, 'segment.entered', jsonb_build_object('label', $2::text), $3, $4::uuid)`,
+        [contactId, label, businessId, contactId],
+      );
+    const left = async () =>
+      (
+        await admin.query<{ label: string }>(
+          "SELECT payload->>'label' AS label FROM segment_outbox WHERE business_id = $1 ORDER BY 1",
+          [businessId],
+        )
+      ).rows.map((r) => r.label);
+    await insertChange("confirmed");
+    const first = await prune();
+    await insertChange("after-the-mark");
+    await advanceSlot(first.takenMarkLsn);
+    // Another test's open transaction on the shared database may hold the first row back for a while.
+    await poll(
+      "the confirmed change pruned",
+      async () => {
+        await prune();
+        const rows = await left();
+        expect(rows).toContain("after-the-mark");
+        return rows.includes("confirmed") ? undefined : true;
+      },
+      { timeoutMs: 60_000 },
+    );
+    expect(await left()).toEqual(["after-the-mark"]);
   });
 });

@@ -9,7 +9,13 @@ export interface PruneOptions {
   batchSize?: number;
   /** Only this business's rows (tests share one database with other tests). */
   businessId?: string;
+  /** The outbox tables pruned (default both): contact changes, and segment membership changes (issue 16). */
+  tables?: OutboxTable[];
 }
+
+/** Tables streamed by the connector's Event Routers whose rows carry `txid` and may go once streamed. */
+export const OUTBOX_TABLES = ["outbox", "segment_outbox"] as const;
+export type OutboxTable = (typeof OUTBOX_TABLES)[number];
 
 export interface PruneResult {
   deleted: number;
@@ -22,7 +28,7 @@ export interface PruneResult {
 }
 
 /**
- * Deletes outbox rows that every slot in `options.slots` has confirmed and that are older than the retention.
+ * Deletes outbox rows (both outbox tables) that every slot in `options.slots` has confirmed and that are older than the retention.
  * See infra/migrations/020_outbox_pruning.sql for why marks prove that a row was streamed: each run records a
  * new mark (oldest running transaction, then the WAL position) and prunes with the newest mark the slots have
  * confirmed, which is always one from an earlier run. Safe to run concurrently and at any time.
@@ -66,17 +72,20 @@ export async function pruneOutbox(pool: pg.Pool, options: PruneOptions): Promise
 
   const batchSize = options.batchSize ?? 5_000;
   let deleted = 0;
-  for (;;) {
-    const result = await pool.query(
-      `DELETE FROM outbox WHERE id IN (
-         SELECT id FROM outbox
-         WHERE txid < $1::xid8 AND created_at < now() - make_interval(secs => $2)
-           AND ($3::uuid IS NULL OR business_id = $3::uuid)
-         LIMIT $4)`,
-      [mark.oldest_running, options.retentionMs / 1000, options.businessId ?? null, batchSize],
-    );
-    deleted += result.rowCount ?? 0;
-    if ((result.rowCount ?? 0) < batchSize) break;
+  for (const table of options.tables ?? OUTBOX_TABLES) {
+    if (!OUTBOX_TABLES.includes(table)) throw new Error(`not an outbox table: ${table}`);
+    for (;;) {
+      const result = await pool.query(
+        `DELETE FROM ${table} WHERE id IN (
+           SELECT id FROM ${table}
+           WHERE txid < $1::xid8 AND created_at < now() - make_interval(secs => $2)
+             AND ($3::uuid IS NULL OR business_id = $3::uuid)
+           LIMIT $4)`,
+        [mark.oldest_running, options.retentionMs / 1000, options.businessId ?? null, batchSize],
+      );
+      deleted += result.rowCount ?? 0;
+      if ((result.rowCount ?? 0) < batchSize) break;
+    }
   }
   // Old marks are kept a day: another slot set (a second connector) may still need one of them.
   await pool.query(

@@ -1,0 +1,249 @@
+import { join } from "node:path";
+import { decodeFramedJson, headerString, TOPICS } from "@crm/kafka";
+import { poll, sleep } from "@crm/process";
+import { createSegment } from "@crm/segment-definitions";
+import { moveGroupToTopicEnd } from "@crm/testing";
+import type { BenchRun, Scenario } from "../bench-run.ts";
+import { say } from "../config.ts";
+import { fmt } from "../report.ts";
+import { type BenchService, startBenchService } from "../services.ts";
+import { summarize } from "../stats.ts";
+import { createTenant } from "../tenants.ts";
+
+// BENCH_SEGMENTS_PORT: the bench's segments service (health, metrics)
+const SEGMENTS_PORT = Number(process.env.BENCH_SEGMENTS_PORT ?? 18_094);
+const HIGH_VALUE = {
+  event: {
+    type: "purchase",
+    window: { last_days: 30 },
+    measure: "sum",
+    property: "amount",
+    op: ">",
+    value: 500,
+  },
+};
+
+/**
+ * Scenario 7 (issue 16; only with BENCH_ONLY=7): services/segments.
+ *  a. backfill: one "high value" segment (sum of purchase amounts over 500 in 30 days) created over
+ *     BENCH_SEGMENT_EVENTS stored events (default 1,000,000; 10 per contact), timed from its creation to its job's
+ *     end (both Postgres times).
+ *  b. latency: BENCH_E2E_RATE events/s through the API and the worker to businesses with 50 segments each; API 202
+ *     to the `entered` message on segment.membership.v1 of the segment every new contact enters on its first event.
+ */
+export const segments: Scenario = {
+  name: "scenario 7 segments",
+  selectedBy: [7],
+  async run(bench) {
+    const service = await startSegments(bench);
+    try {
+      await backfill(bench);
+      await latency(bench);
+    } finally {
+      await service.stop();
+    }
+  },
+};
+
+async function startSegments(bench: BenchRun): Promise<BenchService> {
+  // The segments principal may use only groups prefixed "segments" (infra/src/stack/kafka-auth.ts).
+  const groupId = await bench.kafka.groupAtEnd(TOPICS.eventsApplied, "segments-bench");
+  await moveGroupToTopicEnd(bench.kafka.brokers, TOPICS.contactUpdated, groupId);
+  return startBenchService({
+    name: "segments-s7",
+    entry: "services/segments/src/main.ts",
+    env: { SEGMENTS_PORT: String(SEGMENTS_PORT), SEGMENTS_GROUP_ID: groupId },
+    healthUrl: `http://127.0.0.1:${SEGMENTS_PORT}/readyz`,
+    logFile: join(bench.logDir, `bench-${bench.runId}-segments.log`),
+    profileDir: bench.cfg.profile ? bench.profileDir : undefined,
+  });
+}
+
+async function backfill(bench: BenchRun): Promise<void> {
+  const events = Number(process.env.BENCH_SEGMENT_EVENTS ?? 1_000_000);
+  const contacts = Math.max(1, Math.floor(events / 10));
+  const tenant = await createTenant(bench.admin, bench.runId, "s7-backfill");
+  say(`scenario 7a: storing ${events} events of ${contacts} contacts`);
+  await bench.admin.query(
+    `INSERT INTO crm_contacts (id, business_id, email, first_seen_at, last_seen_at)
+     SELECT gen_random_uuid(), $1, 'b' || i || '@example.com', now() - interval '60 days', now()
+     FROM generate_series(1, $2::int) i`,
+    [tenant.businessId, contacts],
+  );
+  // 10 purchases per contact, one every 6 days over 60 days, amounts 0..199: about half of them in the last 30 days.
+  for (let done = 0; done < events; done += 100_000) {
+    await bench.admin.query(
+      `INSERT INTO crm_events (id, business_id, contact_id, type, props, occurred_at)
+       SELECT gen_random_uuid(), $1, c.id, 'purchase', jsonb_build_object('amount', (k * 37 + c.n * 13) % 200),
+              now() - make_interval(secs => (k * 518400 + (c.n * 7919) % 518400)::int)
+       FROM (SELECT id, row_number() OVER () AS n FROM crm_contacts WHERE business_id = $1) c
+       CROSS JOIN generate_series(1, 10) k
+       WHERE (c.n - 1) * 10 + k > $2 AND (c.n - 1) * 10 + k <= $3`,
+      [tenant.businessId, done, Math.min(events, done + 100_000)],
+    );
+  }
+  await bench.admin.query("ANALYZE crm_events");
+  // The inserts reach events.applied.v1 too; let Debezium finish streaming them so the backfill is timed alone.
+  let last = -1;
+  await poll(
+    "events.applied.v1 to stop growing",
+    async () => {
+      const now = await bench.kafka.endOffset(TOPICS.eventsApplied);
+      const still = now === last;
+      last = now;
+      if (!still) await sleep(2_000);
+      return still ? true : undefined;
+    },
+    { timeoutMs: 30 * 60_000, intervalMs: 0 },
+  );
+  const client = await bench.admin.connect();
+  let segmentId: string;
+  try {
+    segmentId = (
+      await createSegment(client, {
+        businessId: tenant.businessId,
+        name: "high value",
+        definition: HIGH_VALUE,
+        changedBy: null,
+      })
+    ).id;
+  } finally {
+    client.release();
+  }
+  const done = await poll(
+    "the backfill job done",
+    async () => {
+      const { rows } = await bench.admin.query<{ seconds: number; members: number }>(
+        `SELECT extract(epoch FROM j.done_at - d.created_at)::float8 AS seconds,
+                (SELECT count(*)::int FROM segment_memberships m WHERE m.segment_id = d.id AND m.is_member) AS members
+         FROM segment_jobs j JOIN segment_definitions d ON d.id = j.segment_id
+         WHERE j.segment_id = $1 AND j.done_at IS NOT NULL`,
+        [segmentId],
+      );
+      return rows[0];
+    },
+    { timeoutMs: 60 * 60_000, intervalMs: 250 },
+  );
+  say(
+    `  backfill of ${events} events (${contacts} contacts): ${fmt(done.seconds, 2)} s, ${done.members} members`,
+  );
+  bench.results.segmentsBackfill = { events, contacts, seconds: done.seconds, members: done.members };
+}
+
+async function latency(bench: BenchRun): Promise<void> {
+  const { cfg } = bench;
+  const tenants = bench.tenants.e2e;
+  const targets = new Set<string>();
+  for (const tenant of tenants) {
+    const client = await bench.admin.connect();
+    try {
+      for (let i = 0; i < 50; i++) {
+        // 49 segments the load keeps evaluating (counts, sums, absences, traits), one that each new contact enters.
+        const definition =
+          i === 0
+            ? { event: { type: "bench.new", window: { last_days: 1 }, measure: "count", op: ">=", value: 1 } }
+            : [
+                {
+                  event: {
+                    type: "bench.repeat",
+                    window: { last_days: 1 + (i % 30) },
+                    measure: "count",
+                    op: ">=",
+                    value: 2 + (i % 3),
+                  },
+                },
+                {
+                  event: {
+                    type: "bench.new",
+                    window: { last_days: 30 },
+                    measure: "sum",
+                    property: "amount",
+                    op: ">",
+                    value: i * 10,
+                  },
+                },
+                {
+                  all: [
+                    { no_event: { type: "bench.merge", last_days: 7 } },
+                    { contact: { field: "email", op: "exists" } },
+                  ],
+                },
+                { contact: { field: "name", op: "starts_with", value: `n${i}` } },
+              ][i % 4]!;
+        const made = await createSegment(client, {
+          businessId: tenant.businessId,
+          name: `s${i}`,
+          definition,
+          changedBy: null,
+        });
+        if (i === 0) targets.add(made.id);
+      }
+    } finally {
+      client.release();
+    }
+  }
+  const entries = new Map<string, number>();
+  const groupId = await bench.kafka.groupAtEnd(TOPICS.segmentMembership, "bench-membership");
+  const consumer = bench.kafka.kafka.consumer({ groupId, maxWaitTimeInMs: 20 });
+  await consumer.connect();
+  await consumer.subscribe({ topic: TOPICS.segmentMembership });
+  await consumer.run({
+    autoCommit: false,
+    partitionsConsumedConcurrently: 4,
+    eachBatch: async ({ batch }) => {
+      const now = performance.timeOrigin + performance.now();
+      for (const message of batch.messages) {
+        if (headerString(message.headers, "type") !== "segment.entered" || !message.value) continue;
+        try {
+          const value = decodeFramedJson(message.value).value as {
+            segment_id: string;
+            cause_event_id?: string;
+          };
+          if (targets.has(value.segment_id) && value.cause_event_id && !entries.has(value.cause_event_id)) {
+            entries.set(value.cause_event_id, now);
+          }
+        } catch {}
+      }
+    },
+  });
+  say(
+    `scenario 7b: API -> segment.membership.v1 entered at ${cfg.e2eRate} events/s, 50 segments per business`,
+  );
+  const services = [await bench.startApi("api-s7"), (await bench.startWorker("worker-s7")).worker];
+  try {
+    const load = await bench.phases.run("7 segments", services, () =>
+      bench.load.pacedLoad({
+        keys: tenants.map((t) => t.key),
+        weights: tenants.map(() => 1),
+        rate: cfg.e2eRate,
+      }),
+    );
+    const accepted = new Map<string, number>();
+    for (const record of load.records) {
+      if (record.warmup || record.status !== 202) continue;
+      for (const id of record.changing) accepted.set(id, record.doneAt);
+    }
+    await poll(
+      "entries to stop arriving",
+      async () => {
+        const before = entries.size;
+        await sleep(3_000);
+        return entries.size === before ? true : undefined;
+      },
+      { timeoutMs: 120_000, intervalMs: 0 },
+    );
+    const latencies = [...accepted].flatMap(([id, at]) => (entries.has(id) ? [entries.get(id)! - at] : []));
+    const summary = summarize(latencies);
+    say(
+      `  accepted -> entered p50 ${fmt(summary.p50)} / p95 ${fmt(summary.p95)} / p99 ${fmt(summary.p99)} ms over ${latencies.length} entries (${accepted.size} new-or-merge events accepted; merges enter nothing)`,
+    );
+    bench.results.segmentsLatency = {
+      rate: cfg.e2eRate,
+      segmentsPerBusiness: 50,
+      latencyMs: summary,
+      entries: latencies.length,
+    };
+  } finally {
+    await consumer.disconnect();
+  }
+}

@@ -73,9 +73,9 @@ export interface BenchResults {
     rowsLeft: number;
     gate: { perEventUs: number; calls: number; suppressions: number };
   };
-  /** Scenario 7a (issue 16): one segment's backfill over stored events. */
+  /** Scenario 8a (issue 16): one segment's backfill over stored events. */
   segmentsBackfill?: { events: number; contacts: number; seconds: number; members: number };
-  /** Scenario 7b (issue 16): API 202 to segment.membership.v1 entered. */
+  /** Scenario 8b (issue 16): API 202 to segment.membership.v1 entered. */
   segmentsLatency?: { rate: number; segmentsPerBusiness: number; latencyMs: Summary; entries: number };
   errors?: Record<string, string>;
 }

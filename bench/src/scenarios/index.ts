@@ -29,6 +29,6 @@ export const SCENARIOS: Scenario[] = [
   httpLimit,
   pgbenchLimit,
   erasure,
-  // only with BENCH_ONLY=7 (not in the default selection): services/segments, issue 16
+  // only with BENCH_ONLY=8 (not in the default selection): services/segments, issue 16
   segments,
 ];

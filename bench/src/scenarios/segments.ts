@@ -24,7 +24,7 @@ const HIGH_VALUE = {
 };
 
 /**
- * Scenario 7 (issue 16; only with BENCH_ONLY=7): services/segments.
+ * Scenario 8 (issue 16; only with BENCH_ONLY=8): services/segments.
  *  a. backfill: one "high value" segment (sum of purchase amounts over 500 in 30 days) created over
  *     BENCH_SEGMENT_EVENTS stored events (default 1,000,000; 10 per contact), timed from its creation to its job's
  *     end (both Postgres times).
@@ -32,8 +32,8 @@ const HIGH_VALUE = {
  *     to the `entered` message on segment.membership.v1 of the segment every new contact enters on its first event.
  */
 export const segments: Scenario = {
-  name: "scenario 7 segments",
-  selectedBy: [7],
+  name: "scenario 8 segments",
+  selectedBy: [8],
   async run(bench) {
     const service = await startSegments(bench);
     try {
@@ -63,7 +63,7 @@ async function backfill(bench: BenchRun): Promise<void> {
   const events = Number(process.env.BENCH_SEGMENT_EVENTS ?? 1_000_000);
   const contacts = Math.max(1, Math.floor(events / 10));
   const tenant = await createTenant(bench.admin, bench.runId, "s7-backfill");
-  say(`scenario 7a: storing ${events} events of ${contacts} contacts`);
+  say(`scenario 8a: storing ${events} events of ${contacts} contacts`);
   await bench.admin.query(
     `INSERT INTO crm_contacts (id, business_id, email, first_seen_at, last_seen_at)
      SELECT gen_random_uuid(), $1, 'b' || i || '@example.com', now() - interval '60 days', now()
@@ -207,7 +207,7 @@ async function latency(bench: BenchRun): Promise<void> {
     },
   });
   say(
-    `scenario 7b: API -> segment.membership.v1 entered at ${cfg.e2eRate} events/s, 50 segments per business`,
+    `scenario 8b: API -> segment.membership.v1 entered at ${cfg.e2eRate} events/s, 50 segments per business`,
   );
   const services = [await bench.startApi("api-s7"), (await bench.startWorker("worker-s7")).worker];
   try {

@@ -20,6 +20,8 @@ GRANT SELECT ON businesses, business_team, ingest_keys TO crm_definer;
 GRANT SELECT, DELETE ON idempotency_keys TO crm_definer;
 GRANT SELECT, DELETE ON rejected_events TO crm_definer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON app.ingest_instances TO crm_definer;
+GRANT SELECT, UPDATE ON automation_deliveries TO crm_definer;
+GRANT SELECT ON automation_endpoints, automation_messages TO crm_definer;
 
 -- Every definer function of the schema, so one added later cannot stay the superuser's.
 DO $$

@@ -11,6 +11,8 @@ import type { StackSettings } from "./settings.ts";
 export interface StackSecrets {
   jwtSecret: string;
   logHashSecret: string;
+  /** AES-256 key (32 bytes, base64url) sealing the automations' webhook secrets at rest. */
+  automationsSecretKey: string;
   /** crm_service, the services' role. */
   servicePassword: string;
   /** crm_debezium, the replication role: it reads every tenant. */
@@ -30,6 +32,7 @@ export function stackSecrets(s: StackSettings): StackSecrets {
   const secrets = {
     jwtSecret: stored.jwtSecret ?? randomBytes(32).toString("base64url"),
     logHashSecret: stored.logHashSecret ?? randomBytes(32).toString("base64url"),
+    automationsSecretKey: stored.automationsSecretKey ?? randomBytes(32).toString("base64url"),
     servicePassword: stored.servicePassword ?? newSecret(),
     debeziumPassword: stored.debeziumPassword ?? newSecret(),
     registryPassword: stored.registryPassword ?? newSecret(),

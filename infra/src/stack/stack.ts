@@ -59,6 +59,7 @@ function writeEnvFile(s: StackSettings): Record<string, string> {
     KAFKA_PARTITIONS: String(s.partitions),
     JWT_SECRET: secrets.jwtSecret,
     LOG_HASH_SECRET: secrets.logHashSecret,
+    AUTOMATIONS_SECRET_KEY: secrets.automationsSecretKey,
     ...kafkaEnv(kafkaSecrets(s)),
   };
   const text = Object.entries(env)

@@ -12,6 +12,7 @@ import { manageOpenApi } from "./manage-schema.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import type { AuthFailureLimiter, RateLimiter } from "./rate-limit.ts";
 import { batchRoutes } from "./routes/batch.ts";
+import { manageAutomationRoutes } from "./routes/manage-automations.ts";
 import { manageSegmentRoutes } from "./routes/manage-segments.ts";
 import { trackRoutes } from "./routes/track.ts";
 import type { TenantDirectory } from "./tenant-directory.ts";
@@ -48,6 +49,8 @@ export interface AppDeps {
   isShuttingDown?: () => boolean;
   /** The service-role pool of the management API (`/v1/manage/...`); without it that API is not served. */
   db?: Pool;
+  /** Seals webhook secrets at rest (AUTOMATIONS_SECRET_KEY); without it endpoints cannot be created or rotated. */
+  automationsSecretKey?: Buffer;
 }
 
 /** The ingest HTTP API (SPEC 4). Never listens: main.ts serves it, tests call `app.request()`. */
@@ -103,6 +106,7 @@ export function createApp(deps: AppDeps) {
   app.route("/v1", trackRoutes(ingest));
   app.route("/v1", batchRoutes(ingest));
   if (deps.db) app.route("/v1/manage", manageSegmentRoutes(deps.db));
+  if (deps.db) app.route("/v1/manage", manageAutomationRoutes(deps.db, deps.automationsSecretKey));
 
   app.notFound((c) => c.json({ ok: false, error: { code: "not_found", message: "no such route" } }, 404));
 

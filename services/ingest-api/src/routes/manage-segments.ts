@@ -138,7 +138,7 @@ export function manageSegmentRoutes(pool: Pool) {
 }
 
 /** The business a management request acts on, and who asks (SPEC 4 tenant check, user tokens only). */
-async function tenantOf(
+export async function tenantOf(
   caller: Caller,
   named: string | undefined,
 ): Promise<{ businessId: string; userId: string }> {
@@ -171,7 +171,7 @@ const forbidden = () => new HttpError(403, "forbidden_business", "caller may not
  * One transaction of the business's tenant. Postgres unreachable, or a statement that lost a race (deadlock,
  * serialization), is 503 `unavailable` with Retry-After: retrying can help, and nothing was written.
  */
-async function inTenant<T>(
+export async function inTenant<T>(
   pool: Pool,
   tag: string,
   fn: (client: PoolClient) => Promise<T>,

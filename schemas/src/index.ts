@@ -1,4 +1,5 @@
 import contactUpdatedV1 from "../contact.updated.v1.json" with { type: "json" };
+import eventsAppliedV1 from "../events.applied.v1.json" with { type: "json" };
 import eventsRawV1 from "../events.raw.v1.json" with { type: "json" };
 import segmentDefinitionV1 from "../segment-definition.v1.json" with { type: "json" };
 import type { ContactUpdatedV1, EventsRawV1, SegmentDefinitionV1 } from "./types.generated.ts";
@@ -7,6 +8,7 @@ import type { ContactUpdatedV1, EventsRawV1, SegmentDefinitionV1 } from "./types
 export const TOPIC_SCHEMAS = {
   "events.raw.v1": eventsRawV1,
   "contact.updated.v1": contactUpdatedV1,
+  "events.applied.v1": eventsAppliedV1,
 } as const;
 
 /** JSON Schemas of documents that are not topic values (stored or sent to an API); types generated the same way. */

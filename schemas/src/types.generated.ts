@@ -89,6 +89,13 @@ export interface ContactUpdatedV1 {
 }
 
 /**
+ * One event as the resolver worker stored it (a row inserted into crm_events), streamed by Debezium from the same replication slot as the outbox, so every applied event appears once per insert, in commit order per contact. Key: the contact_id the event was applied to. Value: the event's props, as sent (an object). Headers: id (the event id: dedupe on it), type, business_id, occurred_at (ISO 8601). Internal to the pipeline (the segments and automations services read it); it holds what producers sent, so it has the retention of events.raw.v1.
+ */
+export interface EventsAppliedV1 {
+  [k: string]: unknown;
+}
+
+/**
  * A test of one contact field or trait. exists takes no value; before/after take an ISO 8601 date-time; within_last_days an integer number of days.
  */
 export type ContactCondition = ValueOfOp & {

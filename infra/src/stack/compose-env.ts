@@ -100,7 +100,7 @@ export function composeKafkaInitScript(): string {
     "# Generated from infra/src/stack/kafka-auth.ts (kafkaGrants) by composeKafkaInitScript; compose.test checks it.",
     "set -eu",
     'printf \'security.protocol=SASL_PLAINTEXT\\nsasl.mechanism=SCRAM-SHA-512\\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="%s";\\n\' "$KAFKA_ADMIN_PASSWORD" > /tmp/admin.properties',
-    ...[TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.segmentMembership].map(
+    ...[TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.eventsApplied, TOPICS.segmentMembership].map(
       (topic) =>
         `/opt/kafka/bin/kafka-topics.sh ${admin} --create --if-not-exists --topic ${topic} --partitions ${s.partitions} --replication-factor 1`,
     ),

@@ -205,9 +205,14 @@ export function kafkaGrants(s: StackSettings): Grant[] {
     ...connectTopics.map((name) => topicPrefix("connect", name, [Op.ALL])),
     // The connector's output, the copies the connector tests route to, and Debezium's own topics (changes of
     // the heartbeat table under its topic.prefix: "crm", "crmtest<id>" for the tests' copies).
-    ...[TOPICS.contactUpdated, TOPICS.segmentMembership, "test.contact.updated.", "crm.", "crmtest"].map(
-      (name) => topicPrefix("connect", name, [Op.WRITE, Op.DESCRIBE, Op.CREATE, Op.DESCRIBE_CONFIGS]),
-    ),
+    ...[
+      TOPICS.contactUpdated,
+      TOPICS.eventsApplied,
+      TOPICS.segmentMembership,
+      "test.contact.updated.",
+      "crm.",
+      "crmtest",
+    ].map((name) => topicPrefix("connect", name, [Op.WRITE, Op.DESCRIBE, Op.CREATE, Op.DESCRIBE_CONFIGS])),
     group("connect", "crm-connect", Pattern.PREFIXED),
     group("connect", s.connectGroup, Pattern.LITERAL),
     idempotent("connect"),
@@ -226,15 +231,17 @@ export function kafkaGrants(s: StackSettings): Grant[] {
       operations: [Op.READ, Op.DESCRIBE],
     },
     // The second wave's services (SPEC section 11): each reads its own inputs, in groups named after itself.
-    ...[TOPICS.contactUpdated].map((name) => topicPrefix("segments", name, [Op.READ, Op.DESCRIBE])),
+    ...[TOPICS.contactUpdated, TOPICS.eventsApplied].map((name) =>
+      topicPrefix("segments", name, [Op.READ, Op.DESCRIBE]),
+    ),
     group("segments", "segments", Pattern.PREFIXED),
-    ...[TOPICS.contactUpdated, TOPICS.segmentMembership].map((name) =>
+    ...[TOPICS.contactUpdated, TOPICS.eventsApplied, TOPICS.segmentMembership].map((name) =>
       topicPrefix("automations", name, [Op.READ, Op.DESCRIBE]),
     ),
     group("automations", "automations", Pattern.PREFIXED),
     // The ops console browses every pipeline topic and replays dead letters back into the raw topic.
-    ...[TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.segmentMembership].map((name) =>
-      topicPrefix("console", name, [Op.READ, Op.DESCRIBE, Op.DESCRIBE_CONFIGS]),
+    ...[TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.eventsApplied, TOPICS.segmentMembership].map(
+      (name) => topicPrefix("console", name, [Op.READ, Op.DESCRIBE, Op.DESCRIBE_CONFIGS]),
     ),
     topicPrefix("console", TOPICS.raw, [Op.WRITE]),
     idempotent("console"),

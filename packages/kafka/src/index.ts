@@ -24,6 +24,8 @@ export const TOPICS = {
   raw: "events.raw.v1",
   dlq: "events.dlq.v1",
   contactUpdated: "contact.updated.v1",
+  /** Every event the worker stored (its crm_events row), streamed by Debezium: the segments' and automations' trigger. */
+  eventsApplied: "events.applied.v1",
   /** Segment entries and exits, from the segments service's outbox via Debezium (SPEC section 11). */
   segmentMembership: "segment.membership.v1",
 } as const;
@@ -295,11 +297,13 @@ export async function ensureTopics(admin: Admin, specs: TopicSpec[]): Promise<st
  * brokers set `min.insync.replicas=2`, so an acks=all write survives the loss of any one broker).
  */
 export function pipelineTopics(partitions: number, replicationFactor = 1): TopicSpec[] {
-  return [TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.segmentMembership].map((topic) => ({
-    topic,
-    numPartitions: partitions,
-    replicationFactor,
-  }));
+  return [TOPICS.raw, TOPICS.dlq, TOPICS.contactUpdated, TOPICS.eventsApplied, TOPICS.segmentMembership].map(
+    (topic) => ({
+      topic,
+      numPartitions: partitions,
+      replicationFactor,
+    }),
+  );
 }
 
 /** Reads header values as strings (kafkajs hands them out as Buffers). */

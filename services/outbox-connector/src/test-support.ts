@@ -4,7 +4,7 @@ import type { ProbedMessage } from "@crm/testing";
 import type pg from "pg";
 import type { ConnectorSpec } from "./connector.ts";
 
-/** A copy of the checked-in connector under its own name, slot and topic prefix, routing to `topic`. */
+/** A copy of the checked-in connector (its outbox part) under its own name, slot and topic prefix, routing to `topic`. */
 export function connectorCopy(base: ConnectorSpec, suffix: string, topic: string): ConnectorSpec {
   const prefix = `crmtest${suffix}`;
   return {
@@ -12,6 +12,8 @@ export function connectorCopy(base: ConnectorSpec, suffix: string, topic: string
     config: {
       ...base.config,
       "slot.name": `crm_outbox_test_${suffix}`,
+      // the outbox only: a copy must not publish applied events again
+      "table.include.list": "public.outbox",
       "topic.prefix": prefix,
       "predicates.isOutboxTable.pattern": `${prefix}\\.public\\.outbox`,
       "transforms.outbox.route.topic.replacement": topic,

@@ -1,6 +1,7 @@
 import type { PoolClient } from "@crm/db";
 import { HttpError } from "@crm/errors";
 import type { SegmentDefinition } from "@crm/segment-definitions";
+import { textProblem } from "@crm/storable";
 import {
   type CreateEndpointBody,
   type CreateTriggerBody,
@@ -129,16 +130,8 @@ function checkUrl(url: string): string {
 
 function checkDescription(text: string | undefined): string | undefined {
   if (text === undefined) return undefined;
-  if (text.length > 500)
-    throw invalidRequest([{ path: ["description"], message: "must be at most 500 characters" }]);
-  if (
-    text.includes("\u0000") ||
-    /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(text)
-  ) {
-    throw invalidRequest([
-      { path: ["description"], message: "must be storable text (no NUL, no lone surrogate)" },
-    ]);
-  }
+  const problem = text.length > 500 ? "must be at most 500 characters" : textProblem(text, true);
+  if (problem) throw invalidRequest([{ path: ["description"], message: problem }]);
   return text;
 }
 

@@ -1,0 +1,140 @@
+import { isTransientDbError, type Pool, transaction } from "@crm/db";
+import { errorMessage } from "@crm/errors";
+import type { EachBatchPayload, Kafka, KafkaMessage } from "@crm/kafka";
+import type { Logger } from "@crm/logger";
+import { type Decoded, decodeContactUpdated, decodeEventApplied, decodeMembership } from "./decode-inputs.ts";
+import { matchCause } from "./match.ts";
+import type { AutomationsMetrics } from "./metrics.ts";
+
+export interface InputTopics {
+  contact?: string;
+  membership?: string;
+  events?: string;
+}
+
+export interface TriggerConsumerOptions {
+  kafka: Kafka;
+  pool: Pool;
+  logger: Logger;
+  metrics: AutomationsMetrics;
+  groupId: string;
+  topics: InputTopics;
+  fromBeginning: boolean;
+  /** Called after a transaction created deliveries due now: the delivery loop looks at once instead of polling. */
+  onDue: () => void;
+  onFatal: () => void;
+  /** Messages matched in one transaction (and committed together). */
+  chunkSize?: number;
+}
+
+/**
+ * Consumes the three inputs (contact changes, segment memberships, applied events) and turns what fires a trigger
+ * into messages and deliveries in Postgres. A partition's messages are matched in chunks, each ONE transaction
+ * (the tenant set per message); the offset is committed only after its chunk committed. A redelivered message finds
+ * its messages already there (deterministic ids, ON CONFLICT DO NOTHING), so at-least-once consumption gives
+ * exactly one logical message. A message that cannot be decoded, or that Postgres refuses, is counted and skipped
+ * (a savepoint isolates it): it never stops the partition. Only an outage of Postgres stops progress, and nothing
+ * is committed past it.
+ */
+export class TriggerConsumer {
+  private readonly consumer: ReturnType<Kafka["consumer"]>;
+  private readonly decoders = new Map<string, (partition: number, m: KafkaMessage) => Decoded>();
+  ready = false;
+
+  constructor(private readonly options: TriggerConsumerOptions) {
+    this.consumer = options.kafka.consumer({ groupId: options.groupId, maxWaitTimeInMs: 100 });
+    const { contact, membership, events } = options.topics;
+    if (contact) this.decoders.set(contact, decodeContactUpdated);
+    if (membership) this.decoders.set(membership, (_p, m) => decodeMembership(m));
+    if (events) this.decoders.set(events, (_p, m) => decodeEventApplied(m));
+  }
+
+  async start(): Promise<void> {
+    const { consumer } = this;
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      this.ready = true;
+    });
+    consumer.on(consumer.events.CRASH, (event) => {
+      this.ready = false;
+      if (!event.payload.restart) this.options.onFatal();
+    });
+    await consumer.connect();
+    await consumer.subscribe({
+      topics: [...this.decoders.keys()],
+      fromBeginning: this.options.fromBeginning,
+    });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 3,
+      eachBatch: (payload) => this.handleBatch(payload),
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer.disconnect();
+  }
+
+  private async handleBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) {
+    const decode = this.decoders.get(batch.topic)!;
+    const size = this.options.chunkSize ?? 200;
+    for (let start = 0; start < batch.messages.length; start += size) {
+      if (!isRunning() || isStale()) return;
+      const chunk = batch.messages.slice(start, start + size);
+      const dueNow = await this.applyChunk(batch.topic, batch.partition, chunk, decode);
+      const last = chunk.at(-1)!.offset;
+      await this.consumer.commitOffsets([
+        { topic: batch.topic, partition: batch.partition, offset: (BigInt(last) + 1n).toString() },
+      ]);
+      resolveOffset(last);
+      if (dueNow) this.options.onDue();
+      await heartbeat();
+    }
+  }
+
+  /** One transaction for the chunk; returns whether a delivery due now was created. */
+  private async applyChunk(
+    topic: string,
+    partition: number,
+    messages: KafkaMessage[],
+    decode: (partition: number, m: KafkaMessage) => Decoded,
+  ): Promise<boolean> {
+    const { metrics, logger } = this.options;
+    const outcomes: string[] = [];
+    let dueNow = false;
+    await transaction(this.options.pool, "automations.match", async (client) => {
+      for (const message of messages) {
+        const decoded = decode(partition, message);
+        if (!decoded.ok) {
+          outcomes.push("invalid");
+          logger.warn(
+            { topic, partition, offset: message.offset, errors: decoded.errors },
+            "input skipped: invalid",
+          );
+          continue;
+        }
+        await client.query("SAVEPOINT input");
+        try {
+          await client.query("SELECT set_config('app.business_id', $1, true)", [decoded.cause.businessId]);
+          const result = await matchCause(client, decoded.cause);
+          await client.query("RELEASE SAVEPOINT input");
+          outcomes.push(result.outcome);
+          if (result.outcome === "matched") {
+            metrics.messages.inc(result.messages);
+            dueNow ||= result.dueNow;
+          }
+        } catch (error) {
+          if (isTransientDbError(error)) throw error;
+          await client.query("ROLLBACK TO SAVEPOINT input");
+          outcomes.push("refused");
+          logger.warn(
+            { topic, partition, offset: message.offset, err: errorMessage(error) },
+            "input skipped: the database refused it",
+          );
+        }
+      }
+    });
+    for (const outcome of outcomes) metrics.inputs.inc({ topic, outcome });
+    return dueNow;
+  }
+}

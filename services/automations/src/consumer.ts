@@ -23,6 +23,7 @@ export interface TriggerConsumerOptions {
   /** Called after a transaction created deliveries due now: the delivery loop looks at once instead of polling. */
   onDue: () => void;
   onFatal: () => void;
+  sessionTimeoutMs?: number;
   /** Messages matched in one transaction (and committed together). */
   chunkSize?: number;
 }
@@ -42,7 +43,16 @@ export class TriggerConsumer {
   ready = false;
 
   constructor(private readonly options: TriggerConsumerOptions) {
-    this.consumer = options.kafka.consumer({ groupId: options.groupId, maxWaitTimeInMs: 100 });
+    this.consumer = options.kafka.consumer({
+      groupId: options.groupId,
+      maxWaitTimeInMs: 100,
+      ...(options.sessionTimeoutMs
+        ? {
+            sessionTimeout: options.sessionTimeoutMs,
+            heartbeatInterval: Math.min(3_000, options.sessionTimeoutMs / 3),
+          }
+        : {}),
+    });
     const { contact, membership, events } = options.topics;
     if (contact) this.decoders.set(contact, decodeContactUpdated);
     if (membership) this.decoders.set(membership, (_p, m) => decodeMembership(m));

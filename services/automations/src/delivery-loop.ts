@@ -67,7 +67,7 @@ export class DeliveryLoop {
 
   constructor(private readonly options: DeliveryLoopOptions) {
     // An attempt may wait behind perEndpoint - 1 others of its endpoint, each bounded by the timeout.
-    this.leaseSeconds = Math.ceil((2 * options.send.timeoutMs) / 1000) + 30;
+    this.leaseSeconds = Math.ceil((2 * options.send.timeoutMs) / 1000) + 5;
   }
 
   start(): void {

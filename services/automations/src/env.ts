@@ -58,6 +58,8 @@ export const AutomationsEnv = z.object({
   AUTOMATIONS_POLL_MS: envInt.positive().default(200),
   // bytes of an answer read (the rest is dropped) and kept in the attempt log (first 256 characters)
   AUTOMATIONS_MAX_RESPONSE_BYTES: envInt.positive().default(4_096),
+  // a member that stopped heartbeating (crashed) keeps its partitions this long (ms); Kafka's minimum is 6000
+  AUTOMATIONS_SESSION_TIMEOUT_MS: envInt.default(30_000),
   DATABASE_POOL_SIZE: envInt.default(8),
 });
 export type AutomationsEnv = z.infer<typeof AutomationsEnv>;

@@ -58,6 +58,7 @@ const consumer = new TriggerConsumer({
     events: env.AUTOMATIONS_EVENTS_TOPIC,
   },
   fromBeginning: env.AUTOMATIONS_FROM_BEGINNING,
+  sessionTimeoutMs: env.AUTOMATIONS_SESSION_TIMEOUT_MS,
   onDue: () => delivery.wake(),
   onFatal: () => void shutdown("consumer crashed", 1),
 });

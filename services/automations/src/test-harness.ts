@@ -87,6 +87,7 @@ export async function startAutomations(
       AUTOMATIONS_ALLOW_PRIVATE_TARGETS: "1",
       AUTOMATIONS_RETRY_SCHEDULE_MS: "200,400,800,1600",
       AUTOMATIONS_POLL_MS: "50",
+      AUTOMATIONS_SESSION_TIMEOUT_MS: "6000",
       ...env,
     },
     healthUrl: `http://127.0.0.1:${port}/readyz`,

@@ -8,6 +8,7 @@ import { authenticateCaller, createIngest, edgeErrorHandler, useEdgeMiddleware }
 import type { AppVariables } from "./http.ts";
 import type { IdempotencyStore } from "./idempotency.ts";
 import type { RateLimits } from "./ingest.ts";
+import { automationsOpenApi } from "./manage-automations-schema.ts";
 import { manageOpenApi } from "./manage-schema.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import type { AuthFailureLimiter, RateLimiter } from "./rate-limit.ts";
@@ -95,6 +96,12 @@ export function createApp(deps: AppDeps) {
     }));
     Object.assign(openApi.components.schemas, manage.schemas);
     Object.assign(openApi.paths, manage.paths);
+    const automations = automationsOpenApi((description) => ({
+      description,
+      content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+    }));
+    Object.assign(openApi.components.schemas, automations.schemas);
+    Object.assign(openApi.paths, automations.paths);
   }
   app.get("/openapi.json", (c) => c.json(openApi));
 

@@ -459,6 +459,17 @@ describe("management API: automations", () => {
     );
   });
 
+  it("describes the automations API in /openapi.json from the validators", async () => {
+    const doc = (await call("GET", "/openapi.json", undefined)).body;
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining([
+        "/v1/manage/automations/endpoints",
+        "/v1/manage/automations/deliveries/{id}/replay",
+      ]),
+    );
+    expect(doc.components.schemas.CreateTriggerBody.properties.on).toBeDefined();
+  });
+
   it("the operator CLI applies the same checks, scoped to the business named", async () => {
     const printed: string[] = [];
     const print = (line: string) => printed.push(line);

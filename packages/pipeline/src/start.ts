@@ -4,6 +4,7 @@ import { TOPICS } from "@crm/kafka";
 import { ServiceProcess, stopAllServices } from "@crm/process";
 import { moveGroupToTopicEnd } from "@crm/testing";
 import { runDemo } from "./demo.ts";
+import { runAutomationsDemo } from "./demo-automations.ts";
 import { startLiveSummary, workersLag } from "./live-summary.ts";
 import { preparePipeline } from "./prepare.ts";
 
@@ -53,14 +54,23 @@ async function main(): Promise<void> {
       output: { file: logFile(name) },
     });
   });
+  // Delivers webhooks; the demo's receiver is on loopback, which only this development setting allows.
+  const automations = new ServiceProcess({
+    name: "automations",
+    entry: "services/automations/src/main.ts",
+    env: { AUTOMATIONS_PORT: env.AUTOMATIONS_PORT ?? "8095", AUTOMATIONS_ALLOW_PRIVATE_TARGETS: "1" },
+    healthUrl: `http://127.0.0.1:${env.AUTOMATIONS_PORT ?? "8095"}/readyz`,
+    output: { file: logFile("automations") },
+  });
   try {
     if (process.env.START_FROM_END === "1") await skipBacklog(env, say);
-    await Promise.all([api, ...workers].map((service) => service.start()));
+    await Promise.all([api, ...workers, automations].map((service) => service.start()));
     say(
       `services up; their logs: ${[api, ...workers].map((service) => logFile(service.name)).join(", ")}` +
         " (npm run stack -- logs <name> [-f])",
     );
     const ownerToken = await runDemo(env, say, () => workersLag(workers));
+    await runAutomationsDemo(env, say, ownerToken);
 
     say("");
     say(

@@ -64,6 +64,8 @@ export interface BenchResults {
     apiLatencyMs: Summary;
     statuses: Record<string, number>;
   };
+  /** Issue 17: contact.updated.v1 message -> first webhook attempt, and deliveries/s to a local receiver. */
+  automations?: { pacedRate: number; firstAttemptMs: Summary; burst: number; deliveriesPerSec: number };
   limits?: { kafkaProducer?: ProducerPerfResult; pgbench?: PgbenchResult; http?: MaxLoadResult };
   errors?: Record<string, string>;
 }
@@ -222,6 +224,25 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
       "",
       "",
     ]);
+  const au = results.automations;
+  if (au) {
+    rows.push([
+      "17 automations",
+      `contact.updated.v1 message -> first attempt p50/p95/p99 ms at ${fmt(au.pacedRate)} msg/s`,
+      pct(au.firstAttemptMs),
+      "",
+      "",
+      `p95 < 500 ms: ${verdict(au.firstAttemptMs.p95, 500, "lower")}`,
+    ]);
+    rows.push([
+      "17 automations",
+      `deliveries/s to a local receiver (burst of ${fmt(au.burst)})`,
+      fmt(au.deliveriesPerSec),
+      "",
+      "",
+      `>= 2,000: ${verdict(au.deliveriesPerSec, 2_000, "higher")}`,
+    ]);
+  }
   const split = (name: string, e2e: E2eLatency) =>
     rows.push([
       name,

@@ -1,5 +1,6 @@
 import type { Scenario } from "../bench-run.ts";
 import { appliedThroughput } from "./applied-throughput.ts";
+import { automations } from "./automations.ts";
 import { batches } from "./batches.ts";
 import { endToEndLatency } from "./end-to-end-latency.ts";
 import { hotTenant } from "./hot-tenant.ts";
@@ -26,4 +27,5 @@ export const SCENARIOS: Scenario[] = [
   kafkaProducerLimit,
   httpLimit,
   pgbenchLimit,
+  automations,
 ];

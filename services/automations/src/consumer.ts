@@ -2,9 +2,17 @@ import { isTransientDbError, type Pool, transaction } from "@crm/db";
 import { errorMessage } from "@crm/errors";
 import type { EachBatchPayload, Kafka, KafkaMessage } from "@crm/kafka";
 import type { Logger } from "@crm/logger";
-import { type Decoded, decodeContactUpdated, decodeEventApplied, decodeMembership } from "./decode-inputs.ts";
-import { matchCause } from "./match.ts";
+import {
+  type Cause,
+  type Decoded,
+  decodeContactUpdated,
+  decodeEventApplied,
+  decodeMembership,
+} from "./decode-inputs.ts";
+import { type MatchOutcome, matchCauses } from "./match.ts";
 import type { AutomationsMetrics } from "./metrics.ts";
+
+class GroupRefused extends Error {}
 
 export interface InputTopics {
   contact?: string;
@@ -112,35 +120,72 @@ export class TriggerConsumer {
     const { metrics, logger } = this.options;
     const outcomes: string[] = [];
     let dueNow = false;
-    await transaction(this.options.pool, "automations.match", async (client) => {
-      for (const message of messages) {
-        const decoded = decode(partition, message);
-        if (!decoded.ok) {
-          outcomes.push("invalid");
-          logger.warn(
-            { topic, partition, offset: message.offset, errors: decoded.errors },
-            "input skipped: invalid",
-          );
-          continue;
+    const causes: { cause: Cause; offset: string }[] = [];
+    for (const message of messages) {
+      const decoded = decode(partition, message);
+      if (decoded.ok) causes.push({ cause: decoded.cause, offset: message.offset });
+      else {
+        outcomes.push("invalid");
+        logger.warn(
+          { topic, partition, offset: message.offset, errors: decoded.errors },
+          "input skipped: invalid",
+        );
+      }
+    }
+    const byBusiness = new Map<string, { cause: Cause; offset: string }[]>();
+    for (const item of causes) {
+      const list = byBusiness.get(item.cause.businessId) ?? [];
+      list.push(item);
+      byBusiness.set(item.cause.businessId, list);
+    }
+    const count = (results: MatchOutcome[]) => {
+      for (const result of results) {
+        outcomes.push(result.outcome);
+        if (result.outcome === "matched") {
+          metrics.messages.inc(result.messages);
+          dueNow ||= result.dueNow;
         }
+      }
+    };
+    await transaction(this.options.pool, "automations.match", async (client) => {
+      // All of a business's causes in a few statements, under a savepoint; if Postgres refuses the group, each
+      // cause again under its own, so only the one it refuses is skipped.
+      const attempt = async (businessId: string, group: { cause: Cause; offset: string }[]) => {
         await client.query("SAVEPOINT input");
         try {
-          await client.query("SELECT set_config('app.business_id', $1, true)", [decoded.cause.businessId]);
-          const result = await matchCause(client, decoded.cause);
+          await client.query("SELECT set_config('app.business_id', $1, true)", [businessId]);
+          const results = await matchCauses(
+            client,
+            businessId,
+            group.map((g) => g.cause),
+          );
           await client.query("RELEASE SAVEPOINT input");
-          outcomes.push(result.outcome);
-          if (result.outcome === "matched") {
-            metrics.messages.inc(result.messages);
-            dueNow ||= result.dueNow;
-          }
+          return results;
         } catch (error) {
           if (isTransientDbError(error)) throw error;
           await client.query("ROLLBACK TO SAVEPOINT input");
-          outcomes.push("refused");
-          logger.warn(
-            { topic, partition, offset: message.offset, err: errorMessage(error) },
-            "input skipped: the database refused it",
-          );
+          if (group.length === 1) {
+            logger.warn(
+              { topic, partition, offset: group[0]!.offset, err: errorMessage(error) },
+              "input skipped: the database refused it",
+            );
+            return undefined;
+          }
+          throw new GroupRefused();
+        }
+      };
+      for (const [businessId, group] of byBusiness) {
+        try {
+          const results = await attempt(businessId, group);
+          if (results) count(results);
+          else outcomes.push("refused");
+        } catch (error) {
+          if (!(error instanceof GroupRefused)) throw error;
+          for (const one of group) {
+            const results = await attempt(businessId, [one]);
+            if (results) count(results);
+            else outcomes.push("refused");
+          }
         }
       }
     });

@@ -154,15 +154,27 @@ export class DeliveryLoop {
     });
   }
 
+  /** Opened secrets by their sealed text (a rotation seals anew, so a stale entry is never used), bounded. */
+  private readonly opened = new Map<string, string>();
+  private open(sealed: string): string {
+    let secret = this.opened.get(sealed);
+    if (secret === undefined) {
+      secret = openSecret(sealed, this.options.secretKey);
+      if (this.opened.size >= 10_000) this.opened.delete(this.opened.keys().next().value!);
+      this.opened.set(sealed, secret);
+    }
+    return secret;
+  }
+
   private async attempt(claimed: Claimed): Promise<void> {
     const startedAt = new Date();
     let result: AttemptResult;
     try {
       const body = JSON.stringify(claimed.payload);
       const timestamp = Math.floor(startedAt.getTime() / 1000);
-      const secrets = [openSecret(claimed.secret_sealed, this.options.secretKey)];
+      const secrets = [this.open(claimed.secret_sealed)];
       if (claimed.previous_sealed && claimed.previous_expires_at && claimed.previous_expires_at > startedAt) {
-        secrets.push(openSecret(claimed.previous_sealed, this.options.secretKey));
+        secrets.push(this.open(claimed.previous_sealed));
       }
       const headers = {
         "webhook-id": claimed.message_id,

@@ -94,100 +94,162 @@ function causePayload(cause: Cause): Record<string, unknown> {
   }
 }
 
-async function contactRow(client: PoolClient, cause: Cause): Promise<ContactSnapshot | undefined> {
+/** The stored contacts among `ids` (one query): what filters of segment and event triggers see. */
+async function contactRows(
+  client: PoolClient,
+  businessId: string,
+  ids: string[],
+): Promise<Map<string, ContactSnapshot>> {
   const { rows } = await client.query(
-    `SELECT external_id, email, phone, name, first_seen_at, last_seen_at, traits
-     FROM crm_contacts WHERE business_id = $1 AND id = $2`,
-    [cause.businessId, cause.contactId],
+    `SELECT id, external_id, email, phone, name, first_seen_at, last_seen_at, traits
+     FROM crm_contacts WHERE business_id = $1 AND id = ANY($2::uuid[])`,
+    [businessId, ids],
   );
-  const row = rows[0];
-  if (!row) return undefined;
-  const snapshot: ContactSnapshot = {};
-  for (const key of ["external_id", "email", "phone", "name"] as const)
-    if (row[key] !== null) snapshot[key] = row[key];
-  snapshot.first_seen_at = row.first_seen_at.toISOString();
-  snapshot.last_seen_at = row.last_seen_at.toISOString();
-  if (Object.keys(row.traits).length > 0) snapshot.traits = row.traits;
-  return snapshot;
+  const found = new Map<string, ContactSnapshot>();
+  for (const row of rows) {
+    const snapshot: ContactSnapshot = {};
+    for (const key of ["external_id", "email", "phone", "name"] as const)
+      if (row[key] !== null) snapshot[key] = row[key];
+    snapshot.first_seen_at = row.first_seen_at.toISOString();
+    snapshot.last_seen_at = row.last_seen_at.toISOString();
+    if (Object.keys(row.traits).length > 0) snapshot.traits = row.traits;
+    found.set(row.id, snapshot);
+  }
+  return found;
+}
+
+interface Candidate {
+  index: number;
+  id: string;
+  trigger: TriggerRow;
+  cause: Cause;
+  payload: unknown;
 }
 
 /**
- * Fires the business's triggers this cause selects, inside the caller's transaction with the business as tenant:
- * per trigger whose contact filter passes, one message with a deterministic id (INSERT ... ON CONFLICT DO NOTHING,
- * so a redelivered cause changes nothing) and one delivery per enabled endpoint whose filter takes its type, due
- * after the trigger's delay. "Once per contact" holds the first message's id per (trigger, contact).
+ * Fires the triggers that causes of ONE business select, inside the caller's transaction with that business as
+ * tenant, in a fixed number of statements whatever the number of causes: per trigger whose contact filter passes,
+ * one message with a deterministic id (INSERT ... ON CONFLICT DO NOTHING, so a redelivered cause changes nothing)
+ * and one delivery per enabled endpoint whose filter takes its type, due after the trigger's delay. "Once per
+ * contact" keeps the first message's id per (trigger, contact). Returns one outcome per cause, in order.
  */
-export async function matchCause(client: PoolClient, cause: Cause): Promise<MatchOutcome> {
-  const kinds = kindsOf(cause);
-  if (kinds.length === 0) return { outcome: "unmatched" };
-  const { rows } = await client.query<TriggerRow>(
+export async function matchCauses(
+  client: PoolClient,
+  businessId: string,
+  causes: Cause[],
+): Promise<MatchOutcome[]> {
+  const outcomes: MatchOutcome[] = causes.map(() => ({ outcome: "unmatched" }));
+  const kinds = [...new Set(causes.flatMap(kindsOf))];
+  if (kinds.length === 0) return outcomes;
+  const { rows: triggers } = await client.query<TriggerRow>(
     `SELECT id, name, kind, params, contact_filter, once_per_contact, delay_seconds FROM automation_triggers
      WHERE business_id = $1 AND enabled AND kind = ANY($2)`,
-    [cause.businessId, kinds],
+    [businessId, kinds],
   );
-  const selected = rows.filter((t) => selects(t, cause));
-  if (selected.length === 0) return { outcome: "unmatched" };
+  if (triggers.length === 0) return outcomes;
+  const selectedBy = causes.map((cause) => {
+    const mine = kindsOf(cause);
+    return triggers.filter((t) => mine.includes(t.kind) && selects(t, cause));
+  });
+  const needed = [...new Set(causes.filter((_, i) => selectedBy[i]!.length > 0).map((c) => c.contactId))];
+  if (needed.length === 0) return outcomes;
+  // The contact must exist (messages reference it); a contact.updated change carries its own snapshot.
+  const stored = await contactRows(client, businessId, needed);
 
-  // The contact must exist (the messages reference it); a contact.updated change carries its own snapshot.
-  const stored = await contactRow(client, cause);
-  if (!stored) return { outcome: "unknown_contact" };
-  const contact = cause.source === "contact" ? cause.contact : stored;
-
-  let messages = 0;
-  let deliveries = 0;
-  let dueNow = false;
-  for (const trigger of selected) {
-    if (!contactPasses(trigger.contact_filter, contact)) continue;
-    const id = messageIdOf(trigger.id, cause.causeId);
-    if (trigger.once_per_contact) {
-      const first = await client.query<{ message_id: string }>(
-        `WITH ins AS (
-           INSERT INTO automation_trigger_contacts (business_id, trigger_id, contact_id, message_id)
-           VALUES ($1, $2, $3, $4) ON CONFLICT (trigger_id, contact_id) DO NOTHING RETURNING message_id)
-         SELECT message_id FROM ins
-         UNION ALL SELECT message_id FROM automation_trigger_contacts WHERE trigger_id = $2 AND contact_id = $3
-         LIMIT 1`,
-        [cause.businessId, trigger.id, cause.contactId, id],
-      );
-      if (first.rows[0]?.message_id !== id) continue;
+  const candidates: Candidate[] = [];
+  causes.forEach((cause, index) => {
+    if (selectedBy[index]!.length === 0) return;
+    const row = stored.get(cause.contactId);
+    if (!row) {
+      outcomes[index] = { outcome: "unknown_contact" };
+      return;
     }
-    const eventType = eventTypeOf(trigger.kind);
-    const payload = {
-      type: eventType,
-      timestamp: cause.at,
-      data: {
-        business_id: cause.businessId,
-        trigger: { id: trigger.id, name: trigger.name },
-        contact_id: cause.contactId,
-        contact,
-        cause: causePayload(cause),
-      },
-    };
-    const inserted = await client.query(
-      `INSERT INTO automation_messages (id, business_id, trigger_id, contact_id, event_type, cause_id, payload)
-       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id`,
-      [
-        id,
-        cause.businessId,
-        trigger.id,
-        cause.contactId,
-        eventType,
-        cause.causeId.slice(0, 512),
-        JSON.stringify(payload),
-      ],
+    outcomes[index] = { outcome: "matched", messages: 0, deliveries: 0, dueNow: false };
+    const contact = cause.source === "contact" ? cause.contact : row;
+    for (const trigger of selectedBy[index]!) {
+      if (!contactPasses(trigger.contact_filter, contact)) continue;
+      const payload = {
+        type: eventTypeOf(trigger.kind),
+        timestamp: cause.at,
+        data: {
+          business_id: businessId,
+          trigger: { id: trigger.id, name: trigger.name },
+          contact_id: cause.contactId,
+          contact,
+          cause: causePayload(cause),
+        },
+      };
+      candidates.push({ index, id: messageIdOf(trigger.id, cause.causeId), trigger, cause, payload });
+    }
+  });
+  if (candidates.length === 0) return outcomes;
+
+  let kept = candidates;
+  const once = candidates.filter((c) => c.trigger.once_per_contact);
+  if (once.length > 0) {
+    const pairs = JSON.stringify(once.map((c) => ({ t: c.trigger.id, c: c.cause.contactId, m: c.id })));
+    await client.query(
+      `INSERT INTO automation_trigger_contacts (business_id, trigger_id, contact_id, message_id)
+       SELECT $1, p.t, p.c, p.m FROM jsonb_to_recordset($2::jsonb) AS p(t uuid, c uuid, m uuid)
+       ON CONFLICT (trigger_id, contact_id) DO NOTHING`,
+      [businessId, pairs],
     );
-    if (inserted.rowCount === 0) continue;
-    messages++;
-    const fanned = await client.query(
-      `INSERT INTO automation_deliveries (business_id, message_id, endpoint_id, next_attempt_at)
-       SELECT $1, $2, e.id, now() + make_interval(secs => $4)
-       FROM automation_endpoints e
-       WHERE e.business_id = $1 AND e.enabled AND (e.event_types IS NULL OR $3 = ANY (e.event_types))
-       ON CONFLICT (message_id, endpoint_id) DO NOTHING`,
-      [cause.businessId, id, eventType, trigger.delay_seconds],
+    const { rows: firsts } = await client.query<{
+      trigger_id: string;
+      contact_id: string;
+      message_id: string;
+    }>(
+      `SELECT trigger_id, contact_id, message_id FROM automation_trigger_contacts
+       WHERE business_id = $1 AND (trigger_id, contact_id) IN (
+         SELECT p.t, p.c FROM jsonb_to_recordset($2::jsonb) AS p(t uuid, c uuid))`,
+      [businessId, pairs],
     );
-    deliveries += fanned.rowCount ?? 0;
-    if (trigger.delay_seconds === 0 && (fanned.rowCount ?? 0) > 0) dueNow = true;
+    const first = new Map(firsts.map((r) => [`${r.trigger_id}/${r.contact_id}`, r.message_id]));
+    kept = candidates.filter(
+      (c) => !c.trigger.once_per_contact || first.get(`${c.trigger.id}/${c.cause.contactId}`) === c.id,
+    );
   }
-  return { outcome: "matched", messages, deliveries, dueNow };
+  if (kept.length === 0) return outcomes;
+
+  const { rows: inserted } = await client.query<{ id: string; deliveries: number; delay: number }>(
+    `WITH m AS (
+       INSERT INTO automation_messages (id, business_id, trigger_id, contact_id, event_type, cause_id, payload)
+       SELECT r.id, $1, r.trigger_id, r.contact_id, r.event_type, r.cause_id, r.payload
+       FROM jsonb_to_recordset($2::jsonb) AS r(id uuid, trigger_id uuid, contact_id uuid, event_type text,
+            cause_id text, payload jsonb)
+       ON CONFLICT (id) DO NOTHING
+       RETURNING id, event_type, trigger_id),
+     d AS (
+       INSERT INTO automation_deliveries (business_id, message_id, endpoint_id, next_attempt_at)
+       SELECT $1, m.id, e.id, now() + make_interval(secs => t.delay_seconds)
+       FROM m JOIN automation_triggers t ON t.id = m.trigger_id
+       JOIN automation_endpoints e ON e.business_id = $1 AND e.enabled
+         AND (e.event_types IS NULL OR m.event_type = ANY (e.event_types))
+       ON CONFLICT (message_id, endpoint_id) DO NOTHING
+       RETURNING message_id)
+     SELECT m.id, (SELECT count(*)::int FROM d WHERE d.message_id = m.id) AS deliveries, t.delay_seconds AS delay
+     FROM m JOIN automation_triggers t ON t.id = m.trigger_id`,
+    [
+      businessId,
+      JSON.stringify(
+        kept.map((c) => ({
+          id: c.id,
+          trigger_id: c.trigger.id,
+          contact_id: c.cause.contactId,
+          event_type: eventTypeOf(c.trigger.kind),
+          cause_id: c.cause.causeId.slice(0, 512),
+          payload: c.payload,
+        })),
+      ),
+    ],
+  );
+  const byId = new Map(kept.map((c) => [c.id, c.index]));
+  for (const row of inserted) {
+    const outcome = outcomes[byId.get(row.id)!]!;
+    if (outcome.outcome !== "matched") continue;
+    outcome.messages++;
+    outcome.deliveries += row.deliveries;
+    if (row.delay === 0 && row.deliveries > 0) outcome.dueNow = true;
+  }
+  return outcomes;
 }

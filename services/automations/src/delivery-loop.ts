@@ -124,7 +124,11 @@ export class DeliveryLoop {
   }
 
   private async claim(limit: number): Promise<Claimed[]> {
-    const busy = [...this.perEndpoint].filter(([, n]) => n >= this.options.perEndpoint).map(([id]) => id);
+    // An endpoint with a queue here is busy too: claiming more for it would only lengthen the queue (and cost a
+    // claim per finished attempt); it is claimed for again once its queue is drained.
+    const busy = [...this.perEndpoint]
+      .filter(([id, n]) => n >= this.options.perEndpoint || (this.waiting.get(id)?.length ?? 0) > 0)
+      .map(([id]) => id);
     const { rows } = await this.options.pool.query<Claimed>(
       "SELECT * FROM app.automation_claim_due($1, $2, $3::uuid[], make_interval(secs => $4))",
       [limit, this.options.perEndpoint, busy, this.leaseSeconds],

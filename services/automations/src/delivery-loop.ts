@@ -309,20 +309,24 @@ export class DeliveryLoop {
           );
         }
         if (failing.length > 0) {
-          const { rows: off } = await client.query<{ id: string }>(
+          // One UPDATE per endpoint row (a second one in the same statement would be ignored): the failure clock
+          // starts at the first failure since the last success; past the limit, the endpoint is disabled.
+          const { rows: marked } = await client.query<{ id: string; disabled_now: boolean }>(
             `WITH failed AS (
                SELECT endpoint, min(started) AS since
                FROM jsonb_to_recordset($2::jsonb) AS f(endpoint uuid, started timestamptz) GROUP BY endpoint),
-             marked AS (
-               UPDATE automation_endpoints e SET failing_since = coalesce(e.failing_since, failed.since)
-               FROM failed WHERE e.business_id = $1 AND e.id = failed.endpoint
-               RETURNING e.id, e.failing_since, e.enabled)
-             UPDATE automation_endpoints e SET enabled = false, disabled_reason = 'failing', disabled_at = now(),
-               updated_at = now()
-             FROM marked
-             WHERE e.id = marked.id AND marked.enabled
-               AND marked.failing_since <= now() - make_interval(secs => $3 / 1000.0)
-             RETURNING e.id`,
+             cur AS (
+               SELECT e.id, e.enabled, coalesce(e.failing_since, failed.since) AS since,
+                      coalesce(e.failing_since, failed.since) <= now() - make_interval(secs => $3 / 1000.0) AS over
+               FROM automation_endpoints e JOIN failed ON failed.endpoint = e.id WHERE e.business_id = $1)
+             UPDATE automation_endpoints e SET
+               failing_since = cur.since,
+               enabled = e.enabled AND NOT cur.over,
+               disabled_reason = CASE WHEN e.enabled AND cur.over THEN 'failing' ELSE e.disabled_reason END,
+               disabled_at = CASE WHEN e.enabled AND cur.over THEN now() ELSE e.disabled_at END,
+               updated_at = CASE WHEN e.enabled AND cur.over THEN now() ELSE e.updated_at END
+             FROM cur WHERE e.id = cur.id
+             RETURNING e.id, cur.enabled AND cur.over AS disabled_now`,
             [
               businessId,
               JSON.stringify(
@@ -331,6 +335,7 @@ export class DeliveryLoop {
               this.options.disableAfterMs,
             ],
           );
+          const off = marked.filter((row) => row.disabled_now);
           for (const { id } of off) disabled.push({ endpoint: id, reason: "failing" });
         }
         if (gone.length > 0) {

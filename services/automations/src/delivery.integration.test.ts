@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { rotateEndpointSecret } from "@crm/automations";
+import { replayDelivery, rotateEndpointSecret } from "@crm/automations";
 import { createPool, transaction } from "@crm/db";
 import { poll } from "@crm/process";
 import { createBusiness, testEnv } from "@crm/testing";
@@ -220,6 +220,101 @@ describe("automations: triggers to signed webhooks", () => {
     expect(attempts[1]!.started_at.getTime() - attempts[0]!.started_at.getTime()).toBeGreaterThanOrEqual(
       2_900,
     );
+  });
+
+  it("a delivery that exhausts the schedule fails; a replay delivers it with the same webhook-id", async () => {
+    const r = await receiver();
+    r.behaviour = () => ({ status: 503 });
+    const { businessId, endpoint } = await scenario(r);
+    const contact = await addContact(admin, businessId);
+    await producer.send({ topic: topics.contact, messages: [contactChange(businessId, contact).message] });
+    const [failed] = await poll(
+      "the delivery failed after 1 + 4 attempts",
+      async () => {
+        const rows = await deliveriesOf(endpoint.id);
+        return rows[0]?.status === "failed" ? rows : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
+    expect(failed!.attempts).toBe(5);
+    expect((await attemptsOf(failed!.id)).map((a) => a.status_code)).toEqual([503, 503, 503, 503, 503]);
+    r.behaviour = "ok";
+    await transaction(service, "test.replay", (client) => replayDelivery(client, businessId, failed!.id), {
+      businessId,
+    });
+    await poll("the replay", async () => (r.received.length > 0 ? true : undefined), { timeoutMs: 30_000 });
+    expect(r.received[0]).toMatchObject({ id: failed!.message_id, verified: true });
+    await poll(
+      "recorded",
+      async () => ((await deliveriesOf(endpoint.id))[0]?.status === "succeeded" ? true : undefined),
+      {
+        timeoutMs: 30_000,
+      },
+    );
+  });
+
+  it("an endpoint failing for longer than the limit (5 days) is disabled and reported", async () => {
+    const r = await receiver();
+    r.behaviour = () => ({ status: 500 });
+    const { businessId, endpoint } = await scenario(r);
+    // as if it had been failing since six days ago
+    await admin.query(
+      "UPDATE automation_endpoints SET failing_since = now() - interval '6 days' WHERE id = $1",
+      [endpoint.id],
+    );
+    const contact = await addContact(admin, businessId);
+    await producer.send({ topic: topics.contact, messages: [contactChange(businessId, contact).message] });
+    const row = await poll(
+      "disabled",
+      async () => {
+        const { rows } = await admin.query(
+          "SELECT enabled, disabled_reason FROM automation_endpoints WHERE id = $1",
+          [endpoint.id],
+        );
+        return rows[0].enabled ? undefined : rows[0];
+      },
+      { timeoutMs: 30_000 },
+    );
+    expect(row.disabled_reason).toBe("failing");
+    expect(automations.output()).toContain("endpoint failing for too long: disabled");
+  });
+
+  it("erasing a contact removes its messages, deliveries and attempts (foreign keys cascade)", async () => {
+    const r = await receiver();
+    const { businessId, triggerId } = await scenario(r);
+    const contact = await addContact(admin, businessId);
+    await producer.send({ topic: topics.contact, messages: [contactChange(businessId, contact).message] });
+    await poll("delivered", async () => (r.received.length > 0 ? true : undefined), { timeoutMs: 30_000 });
+    const count = async () =>
+      (
+        await admin.query(
+          `SELECT (SELECT count(*) FROM automation_messages WHERE contact_id = $1)::int
+                + (SELECT count(*) FROM automation_deliveries d JOIN automation_messages m ON m.id = d.message_id
+                   WHERE m.contact_id = $1)::int AS n`,
+          [contact.id],
+        )
+      ).rows[0].n;
+    expect(await count()).toBe(2);
+    await poll(
+      "the attempt recorded",
+      async () =>
+        (
+          await admin.query(
+            "SELECT 1 FROM automation_attempts a JOIN automation_deliveries d ON d.id = a.delivery_id JOIN automation_messages m ON m.id = d.message_id WHERE m.trigger_id = $1",
+            [triggerId],
+          )
+        ).rowCount
+          ? true
+          : undefined,
+      { timeoutMs: 30_000 },
+    );
+    await admin.query("DELETE FROM crm_contacts WHERE id = $1", [contact.id]);
+    expect(await count()).toBe(0);
+    const { rows } = await admin.query(
+      "SELECT count(*)::int AS n FROM automation_attempts a JOIN automation_deliveries d ON d.id = a.delivery_id WHERE d.business_id = $1",
+      [businessId],
+    );
+    expect(rows[0].n).toBe(0);
   });
 
   it("a blackholed endpoint (accepts, never answers) does not slow another endpoint's deliveries", async () => {

@@ -65,7 +65,14 @@ export interface BenchResults {
     statuses: Record<string, number>;
   };
   /** Issue 17: contact.updated.v1 message -> first webhook attempt, and deliveries/s to a local receiver. */
-  automations?: { pacedRate: number; firstAttemptMs: Summary; burst: number; deliveriesPerSec: number };
+  automations?: {
+    pacedRate: number;
+    firstAttemptMs: Summary;
+    burst: number;
+    deliveriesPerSec: number;
+    /** Deliveries the consumer created per second from the burst (its side of the throughput). */
+    matchedPerSec: number;
+  };
   limits?: { kafkaProducer?: ProducerPerfResult; pgbench?: PgbenchResult; http?: MaxLoadResult };
   errors?: Record<string, string>;
 }

@@ -213,27 +213,33 @@ export class DeliveryLoop {
         "webhook attempt failed",
       );
     }
-    await this.flush();
+    // The slot is released now; the outcome is written in the next flush. Until then the delivery stays leased
+    // (its next_attempt_at is the lease's end), so nothing claims it again meanwhile.
+    void this.flush();
   }
 
-  /** Writes every finished attempt not yet written, one transaction per flush; concurrent callers share it. */
+  /**
+   * Writes every finished attempt not yet written: one flush at a time, each taking all that finished meanwhile (one
+   * transaction per batch). Resolves when what was finished at the call is written (or failed to be).
+   */
   private flush(): Promise<void> {
-    if (this.flushing) return this.flushing.then(() => (this.finished.length > 0 ? this.flush() : undefined));
-    if (this.finished.length === 0) return Promise.resolve();
-    const batch = this.finished;
-    this.finished = [];
-    this.flushing = this.record(batch)
-      .catch((error) => {
-        // Not written: the leases run out and these deliveries are attempted again (same webhook-id).
-        this.healthy = !isConnectionFailure(error) && this.healthy;
-        this.options.logger.error(
-          { err: errorMessage(error), attempts: batch.length },
-          "recording attempts failed",
-        );
-      })
-      .finally(() => {
-        this.flushing = undefined;
-      });
+    this.flushing ??= (async () => {
+      while (this.finished.length > 0) {
+        const batch = this.finished;
+        this.finished = [];
+        await this.record(batch).catch((error) => {
+          // Not written: the leases run out and these deliveries are attempted again (same webhook-id).
+          this.healthy = !isConnectionFailure(error) && this.healthy;
+          this.options.logger.error(
+            { err: errorMessage(error), attempts: batch.length },
+            "recording attempts failed",
+          );
+        });
+      }
+    })().finally(() => {
+      this.flushing = undefined;
+      if (this.finished.length > 0) void this.flush();
+    });
     return this.flushing;
   }
 

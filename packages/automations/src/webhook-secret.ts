@@ -1,4 +1,11 @@
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  createSecretKey,
+  type KeyObject,
+  randomBytes,
+} from "node:crypto";
 
 // Standard Webhooks 1.0: a secret is `whsec_` + base64 of the key bytes; a signature is `v1,` + base64 of
 // HMAC-SHA256 over "{webhook-id}.{webhook-timestamp}.{body}" keyed with those bytes.
@@ -15,9 +22,19 @@ export function secretKeyBytes(secret: string): Buffer {
   return Buffer.from(secret.startsWith(PREFIX) ? secret.slice(PREFIX.length) : secret, "base64");
 }
 
-/** `v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>` with one secret. */
-export function signWebhook(secret: string, id: string, timestampSeconds: number, body: string): string {
-  const mac = createHmac("sha256", secretKeyBytes(secret))
+/** A secret's key as a KeyObject, for signing many messages with it (no decoding per signature). */
+export function signingKey(secret: string): KeyObject {
+  return createSecretKey(secretKeyBytes(secret));
+}
+
+/** `v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>` with one secret (or its `signingKey`). */
+export function signWebhook(
+  secret: string | KeyObject,
+  id: string,
+  timestampSeconds: number,
+  body: string,
+): string {
+  const mac = createHmac("sha256", typeof secret === "string" ? secretKeyBytes(secret) : secret)
     .update(`${id}.${timestampSeconds}.${body}`)
     .digest("base64");
   return `v1,${mac}`;

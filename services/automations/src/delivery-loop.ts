@@ -1,8 +1,9 @@
-import { openSecret, signWebhook } from "@crm/automations";
+import type { KeyObject } from "node:crypto";
+import { openSecret, signingKey, signWebhook } from "@crm/automations";
 import { isConnectionFailure, type Pool, transaction } from "@crm/db";
 import { errorMessage } from "@crm/errors";
 import type { Logger } from "@crm/logger";
-import { poll } from "@crm/process";
+import { poll, sleep } from "@crm/process";
 import type { AutomationsMetrics } from "./metrics.ts";
 import { nextDelayMs } from "./schedule.ts";
 import { type AttemptResult, type SendOptions, sendWebhook } from "./send-webhook.ts";
@@ -84,9 +85,9 @@ export class DeliveryLoop {
     this.running = false;
     this.wake();
     await this.loop;
-    // Attempts in flight finish (bounded by the timeout) and are recorded; the rest stay leased and come back.
+    // Attempts still in flight after a moment (a slow endpoint) are abandoned: their leases bring them back.
     await poll("attempts in flight to finish", async () => (this.inFlight === 0 ? true : undefined), {
-      timeoutMs: this.options.send.timeoutMs + 5_000,
+      timeoutMs: Math.min(this.options.send.timeoutMs, 3_000),
     }).catch(() => {});
     await this.flush();
   }
@@ -102,6 +103,7 @@ export class DeliveryLoop {
         } catch (error) {
           this.healthy = false;
           this.options.logger.warn({ err: errorMessage(error) }, "claiming due deliveries failed; retrying");
+          await sleep(1_000);
         }
       }
       for (const row of claimed) this.enqueue(row);
@@ -159,11 +161,11 @@ export class DeliveryLoop {
   }
 
   /** Opened secrets by their sealed text (a rotation seals anew, so a stale entry is never used), bounded. */
-  private readonly opened = new Map<string, string>();
-  private open(sealed: string): string {
+  private readonly opened = new Map<string, KeyObject>();
+  private open(sealed: string): KeyObject {
     let secret = this.opened.get(sealed);
     if (secret === undefined) {
-      secret = openSecret(sealed, this.options.secretKey);
+      secret = signingKey(openSecret(sealed, this.options.secretKey));
       if (this.opened.size >= 10_000) this.opened.delete(this.opened.keys().next().value!);
       this.opened.set(sealed, secret);
     }

@@ -38,20 +38,19 @@ export async function createInputTopics(brokers: string[], partitions = 3): Prom
   const admin = createKafka({ brokers, clientId: "automations-test-admin" }).admin();
   await admin.connect();
   try {
-    await ensureTopics(
-      admin,
-      [topics.contact, topics.membership, topics.events].map((topic) => ({
-        topic,
-        numPartitions: partitions,
-      })),
-    );
+    // Creating topics while other tests delete theirs can fail kafkajs's wait for leaders: try again.
+    const names = [topics.contact, topics.membership, topics.events];
     await poll(
-      "test topics have leaders",
+      "test topics created, with leaders",
       async () => {
-        for (const t of [topics.contact, topics.membership, topics.events]) await admin.fetchTopicOffsets(t);
+        await ensureTopics(
+          admin,
+          names.map((topic) => ({ topic, numPartitions: partitions })),
+        );
+        for (const t of names) await admin.fetchTopicOffsets(t);
         return true;
       },
-      { timeoutMs: 30_000 },
+      { timeoutMs: 60_000 },
     );
   } finally {
     await admin.disconnect();

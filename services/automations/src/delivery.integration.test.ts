@@ -317,6 +317,49 @@ describe("automations: triggers to signed webhooks", () => {
     expect(rows[0].n).toBe(0);
   });
 
+  it("options: a change to a value, once per contact, and a delay", async () => {
+    const r = await receiver();
+    const { businessId } = await createBusiness(admin);
+    const endpoint = await addEndpoint(service, businessId, { url: r.url });
+    r.secrets.push(endpoint.secret);
+    const once = await addTrigger(service, businessId, {
+      name: "became pro",
+      on: { kind: "contact.changed", field: "traits.plan", to: "pro" },
+      once_per_contact: true,
+    });
+    const later = await addTrigger(service, businessId, {
+      name: "two seconds after",
+      on: { kind: "contact.created" },
+      delay_seconds: 2,
+    });
+    const contact = await addContact(admin, businessId);
+    const change = (version: number, plan: string, change: "created" | "updated" = "updated") =>
+      contactChange(businessId, contact, {
+        change,
+        version,
+        changedFields: ["traits.plan"],
+        traits: { plan },
+      }).message;
+    const sentAt = Date.now();
+    await producer.send({
+      topic: topics.contact,
+      messages: [change(1, "free", "created"), change(2, "pro"), change(3, "free"), change(4, "pro")],
+    });
+    await poll("two webhooks", async () => (r.received.length >= 2 ? true : undefined), {
+      timeoutMs: 30_000,
+    });
+    const bodies = r.received.map((x) => ({ ...JSON.parse(x.body), at: x.at }));
+    const pro = bodies.filter((b) => b.data.trigger.id === once);
+    expect(pro.map((b) => b.data.cause.version)).toEqual([2]);
+    const delayed = bodies.find((b) => b.data.trigger.id === later);
+    expect(delayed.at - sentAt).toBeGreaterThanOrEqual(2_000);
+    const { rows } = await admin.query(
+      "SELECT count(*)::int AS n FROM automation_messages WHERE trigger_id = $1",
+      [once],
+    );
+    expect(rows[0].n).toBe(1);
+  });
+
   it("a blackholed endpoint (accepts, never answers) does not slow another endpoint's deliveries", async () => {
     const hole = await receiver();
     hole.behaviour = "blackhole";

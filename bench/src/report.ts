@@ -72,6 +72,8 @@ export interface BenchResults {
     deliveriesPerSec: number;
     /** Deliveries the consumer created per second from the burst (its side of the throughput). */
     matchedPerSec: number;
+    /** CPU of the automations process per delivery of the burst, matching included (ms). */
+    cpuMsPerDelivery: number;
   };
   limits?: { kafkaProducer?: ProducerPerfResult; pgbench?: PgbenchResult; http?: MaxLoadResult };
   errors?: Record<string, string>;

@@ -7,6 +7,7 @@ import pg from "pg";
 import type { Scenario } from "../bench-run.ts";
 import { say } from "../config.ts";
 import { fmt } from "../report.ts";
+import { readCpuTicks } from "../sampler.ts";
 import { startBenchService } from "../services.ts";
 import { summarize } from "../stats.ts";
 
@@ -126,16 +127,21 @@ export const automations: Scenario = {
 
       const before = arrivals.size;
       const burstContacts = contacts.slice(paced);
+      const ticksBefore = readCpuTicks(automations.pid);
       const produceStart = Date.now();
       const sends = [];
       for (let i = 0; i < burstContacts.length; i += 500) {
-        sends.push(producer.send({ topic, messages: burstContacts.slice(i, i + 500).map((c) => message(c.id)) }));
+        sends.push(
+          producer.send({ topic, messages: burstContacts.slice(i, i + 500).map((c) => message(c.id)) }),
+        );
       }
       await Promise.all(sends);
       say(`  burst produced in ${fmt((Date.now() - produceStart) / 1000, 2)} s`);
       await poll("the burst's deliveries", async () => (arrivals.size >= before + burst ? true : undefined), {
         timeoutMs: 600_000,
       });
+      // CPU the service spent per delivery (Linux clock ticks of 10 ms): what a quiet machine's cores would allow.
+      const cpuMsPerDelivery = ((readCpuTicks(automations.pid) - ticksBefore) * 10) / burst;
       const times = [...arrivals.values()].slice(before).map((a) => a.at);
       const span = (Math.max(...times) - Math.min(...times)) / 1000;
       const perSec = burst / span;
@@ -148,7 +154,8 @@ export const automations: Scenario = {
       const matchedPerSec = burst / Number(made[0].span);
       say(
         `  message -> first attempt p50/p95/p99 ${fmt(latency.p50)} / ${fmt(latency.p95)} / ${fmt(latency.p99)} ms; ` +
-          `${fmt(perSec)} deliveries/s (burst of ${burst} in ${fmt(span)} s; matched ${fmt(matchedPerSec)}/s)`,
+          `${fmt(perSec)} deliveries/s (burst of ${burst} in ${fmt(span)} s; matched ${fmt(matchedPerSec)}/s); ` +
+          `service CPU ${fmt(cpuMsPerDelivery, 2)} ms per delivery`,
       );
       bench.results.automations = {
         pacedRate: 100,
@@ -156,6 +163,7 @@ export const automations: Scenario = {
         burst,
         deliveriesPerSec: perSec,
         matchedPerSec,
+        cpuMsPerDelivery,
       };
     } finally {
       await producer.disconnect();

@@ -115,7 +115,16 @@ export function decodeContactUpdated(partition: number, message: KafkaMessage): 
 export function decodeMembership(message: KafkaMessage): Decoded {
   const json = parseJson(message.value);
   if (!json.ok) return json;
-  const parsed = Membership.safeParse(json.value);
+  // An outbox router without payload expansion sends the JSON as a JSON string: read either.
+  let value = json.value;
+  if (typeof value === "string") {
+    try {
+      value = JSON.parse(value);
+    } catch {
+      return { ok: false, errors: ["value is a string that is not JSON"] };
+    }
+  }
+  const parsed = Membership.safeParse(value);
   if (!parsed.success) return { ok: false, errors: problems(parsed.error) };
   const m = parsed.data;
   return storable(

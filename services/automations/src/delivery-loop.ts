@@ -274,7 +274,14 @@ export class DeliveryLoop {
             excerpt: f.result.excerpt ?? null,
           };
         });
-        const json = JSON.stringify(rows);
+        // A delivery deleted meanwhile (its trigger or endpoint was deleted) has no log to write to; the others are
+        // locked against such a delete until this transaction ends, so their attempts can reference them.
+        const { rows: present } = await client.query<{ id: string }>(
+          "SELECT id FROM automation_deliveries WHERE business_id = $1 AND id = ANY($2::uuid[]) FOR KEY SHARE",
+          [businessId, rows.map((r) => r.delivery)],
+        );
+        const exists = new Set(present.map((r) => r.id));
+        const json = JSON.stringify(rows.filter((r) => exists.has(r.delivery)));
         await client.query(
           `INSERT INTO automation_attempts
              (business_id, delivery_id, attempt, started_at, duration_ms, outcome, status_code, error,

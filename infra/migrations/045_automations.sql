@@ -80,6 +80,9 @@ CREATE TABLE automation_deliveries (
   business_id     uuid NOT NULL,
   message_id      uuid NOT NULL,
   endpoint_id     uuid NOT NULL,
+  -- the delivery queue it belongs to: the consumer group of the instances that created it (AUTOMATIONS_GROUP_ID).
+  -- Instances of one group share their queue; another group (a test's, the bench's) never takes its deliveries
+  queue           text NOT NULL DEFAULT 'automations',
   -- pending (due at next_attempt_at) | succeeded | failed (schedule exhausted, 410, or endpoint disabled)
   status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'succeeded', 'failed')),
   -- index into the retry schedule of the next attempt (a replay starts it again)
@@ -97,7 +100,7 @@ CREATE TABLE automation_deliveries (
   FOREIGN KEY (business_id, message_id) REFERENCES automation_messages (business_id, id) ON DELETE CASCADE,
   FOREIGN KEY (business_id, endpoint_id) REFERENCES automation_endpoints (business_id, id) ON DELETE CASCADE
 );
-CREATE INDEX automation_deliveries_due_idx ON automation_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX automation_deliveries_due_idx ON automation_deliveries (queue, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX automation_deliveries_business_idx ON automation_deliveries (business_id, created_at);
 CREATE INDEX automation_deliveries_endpoint_idx ON automation_deliveries (endpoint_id, created_at);
 

@@ -26,6 +26,8 @@ export interface TriggerConsumerOptions {
   logger: Logger;
   metrics: AutomationsMetrics;
   groupId: string;
+  /** The delivery queue the deliveries it creates belong to (its group). */
+  queue: string;
   topics: InputTopics;
   fromBeginning: boolean;
   /** Called after a transaction created deliveries due now: the delivery loop looks at once instead of polling. */
@@ -158,6 +160,7 @@ export class TriggerConsumer {
             client,
             businessId,
             group.map((g) => g.cause),
+            this.options.queue,
           );
           await client.query("RELEASE SAVEPOINT input");
           return results;

@@ -13,6 +13,8 @@ export interface DeliveryLoopOptions {
   logger: Logger;
   metrics: AutomationsMetrics;
   secretKey: Buffer;
+  /** The delivery queue this instance serves: its consumer group (instances of one group share it). */
+  queue: string;
   send: SendOptions;
   /** Delays after failed attempts (ms); its length is the number of retries. */
   schedule: readonly number[];
@@ -132,8 +134,8 @@ export class DeliveryLoop {
       .filter(([id, n]) => n >= this.options.perEndpoint || (this.waiting.get(id)?.length ?? 0) > 0)
       .map(([id]) => id);
     const { rows } = await this.options.pool.query<Claimed>(
-      "SELECT * FROM app.automation_claim_due($1, $2, $3::uuid[], make_interval(secs => $4))",
-      [limit, this.options.perEndpoint, busy, this.leaseSeconds],
+      "SELECT * FROM app.automation_claim_due($1, $2, $3, $4::uuid[], make_interval(secs => $5))",
+      [this.options.queue, limit, this.options.perEndpoint, busy, this.leaseSeconds],
     );
     return rows;
   }

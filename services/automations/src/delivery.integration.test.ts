@@ -214,7 +214,14 @@ describe("automations: triggers to signed webhooks", () => {
     await poll("delivered after Retry-After", async () => (slow.received.length > 0 ? true : undefined), {
       timeoutMs: 30_000,
     });
-    const [d] = await deliveriesOf(b.endpoint.id);
+    const [d] = await poll(
+      "the success recorded",
+      async () => {
+        const rows = await deliveriesOf(b.endpoint.id);
+        return rows[0]?.status === "succeeded" ? rows : undefined;
+      },
+      { timeoutMs: 30_000 },
+    );
     const attempts = await attemptsOf(d!.id);
     expect(attempts.map((x) => x.status_code)).toEqual([429, 200]);
     expect(attempts[1]!.started_at.getTime() - attempts[0]!.started_at.getTime()).toBeGreaterThanOrEqual(

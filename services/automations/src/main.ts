@@ -34,6 +34,7 @@ const delivery = new DeliveryLoop({
   logger,
   metrics,
   secretKey: deploymentKey(env.AUTOMATIONS_SECRET_KEY),
+  queue: env.AUTOMATIONS_GROUP_ID,
   send: {
     timeoutMs: env.AUTOMATIONS_TIMEOUT_MS,
     maxResponseBytes: env.AUTOMATIONS_MAX_RESPONSE_BYTES,
@@ -52,6 +53,7 @@ const consumer = new TriggerConsumer({
   logger,
   metrics,
   groupId: env.AUTOMATIONS_GROUP_ID,
+  queue: env.AUTOMATIONS_GROUP_ID,
   topics: {
     contact: env.AUTOMATIONS_CONTACT_TOPIC,
     membership: env.AUTOMATIONS_MEMBERSHIP_TOPIC,

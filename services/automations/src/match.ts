@@ -137,6 +137,7 @@ export async function matchCauses(
   client: PoolClient,
   businessId: string,
   causes: Cause[],
+  queue = "automations",
 ): Promise<MatchOutcome[]> {
   const outcomes: MatchOutcome[] = causes.map(() => ({ outcome: "unmatched" }));
   const kinds = [...new Set(causes.flatMap(kindsOf))];
@@ -220,8 +221,8 @@ export async function matchCauses(
        ON CONFLICT (id) DO NOTHING
        RETURNING id, event_type, trigger_id),
      d AS (
-       INSERT INTO automation_deliveries (business_id, message_id, endpoint_id, next_attempt_at)
-       SELECT $1, m.id, e.id, now() + make_interval(secs => t.delay_seconds)
+       INSERT INTO automation_deliveries (business_id, message_id, endpoint_id, next_attempt_at, queue)
+       SELECT $1, m.id, e.id, now() + make_interval(secs => t.delay_seconds), $3
        FROM m JOIN automation_triggers t ON t.id = m.trigger_id
        JOIN automation_endpoints e ON e.business_id = $1 AND e.enabled
          AND (e.event_types IS NULL OR m.event_type = ANY (e.event_types))
@@ -241,6 +242,7 @@ export async function matchCauses(
           payload: c.payload,
         })),
       ),
+      queue,
     ],
   );
   const byId = new Map(kept.map((c) => [c.id, c.index]));

@@ -67,8 +67,9 @@ describe("management API: automations", () => {
       [message, businessId, triggerId, contact],
     );
     const { rows } = await admin.query(
-      `INSERT INTO automation_deliveries (business_id, message_id, endpoint_id, status, attempts, last_status_code)
-       VALUES ($1, $2, $3, $4, 1, 200) RETURNING id`,
+      // a queue no automations instance serves: a replayed delivery stays pending here
+      `INSERT INTO automation_deliveries (business_id, message_id, endpoint_id, status, attempts, last_status_code, queue)
+       VALUES ($1, $2, $3, $4, 1, 200, 'manage-test') RETURNING id`,
       [businessId, message, endpointId, status],
     );
     await admin.query(

@@ -367,6 +367,36 @@ describe("automations: triggers to signed webhooks", () => {
     expect(rows[0].n).toBe(1);
   });
 
+  it("an endpoint deleted while its attempt is in flight: that outcome is dropped, the others are recorded", async () => {
+    const slow = await receiver();
+    slow.behaviour = () => ({ status: 200, delayMs: 1_500 });
+    const a = await scenario(slow);
+    const fine = await receiver();
+    fine.behaviour = () => ({ status: 200, delayMs: 1_500 });
+    const b = await scenario(fine);
+    const [ca, cb] = [await addContact(admin, a.businessId), await addContact(admin, b.businessId)];
+    const before = automations.output().length;
+    await producer.send({
+      topic: topics.contact,
+      messages: [contactChange(a.businessId, ca).message, contactChange(b.businessId, cb).message],
+    });
+    await poll(
+      "both in flight",
+      async () => (slow.arrived.length > 0 && fine.arrived.length > 0 ? true : undefined),
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    await admin.query("DELETE FROM automation_endpoints WHERE id = $1", [a.endpoint.id]);
+    await poll(
+      "the other recorded as succeeded",
+      async () => ((await deliveriesOf(b.endpoint.id))[0]?.status === "succeeded" ? true : undefined),
+      { timeoutMs: 30_000 },
+    );
+    expect(automations.output().slice(before)).not.toContain("recording attempts failed");
+    expect(fine.arrived).toHaveLength(1);
+  });
+
   it("a blackholed endpoint (accepts, never answers) does not slow another endpoint's deliveries", async () => {
     const hole = await receiver();
     hole.behaviour = "blackhole";

@@ -110,7 +110,7 @@ type Behaviour =
   | "ok"
   | "down"
   | "blackhole"
-  | ((count: number) => { status: number; headers?: Record<string, string> });
+  | ((count: number) => { status: number; headers?: Record<string, string>; delayMs?: number });
 
 /**
  * An HTTP receiver on a free loopback port. Every request is verified with the real `standardwebhooks` and `svix`
@@ -119,6 +119,8 @@ type Behaviour =
  */
 export class WebhookReceiver {
   readonly received: Received[] = [];
+  /** webhook-ids of every request, answered or not, in arrival order. */
+  readonly arrived: string[] = [];
   secrets: string[] = [];
   behaviour: Behaviour = "ok";
   port = 0;
@@ -173,7 +175,10 @@ export class WebhookReceiver {
     const count = ++this.requests;
     const behaviour = this.behaviour;
     if (behaviour === "blackhole") return; // never answered; the socket stays open
-    const answer = typeof behaviour === "function" ? behaviour(count) : { status: 200 };
+    const answer: { status: number; headers?: Record<string, string>; delayMs?: number } =
+      typeof behaviour === "function" ? behaviour(count) : { status: 200 };
+    this.arrived.push(headers["webhook-id"]);
+    if (answer.delayMs) await new Promise((resolve) => setTimeout(resolve, answer.delayMs));
     if (answer.status >= 200 && answer.status < 300) {
       this.received.push({
         id: headers["webhook-id"],

@@ -19,7 +19,7 @@ export const BENCH_PLAN = "bench";
 export const BENCH_PLAN_LIMIT = 10_000_000;
 
 /**
- * BENCH_DURATION_S (20), BENCH_WARMUP_S (5), BENCH_ONLY (e.g. "1,4"; 6 = limits; 7 = erasure, only when named), BENCH_E2E_RATE (1000 events/s),
+ * BENCH_DURATION_S (20), BENCH_WARMUP_S (5), BENCH_ONLY (e.g. "1,4"; 6 = limits; 7 = erasure, 8 = segments, only when named; 17 = automations), BENCH_E2E_RATE (1000 events/s),
  * BENCH_E2E_OFFERED (8000 events/s offered to find the applied ceiling), BENCH_CONNECTIONS (64), BENCH_PROFILE
  * (1; 0 = no --cpu-prof), BENCH_API_PORT (18080), BENCH_WORKER_PORT (18091).
  */
@@ -32,7 +32,7 @@ export function readBenchConfig(env: NodeJS.ProcessEnv): BenchConfig {
     durationS: int("BENCH_DURATION_S", 20),
     warmupS: int("BENCH_WARMUP_S", 5),
     only: new Set(
-      (env.BENCH_ONLY ?? "1,2,3,4,5,6")
+      (env.BENCH_ONLY ?? "1,2,3,4,5,6,17")
         .split(",")
         .map((part) => Number(part.trim()))
         .filter(Boolean),

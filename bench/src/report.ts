@@ -64,6 +64,17 @@ export interface BenchResults {
     apiLatencyMs: Summary;
     statuses: Record<string, number>;
   };
+  /** Issue 17: contact.updated.v1 message -> first webhook attempt, and deliveries/s to a local receiver. */
+  automations?: {
+    pacedRate: number;
+    firstAttemptMs: Summary;
+    burst: number;
+    deliveriesPerSec: number;
+    /** Deliveries the consumer created per second from the burst (its side of the throughput). */
+    matchedPerSec: number;
+    /** CPU of the automations process per delivery of the burst, matching included (ms). */
+    cpuMsPerDelivery: number;
+  };
   limits?: { kafkaProducer?: ProducerPerfResult; pgbench?: PgbenchResult; http?: MaxLoadResult };
   /** Scenario 7 (issue 18): erase request -> all rows gone (the answer) -> `erased` on contact.updated.v1. */
   erasure?: {
@@ -234,6 +245,25 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
       "",
       "",
     ]);
+  const au = results.automations;
+  if (au) {
+    rows.push([
+      "17 automations",
+      `contact.updated.v1 message -> first attempt p50/p95/p99 ms at ${fmt(au.pacedRate)} msg/s`,
+      pct(au.firstAttemptMs),
+      "",
+      "",
+      `p95 < 500 ms: ${verdict(au.firstAttemptMs.p95, 500, "lower")}`,
+    ]);
+    rows.push([
+      "17 automations",
+      `deliveries/s to a local receiver (burst of ${fmt(au.burst)})`,
+      fmt(au.deliveriesPerSec),
+      "",
+      "",
+      `>= 2,000: ${verdict(au.deliveriesPerSec, 2_000, "higher")}`,
+    ]);
+  }
   const split = (name: string, e2e: E2eLatency) =>
     rows.push([
       name,

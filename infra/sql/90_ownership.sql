@@ -32,6 +32,8 @@ GRANT SELECT, INSERT, DELETE ON outbox, suppressed_identifiers TO crm_definer;
 GRANT INSERT ON erasure_audit TO crm_definer;
 -- services/segments (40_segments.sql): which segments need a job, which memberships are due
 GRANT SELECT ON segment_definitions, segment_jobs, segment_memberships TO crm_definer;
+GRANT SELECT, UPDATE ON automation_deliveries TO crm_definer;
+GRANT SELECT ON automation_endpoints, automation_messages TO crm_definer;
 
 -- Every definer function of the schema, so one added later cannot stay the superuser's.
 DO $$

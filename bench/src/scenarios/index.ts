@@ -1,5 +1,6 @@
 import type { Scenario } from "../bench-run.ts";
 import { appliedThroughput } from "./applied-throughput.ts";
+import { automations } from "./automations.ts";
 import { batches } from "./batches.ts";
 import { endToEndLatency } from "./end-to-end-latency.ts";
 import { erasure } from "./erasure.ts";
@@ -31,4 +32,5 @@ export const SCENARIOS: Scenario[] = [
   erasure,
   // only with BENCH_ONLY=8 (not in the default selection): services/segments, issue 16
   segments,
+  automations,
 ];

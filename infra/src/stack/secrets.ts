@@ -13,6 +13,8 @@ export interface StackSecrets {
   logHashSecret: string;
   /** Key of the suppression list's HMACs (issue 18): erased identifiers are kept only as hashes under it. */
   erasureHashSecret: string;
+  /** AES-256 key (32 bytes, base64url) sealing the automations' webhook secrets at rest. */
+  automationsSecretKey: string;
   /** crm_service, the services' role. */
   servicePassword: string;
   /** crm_debezium, the replication role: it reads every tenant. */
@@ -39,6 +41,7 @@ export function stackSecrets(s: StackSettings): StackSecrets {
     jwtSecret: stored.jwtSecret ?? randomBytes(32).toString("base64url"),
     logHashSecret: stored.logHashSecret ?? randomBytes(32).toString("base64url"),
     erasureHashSecret: stored.erasureHashSecret ?? randomBytes(32).toString("base64url"),
+    automationsSecretKey: stored.automationsSecretKey ?? randomBytes(32).toString("base64url"),
     servicePassword: stored.servicePassword ?? newSecret(),
     debeziumPassword: stored.debeziumPassword ?? newSecret(),
     registryPassword: stored.registryPassword ?? newSecret(),

@@ -65,6 +65,7 @@ function writeEnvFile(s: StackSettings): Record<string, string> {
     JWT_SECRET: secrets.jwtSecret,
     LOG_HASH_SECRET: secrets.logHashSecret,
     ERASURE_HASH_SECRET: secrets.erasureHashSecret,
+    AUTOMATIONS_SECRET_KEY: secrets.automationsSecretKey,
     ...kafkaEnv(kafkaSecrets(s)),
   };
   const text = Object.entries(env)

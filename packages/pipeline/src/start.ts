@@ -4,6 +4,7 @@ import { TOPICS } from "@crm/kafka";
 import { ServiceProcess, stopAllServices } from "@crm/process";
 import { moveGroupToTopicEnd } from "@crm/testing";
 import { runDemo } from "./demo.ts";
+import { runAutomationsDemo } from "./demo-automations.ts";
 import { startLiveSummary, workersLag } from "./live-summary.ts";
 import { preparePipeline } from "./prepare.ts";
 import { runSegmentsDemo } from "./segments-demo.ts";
@@ -69,7 +70,15 @@ async function main(): Promise<void> {
     healthUrl: `${env.SEGMENTS_URL}/healthz`,
     output: { file: logFile("segments") },
   });
-  const services = [api, ...workers, segments, opsConsole];
+  // Delivers webhooks; the demo's receiver is on loopback, which only this development setting allows.
+  const automations = new ServiceProcess({
+    name: "automations",
+    entry: "services/automations/src/main.ts",
+    env: { AUTOMATIONS_ALLOW_PRIVATE_TARGETS: "1" },
+    healthUrl: `${env.AUTOMATIONS_URL}/readyz`,
+    output: { file: logFile("automations") },
+  });
+  const services = [api, ...workers, segments, automations, opsConsole];
   try {
     if (process.env.START_FROM_END === "1") await skipBacklog(env, say);
     await Promise.all(services.map((service) => service.start()));
@@ -79,6 +88,7 @@ async function main(): Promise<void> {
     );
     const ownerToken = await runDemo(env, say, () => workersLag(workers));
     await runSegmentsDemo(env, say, ownerToken);
+    await runAutomationsDemo(env, say, ownerToken);
 
     say("");
     say(

@@ -8,10 +8,12 @@ import { authenticateCaller, createIngest, edgeErrorHandler, useEdgeMiddleware }
 import type { AppVariables } from "./http.ts";
 import type { IdempotencyStore } from "./idempotency.ts";
 import type { RateLimits } from "./ingest.ts";
+import { automationsOpenApi } from "./manage-automations-schema.ts";
 import { manageOpenApi } from "./manage-schema.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import type { AuthFailureLimiter, RateLimiter } from "./rate-limit.ts";
 import { batchRoutes } from "./routes/batch.ts";
+import { manageAutomationRoutes } from "./routes/manage-automations.ts";
 import { erasureOpenApi, manageErasureRoutes } from "./routes/manage-erasure.ts";
 import { manageSegmentRoutes } from "./routes/manage-segments.ts";
 import { trackRoutes } from "./routes/track.ts";
@@ -51,6 +53,8 @@ export interface AppDeps {
   db?: Pool;
   /** ERASURE_HASH_SECRET: key of the suppression list (issue 18); without it the erasure routes answer 503. */
   erasureHashSecret?: string | undefined;
+  /** Seals webhook secrets at rest (AUTOMATIONS_SECRET_KEY); without it endpoints cannot be created or rotated. */
+  automationsSecretKey?: Buffer;
 }
 
 /** The ingest HTTP API (SPEC 4). Never listens: main.ts serves it, tests call `app.request()`. */
@@ -101,6 +105,12 @@ export function createApp(deps: AppDeps) {
     }));
     Object.assign(openApi.components.schemas, erasure.schemas);
     Object.assign(openApi.paths, erasure.paths);
+    const automations = automationsOpenApi((description) => ({
+      description,
+      content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+    }));
+    Object.assign(openApi.components.schemas, automations.schemas);
+    Object.assign(openApi.paths, automations.paths);
   }
   app.get("/openapi.json", (c) => c.json(openApi));
 
@@ -113,6 +123,7 @@ export function createApp(deps: AppDeps) {
   app.route("/v1", batchRoutes(ingest));
   if (deps.db) app.route("/v1/manage", manageSegmentRoutes(deps.db));
   if (deps.db) app.route("/v1/manage", manageErasureRoutes(deps.db, deps.erasureHashSecret));
+  if (deps.db) app.route("/v1/manage", manageAutomationRoutes(deps.db, deps.automationsSecretKey));
 
   app.notFound((c) => c.json({ ok: false, error: { code: "not_found", message: "no such route" } }, 404));
 

@@ -24,6 +24,9 @@ export const IngestEnv = z
     NODE_ENV: z.string().default("development"),
     // HS256 secret of user tokens, at least 32 bytes (RFC 7518 3.2: no shorter than the hash); a leak lets anyone
     // write as any user
+    // seals webhook secrets of the automations management API (32 bytes base64url, `stack up` writes it); unset:
+    // creating or rotating an endpoint answers 503
+    AUTOMATIONS_SECRET_KEY: z.string().min(1).optional(),
     JWT_SECRET: z.string().refine((secret) => Buffer.byteLength(secret) >= 32, "must be at least 32 bytes"),
     // JWKS of RS256/ES256 user tokens (e.g. Supabase's /auth/v1/.well-known/jwks.json); unset: HS256 only
     JWKS_URL: z.string().url().optional(),

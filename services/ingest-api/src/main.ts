@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Server } from "node:http";
+import { deploymentKey } from "@crm/automations";
 import { parseEnv } from "@crm/config";
 import { assertCannotBypassRls, createPool } from "@crm/db";
 import { createKafka, KafkaEventProducer, kafkaCredentials } from "@crm/kafka";
@@ -81,6 +82,7 @@ const deps: AppDeps = {
   readinessChecks: { postgres: () => pool.query("SELECT 1") },
   db: pool,
   erasureHashSecret: env.ERASURE_HASH_SECRET,
+  ...(env.AUTOMATIONS_SECRET_KEY ? { automationsSecretKey: deploymentKey(env.AUTOMATIONS_SECRET_KEY) } : {}),
   isShuttingDown: () => shuttingDown,
 };
 const app = createApp(deps);

@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Writable } from "node:stream";
+import { deploymentKey } from "@crm/automations";
+import { stackEnv } from "@crm/config";
 import { createPool, type Pool } from "@crm/db";
 import { createKafka, type EventProducer, type KafkaCredentials, KafkaEventProducer } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
@@ -87,6 +89,9 @@ export async function startTestApi(
     limiter: new RateLimiter(instances.share),
     readinessChecks: { postgres: () => pool.query("SELECT 1") },
     db: pool,
+    ...(stackEnv().AUTOMATIONS_SECRET_KEY
+      ? { automationsSecretKey: deploymentKey(stackEnv().AUTOMATIONS_SECRET_KEY!) }
+      : {}),
   });
   return {
     app,

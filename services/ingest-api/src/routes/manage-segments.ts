@@ -171,7 +171,7 @@ const forbidden = () => new HttpError(403, "forbidden_business", "caller may not
  * One transaction of the business's tenant. Postgres unreachable, or a statement that lost a race (deadlock,
  * serialization), is 503 `unavailable` with Retry-After: retrying can help, and nothing was written.
  */
-async function inTenant<T>(
+export async function inTenant<T>(
   pool: Pool,
   tag: string,
   fn: (client: PoolClient) => Promise<T>,

@@ -1,0 +1,127 @@
+import { createServer } from "node:http";
+import { deploymentKey } from "@crm/automations";
+import { parseEnv } from "@crm/config";
+import { assertCannotBypassRls, createPool } from "@crm/db";
+import { errorMessage } from "@crm/errors";
+import { createKafka, kafkaCredentials } from "@crm/kafka";
+import { createLogger } from "@crm/logger";
+import { TriggerConsumer } from "./consumer.ts";
+import { DeliveryLoop } from "./delivery-loop.ts";
+import { AutomationsEnv } from "./env.ts";
+import { createAutomationsMetrics } from "./metrics.ts";
+
+const env = parseEnv(AutomationsEnv);
+const logger = createLogger("automations");
+const pool = createPool({
+  connectionString: env.DATABASE_URL,
+  applicationName: "automations",
+  max: env.DATABASE_POOL_SIZE,
+});
+await assertCannotBypassRls(pool);
+if (env.AUTOMATIONS_ALLOW_PRIVATE_TARGETS) {
+  logger.warn("AUTOMATIONS_ALLOW_PRIVATE_TARGETS is on: webhooks may reach loopback and private addresses");
+}
+
+const kafka = createKafka({
+  brokers: env.KAFKA_BROKERS.split(","),
+  clientId: "automations",
+  credentials: kafkaCredentials(env, "automations") ?? null,
+  warn: (message, extra) => logger.warn(extra, message),
+});
+const metrics = createAutomationsMetrics();
+const delivery = new DeliveryLoop({
+  pool,
+  logger,
+  metrics,
+  secretKey: deploymentKey(env.AUTOMATIONS_SECRET_KEY),
+  queue: env.AUTOMATIONS_GROUP_ID,
+  send: {
+    timeoutMs: env.AUTOMATIONS_TIMEOUT_MS,
+    maxResponseBytes: env.AUTOMATIONS_MAX_RESPONSE_BYTES,
+    allowPrivate: env.AUTOMATIONS_ALLOW_PRIVATE_TARGETS,
+  },
+  schedule: env.AUTOMATIONS_RETRY_SCHEDULE_MS,
+  jitter: env.AUTOMATIONS_RETRY_JITTER,
+  disableAfterMs: env.AUTOMATIONS_DISABLE_AFTER_MS,
+  perEndpoint: env.AUTOMATIONS_ENDPOINT_CONCURRENCY,
+  maxInFlight: env.AUTOMATIONS_MAX_IN_FLIGHT,
+  pollMs: env.AUTOMATIONS_POLL_MS,
+});
+const consumer = new TriggerConsumer({
+  kafka,
+  pool,
+  logger,
+  metrics,
+  groupId: env.AUTOMATIONS_GROUP_ID,
+  queue: env.AUTOMATIONS_GROUP_ID,
+  topics: {
+    contact: env.AUTOMATIONS_CONTACT_TOPIC,
+    membership: env.AUTOMATIONS_MEMBERSHIP_TOPIC,
+    events: env.AUTOMATIONS_EVENTS_TOPIC,
+  },
+  fromBeginning: env.AUTOMATIONS_FROM_BEGINNING,
+  sessionTimeoutMs: env.AUTOMATIONS_SESSION_TIMEOUT_MS,
+  onDue: () => delivery.wake(),
+  onFatal: () => void shutdown("consumer crashed", 1),
+});
+
+/** The queue's gauges, across businesses (a definer function), refreshed when /metrics is read. */
+async function refreshGauges(): Promise<void> {
+  const { rows } = await pool.query(
+    "SELECT pending, oldest_due_seconds, disabled_endpoints FROM app.automation_queue_stats()",
+  );
+  metrics.pending.set(Number(rows[0].pending));
+  metrics.queueAgeSeconds.set(Number(rows[0].oldest_due_seconds));
+  metrics.disabledEndpoints.set(Number(rows[0].disabled_endpoints));
+}
+
+async function readiness() {
+  const postgres = await Promise.race([
+    pool.query("SELECT 1").then(
+      () => true,
+      () => false,
+    ),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000)),
+  ]);
+  return { ok: consumer.ready && postgres, kafka: consumer.ready, postgres, delivery: delivery.healthy };
+}
+
+const health = createServer(async (req, res) => {
+  const json = (status: number, body: unknown) => {
+    res.statusCode = status;
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify(body));
+  };
+  if (req.url === "/metrics") {
+    await refreshGauges().catch(() => {});
+    res.setHeader("content-type", metrics.registry.contentType);
+    res.end(await metrics.registry.metrics());
+  } else if (req.url === "/healthz") {
+    json(200, { ok: true });
+  } else if (req.url === "/readyz") {
+    const state = await readiness();
+    json(state.ok ? 200 : 503, state);
+  } else {
+    res.statusCode = 404;
+    res.end();
+  }
+});
+health.listen(env.AUTOMATIONS_PORT, env.AUTOMATIONS_HOST);
+
+let stopping = false;
+async function shutdown(reason: string, code = 0) {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ reason }, "shutting down: finishing the attempts in flight");
+  await consumer.stop().catch((error) => logger.error({ err: errorMessage(error) }, "consumer stop failed"));
+  await delivery.stop().catch((error) => logger.error({ err: errorMessage(error) }, "delivery stop failed"));
+  await pool.end().catch(() => {});
+  health.close();
+  process.exit(code);
+}
+process.once("SIGTERM", () => void shutdown("SIGTERM"));
+process.once("SIGINT", () => void shutdown("SIGINT"));
+
+delivery.start();
+await consumer.start();
+logger.info({ group: env.AUTOMATIONS_GROUP_ID }, "automations consuming and delivering");

@@ -68,10 +68,15 @@ export type ClaimOutcome =
 export interface IdempotencyStore {
   /** Claims each key for one send, or says why not (replay of a finished one, other body, still in flight). */
   claim(businessId: string, caller: string, claims: IdempotencyClaim[]): Promise<ClaimOutcome[]>;
-  /** Marks claimed keys done once Kafka acknowledged their events. */
-  complete(businessId: string, caller: string, keys: string[]): Promise<void>;
+  /**
+   * Marks claimed keys done once Kafka acknowledged their events, by the event ids their claims gave. A caller need
+   * not wait for it: a claim of the same key made after this call (in this process) sees it done.
+   */
+  complete(businessId: string, caller: string, eventIds: string[]): Promise<void>;
   /** Forgets claims whose send failed, so the client's retry can go ahead at once. */
-  release(businessId: string, caller: string, keys: string[]): Promise<void>;
+  release(businessId: string, caller: string, eventIds: string[]): Promise<void>;
+  /** Resolves once every call made so far reached the database (or failed): before a shutdown closes the pool. */
+  drain(): Promise<void>;
 }
 
 /** A record `app.apply_idempotency` holds (`claimed`) or found for a claimed key; none: claimed meanwhile. */
@@ -83,13 +88,13 @@ interface RecordRow {
   retry_after: number;
 }
 
-/** What one call of claim, complete or release asks for one key. */
+/** What one call of claim, complete or release asks for one key (key and hashes: claims only). */
 interface Operation {
   kind: "claim" | "complete" | "release";
   businessId: string;
   eventId: string;
   caller: string;
-  key: string;
+  keyHash: string;
   requestHash: string;
 }
 
@@ -122,10 +127,20 @@ interface FlushGroup {
  * its size. Two flushes run at once (one waits for its answer while the other executes), never two with the same
  * key: a call whose key is in a flush under way waits for the next, so this process's flushes never wait on each
  * other's row locks.
+ *
+ * A request waits for its claim only: the API answers once Kafka acknowledged and its completion rides on the next
+ * flush, with the claims of later requests (issue 13: one round trip and one commit per keyed request, however many
+ * keys). Order holds within the process: a later claim of a completed key travels in the completion's flush (whose
+ * statement marks before it claims) or in a flush after it. A flush that claims nothing commits without waiting
+ * for its WAL flush (synchronous_commit off, set by the statement): losing it in a Postgres crash only loses
+ * completions and releases, which leave durable claims in flight, and a client's retry takes such a claim over
+ * when its lease ends and re-sends the same event id, which the worker dedupes.
  */
 export class PgIdempotencyStore implements IdempotencyStore {
   private queue: Pending[] = [];
   private flushes = 0;
+  /** drain() calls waiting for a flush to end. */
+  private idle: (() => void)[] = [];
   /** Event ids of the flushes under way. */
   private readonly busy = new Set<string>();
 
@@ -145,17 +160,30 @@ export class PgIdempotencyStore implements IdempotencyStore {
 
   async claim(businessId: string, caller: string, claims: IdempotencyClaim[]): Promise<ClaimOutcome[]> {
     const outcomes = await this.enqueue(
-      claims.map((claim) => operation("claim", businessId, caller, claim.key, claim.requestHash)),
+      claims.map((claim) => ({
+        kind: "claim",
+        businessId,
+        caller,
+        eventId: keyedEventId(businessId, caller, claim.key),
+        keyHash: sha256(claim.key),
+        requestHash: claim.requestHash,
+      })),
     );
     return outcomes.map((outcome) => outcome!);
   }
 
-  async complete(businessId: string, caller: string, keys: string[]): Promise<void> {
-    await this.enqueue(keys.map((key) => operation("complete", businessId, caller, key)));
+  async complete(businessId: string, caller: string, eventIds: string[]): Promise<void> {
+    await this.enqueue(eventIds.map((eventId) => marking("complete", businessId, caller, eventId)));
   }
 
-  async release(businessId: string, caller: string, keys: string[]): Promise<void> {
-    await this.enqueue(keys.map((key) => operation("release", businessId, caller, key)));
+  async release(businessId: string, caller: string, eventIds: string[]): Promise<void> {
+    await this.enqueue(eventIds.map((eventId) => marking("release", businessId, caller, eventId)));
+  }
+
+  async drain(): Promise<void> {
+    while (this.queue.length > 0 || this.flushes > 0) {
+      await new Promise<void>((resolve) => this.idle.push(resolve));
+    }
   }
 
   private enqueue(operations: Operation[]): Promise<(ClaimOutcome | undefined)[]> {
@@ -177,6 +205,7 @@ export class PgIdempotencyStore implements IdempotencyStore {
         for (const key of keys) this.busy.delete(key);
         this.flushes -= 1;
         this.flush();
+        for (const resolve of this.idle.splice(0)) resolve();
       });
     }
   }
@@ -251,7 +280,7 @@ export class PgIdempotencyStore implements IdempotencyStore {
       else if (op.kind === "release") group.released.push(op.eventId);
       else if (!claimed.has(op.eventId)) {
         claimed.add(op.eventId);
-        group.claims.push([op.eventId, sha256(op.key), op.requestHash]);
+        group.claims.push([op.eventId, op.keyHash, op.requestHash]);
       }
     }
     // Groups in one order, so flushes of several instances take their row locks in the same order.
@@ -265,14 +294,13 @@ export class PgIdempotencyStore implements IdempotencyStore {
   }
 }
 
-function operation(
-  kind: Operation["kind"],
+function marking(
+  kind: "complete" | "release",
   businessId: string,
   caller: string,
-  key: string,
-  requestHash = "",
+  eventId: string,
 ): Operation {
-  return { kind, businessId, eventId: keyedEventId(businessId, caller, key), caller, key, requestHash };
+  return { kind, businessId, caller, eventId, keyHash: "", requestHash: "" };
 }
 
 function claimOutcome(record: RecordRow | undefined, claim: Operation): ClaimOutcome {

@@ -36,10 +36,17 @@ export class MemoryIdempotency implements IdempotencyStore {
         : { kind: "in_flight", retryAfterSeconds: 1 };
     });
   }
-  async complete(businessId: string, caller: string, keys: string[]) {
-    for (const key of keys) this.records.get(`${businessId}|${caller}|${key}`)!.done = true;
+  async complete(businessId: string, caller: string, eventIds: string[]) {
+    for (const id of this.idsOf(businessId, caller, eventIds)) this.records.get(id)!.done = true;
   }
-  async release(businessId: string, caller: string, keys: string[]) {
-    for (const key of keys) this.records.delete(`${businessId}|${caller}|${key}`);
+  async release(businessId: string, caller: string, eventIds: string[]) {
+    for (const id of this.idsOf(businessId, caller, eventIds)) this.records.delete(id);
+  }
+  async drain() {}
+  private idsOf(businessId: string, caller: string, eventIds: string[]) {
+    const prefix = `${businessId}|${caller}|`;
+    return [...this.records]
+      .filter(([id, record]) => id.startsWith(prefix) && eventIds.includes(record.eventId))
+      .map(([id]) => id);
   }
 }

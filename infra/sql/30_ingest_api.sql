@@ -35,10 +35,10 @@ GRANT EXECUTE ON FUNCTION app.ingest_key_business(text) TO crm_service;
 -- event id either the record this call now holds (claimed) or the one it found (its body's hash, its state, the
 -- seconds left of its lease); no row when another transaction claimed the key after this statement began. No joins
 -- over the JSON: each record is read once, whatever the planner estimates of its row counts.
--- A call that claims nothing (completions and releases only, which the API sends after its answers) commits
--- without waiting for its WAL flush: losing it in a crash leaves durable claims in flight, which a client's retry
--- takes over when their lease ends, re-sending the same event id (the worker dedupes). A call that claims waits:
--- the API sends the event only once its claim is durable.
+-- A call that claims nothing (completions and releases, which the API sends after its answers) commits without
+-- waiting for its WAL flush: losing it in a crash leaves durable claims in flight, which a client's retry takes over
+-- when their lease ends, re-sending the same event id (the worker dedupes). A call that claims runs in the caller's
+-- transaction, whose COMMIT waits for the WAL as usual (the API sends the event meanwhile and answers after both).
 CREATE OR REPLACE FUNCTION app.apply_idempotency(p_groups jsonb, p_lease interval)
 RETURNS TABLE (event_id uuid, record_hash text, record_state text, claimed boolean, retry_after int)
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $$

@@ -142,14 +142,16 @@ describe("idempotency cost", () => {
     expect(large.results.every((r) => r.ok && !r.idempotent)).toBe(true);
     expect(replayed.results.every((r) => r.ok && r.idempotent)).toBe(true);
     const shape = (cost: typeof small) => [cost.roundTrips, cost.statements, cost.serverStatements];
-    // The request waits for its claim only: one statement in one round trip, whatever the batch's size.
-    expect(small.answered).toEqual({ roundTrips: 1, statements: 1 });
+    // The request waits for its claims: BEGIN, one statement, and the COMMIT (sent at once, awaited only with Kafka's
+    // acknowledgement), whatever the batch's size.
+    expect(small.answered).toEqual({ roundTrips: 3, statements: 3 });
     expect(large.answered).toEqual(small.answered);
-    // Then its completion, once Kafka acknowledged: one statement more.
-    expect([small.roundTrips, small.statements]).toEqual([2, 2]);
+    // Then its completion, after the answer: one statement more.
+    expect([small.roundTrips, small.statements]).toEqual([4, 4]);
     expect(shape(large)).toEqual(shape(small));
-    // A replay claims (finding every key done) and sends nothing: one round trip.
-    expect(replayed.roundTrips).toBe(1);
+    // A replay claims (finding every key done) and sends nothing: the same transaction, no completion.
+    expect(replayed.answered).toEqual(small.answered);
+    expect(replayed.roundTrips).toBe(3);
     expect(replayed.serverStatements).toBeLessThan(small.serverStatements);
     // Each record is read once to be marked done, and once more to answer the replay, never the caller's others.
     expect(small.rowsRead).toBeLessThanOrEqual(5);

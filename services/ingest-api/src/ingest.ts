@@ -198,12 +198,14 @@ export class Ingest {
     });
 
     const claimedIds = new Map<string, string[]>();
+    const durable: Promise<void>[] = [];
     const claims = await Promise.allSettled(
       [...keyedByBusiness].map(async ([businessId, indexes]) => {
         const keyed = indexes.map((index) => events[index]!.idempotency!);
         const claimed = await idempotency.claim(businessId, scope, keyed);
+        durable.push(claimed.durable);
         const ids: string[] = [];
-        claimed.forEach((outcome, i) => {
+        claimed.outcomes.forEach((outcome, i) => {
           const index = indexes[i]!;
           if (outcome.kind !== "claimed") {
             outcomes[index] = outcome;
@@ -222,11 +224,17 @@ export class Ingest {
     }
 
     toSend.sort((a, b) => a.index - b.index);
-    try {
-      await this.produce(toSend.map((s) => s.event));
-    } catch (error) {
+    // The events go to Kafka while their claims are made durable; the answer waits for both. A claim not known
+    // durable is a 503 like a failed send: the client's retry re-sends the same event id, which the worker dedupes.
+    const [sent, claimsDurable] = await Promise.allSettled([
+      this.produce(toSend.map((s) => s.event)),
+      Promise.all(durable),
+    ]);
+    const failed =
+      sent.status === "rejected" ? sent : claimsDurable.status === "rejected" ? claimsDurable : undefined;
+    if (failed) {
       await this.release(scope, claimedIds);
-      throw error;
+      throw failed.reason;
     }
     // Not awaited: the answer does not wait for the bookkeeping (see markDone).
     for (const [businessId, ids] of claimedIds) this.markDone(businessId, scope, ids, requestId);

@@ -33,7 +33,8 @@ GRANT EXECUTE ON FUNCTION app.ingest_key_business(text) TO crm_service;
 -- taken over from an abandoned claim (lease over) with the same body; the records of the keys not claimed are read.
 -- Records are inserted in event id order, so concurrent calls wait for each other in one order. Returns per claimed
 -- event id either the record this call now holds (claimed) or the one it found (its body's hash, its state, the
--- seconds left of its lease); no row when another transaction claimed the key after this statement began. No joins
+-- seconds left of its lease; for a claimed one only its id); no row when another transaction claimed the key after
+-- this statement began. No joins
 -- over the JSON: each record is read once, whatever the planner estimates of its row counts.
 -- A call that claims nothing (completions and releases, which the API sends after its answers) commits without
 -- waiting for its WAL flush: losing it in a crash leaves durable claims in flight, which a client's retry takes over
@@ -73,8 +74,8 @@ BEGIN
           WHERE k.state = 'in_flight' AND k.lease_until < now() AND k.request_hash = EXCLUDED.request_hash
         RETURNING k.event_id, k.request_hash, k.state, k.lease_until
       )
-      SELECT t.event_id, t.request_hash, t.state, true,
-             GREATEST(1, ceil(extract(epoch FROM t.lease_until - now())))::int
+      -- the caller knows what it claimed: no columns to send and parse but the id
+      SELECT t.event_id, NULL::text, NULL::text, true, NULL::int
       FROM taken t
       UNION ALL
       -- the keys not claimed, as the statement found them (it does not see what it inserted itself)

@@ -111,14 +111,19 @@ export interface IdempotencyStore {
   drain(): Promise<void>;
 }
 
-/** A record `app.apply_idempotency` holds (`claimed`) or found for a claimed key; none: claimed meanwhile. */
-interface RecordRow {
-  event_id: string;
-  record_hash: string;
-  record_state: "in_flight" | "done";
-  claimed: boolean;
-  retry_after: number;
-}
+/**
+ * A record `app.apply_idempotency` holds (`claimed`: its id only) or found for a claimed key; none: claimed
+ * meanwhile.
+ */
+type RecordRow =
+  | { event_id: string; claimed: true; record_hash: null; record_state: null; retry_after: null }
+  | {
+      event_id: string;
+      claimed: false;
+      record_hash: string;
+      record_state: "in_flight" | "done";
+      retry_after: number;
+    };
 
 /** What one call of claim, complete or release asks for one key (key and hashes: claims only). */
 interface Operation {
@@ -271,11 +276,10 @@ export class PgIdempotencyStore implements IdempotencyStore {
   }
 
   private async apply(batch: Pending[]): Promise<void> {
-    const operations = batch.flatMap((pending) => pending.operations);
     let records: Map<string, RecordRow>;
     let durable: Promise<void>;
     try {
-      ({ records, durable } = await this.statement(operations));
+      ({ records, durable } = await this.statement(batch));
     } catch (error) {
       // A statement the server refused (a deadlock with another instance, a value it cannot store) must not fail
       // the other requests of the flush: each call is tried again alone. An outage fails them all.
@@ -289,15 +293,23 @@ export class PgIdempotencyStore implements IdempotencyStore {
       for (const pending of batch) pending.fail(unavailable);
       return;
     }
-    // The first claim of a key in the flush holds it; a later one (a concurrent duplicate) finds it in flight.
-    const held = new Set<string>();
+    // The first claim of a key in the flush holds it; a later one (a concurrent duplicate) finds it in flight, or
+    // its body other than the first's.
+    const held = new Map<string, string>();
+    const leaseSeconds = Math.min(Math.max(Math.ceil(this.leaseMs / 1000), 1), 60);
     for (const pending of batch) {
-      const outcomes = pending.operations.map((op) => {
+      const outcomes = pending.operations.map((op): ClaimOutcome | undefined => {
         if (op.kind !== "claim") return undefined;
         const record = records.get(op.eventId);
-        const first = !held.has(op.eventId);
-        held.add(op.eventId);
-        return claimOutcome(record, first, op);
+        if (record?.claimed !== true) return claimOutcome(record, op);
+        const holder = held.get(op.eventId);
+        if (holder === undefined) {
+          held.set(op.eventId, op.requestHash);
+          return { kind: "claimed", eventId: op.eventId };
+        }
+        return holder === op.requestHash
+          ? { kind: "in_flight", retryAfterSeconds: leaseSeconds }
+          : { kind: "mismatch" };
       });
       pending.settle({ outcomes, durable });
     }
@@ -311,22 +323,26 @@ export class PgIdempotencyStore implements IdempotencyStore {
    * are visible to others only from the commit on; another instance's claim of one of their keys waits for it.
    */
   private async statement(
-    operations: Operation[],
+    batch: Pending[],
   ): Promise<{ records: Map<string, RecordRow>; durable: Promise<void> }> {
     const groups = new Map<string, FlushGroup>();
     const claimed = new Set<string>();
-    for (const op of operations) {
-      const id = `${op.businessId} ${op.caller}`;
+    // A call's operations share its business and caller.
+    for (const { operations } of batch) {
+      const { businessId, caller } = operations[0]!;
+      const id = `${businessId} ${caller}`;
       let group = groups.get(id);
       if (!group) {
-        group = { business_id: op.businessId, caller: op.caller, done: [], released: [], claims: [] };
+        group = { business_id: businessId, caller, done: [], released: [], claims: [] };
         groups.set(id, group);
       }
-      if (op.kind === "complete") group.done.push(op.eventId);
-      else if (op.kind === "release") group.released.push(op.eventId);
-      else if (!claimed.has(op.eventId)) {
-        claimed.add(op.eventId);
-        group.claims.push([op.eventId, op.keyHash, op.requestHash]);
+      for (const op of operations) {
+        if (op.kind === "complete") group.done.push(op.eventId);
+        else if (op.kind === "release") group.released.push(op.eventId);
+        else if (!claimed.has(op.eventId)) {
+          claimed.add(op.eventId);
+          group.claims.push([op.eventId, op.keyHash, op.requestHash]);
+        }
       }
     }
     // Groups in one order, so flushes of several instances take their row locks in the same order.
@@ -377,11 +393,13 @@ function marking(
   return { kind, businessId, caller, eventId, keyHash: "", requestHash: "" };
 }
 
-/** `first`: the first claim of its key in the flush (a later one is a concurrent duplicate of it). */
-function claimOutcome(record: RecordRow | undefined, first: boolean, claim: Operation): ClaimOutcome {
+/** The outcome of a claim that found `record` (not claimed by this flush). */
+function claimOutcome(
+  record: Extract<RecordRow, { claimed: false }> | undefined,
+  claim: Operation,
+): ClaimOutcome {
   // No record: another request committed its claim while this statement ran, so it is in flight.
   if (!record) return { kind: "in_flight", retryAfterSeconds: 1 };
-  if (record.claimed && first) return { kind: "claimed", eventId: claim.eventId };
   if (record.record_hash !== claim.requestHash) return { kind: "mismatch" };
   if (record.record_state === "done") return { kind: "replay", eventId: claim.eventId };
   return { kind: "in_flight", retryAfterSeconds: Math.min(Math.max(record.retry_after, 1), 60) };

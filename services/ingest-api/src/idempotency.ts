@@ -182,8 +182,8 @@ export class PgIdempotencyStore implements IdempotencyStore {
   private flushes = 0;
   /** drain() calls waiting for a flush to end. */
   private idle: (() => void)[] = [];
-  /** Commits of claiming flushes under way (their answers were settled before). */
-  private readonly commits = new Set<Promise<void>>();
+  /** Claiming flushes whose statement answered and whose COMMIT is under way. */
+  private committing = 0;
   /** Event ids of the flushes under way. */
   private readonly busy = new Set<string>();
 
@@ -224,10 +224,9 @@ export class PgIdempotencyStore implements IdempotencyStore {
   }
 
   async drain(): Promise<void> {
-    while (this.queue.length > 0 || this.flushes > 0) {
+    while (this.queue.length > 0 || this.flushes > 0 || this.committing > 0) {
       await new Promise<void>((resolve) => this.idle.push(resolve));
     }
-    await Promise.allSettled(this.commits);
   }
 
   private enqueue(
@@ -240,18 +239,34 @@ export class PgIdempotencyStore implements IdempotencyStore {
     });
   }
 
+  /**
+   * Starts flushes while there is room: a flush whose statement answered makes room for the next while its COMMIT
+   * runs (at most as many commits under way as flushes, so the store holds at most twice maxFlushes connections),
+   * but its keys stay busy until the commit ends, so a later operation on one of them sees what it committed.
+   */
   private flush(): void {
-    while (this.flushes < (this.options.maxFlushes ?? 2)) {
+    const max = this.options.maxFlushes ?? 2;
+    while (this.flushes < max && this.committing < max) {
       const batch = this.nextBatch();
       if (batch.length === 0) return;
       const keys = batch.flatMap((pending) => pending.operations.map((op) => op.eventId));
       for (const key of keys) this.busy.add(key);
       this.flushes += 1;
-      void this.apply(batch).finally(() => {
+      const settled = () => {
         for (const key of keys) this.busy.delete(key);
-        this.flushes -= 1;
         this.flush();
         for (const resolve of this.idle.splice(0)) resolve();
+      };
+      void this.apply(batch).then(({ commit }) => {
+        this.flushes -= 1;
+        if (!commit) return settled();
+        this.committing += 1;
+        this.flush();
+        const committed = () => {
+          this.committing -= 1;
+          settled();
+        };
+        commit.then(committed, committed);
       });
     }
   }
@@ -275,7 +290,11 @@ export class PgIdempotencyStore implements IdempotencyStore {
     return batch;
   }
 
-  private async apply(batch: Pending[]): Promise<void> {
+  /**
+   * Runs a flush and settles its calls; never rejects. Gives its COMMIT under way, if it has one (wrapped: a
+   * promise resolved with a promise would wait for it).
+   */
+  private async apply(batch: Pending[]): Promise<{ commit: Promise<unknown> | undefined }> {
     let records: Map<string, RecordRow>;
     let durable: Promise<void>;
     try {
@@ -284,14 +303,18 @@ export class PgIdempotencyStore implements IdempotencyStore {
       // A statement the server refused (a deadlock with another instance, a value it cannot store) must not fail
       // the other requests of the flush: each call is tried again alone. An outage fails them all.
       if (batch.length > 1 && !isConnectionFailure(error)) {
-        for (const pending of batch) await this.apply([pending]);
-        return;
+        const commits: Promise<unknown>[] = [];
+        for (const pending of batch) {
+          const { commit } = await this.apply([pending]);
+          if (commit) commits.push(commit);
+        }
+        return { commit: commits.length > 0 ? Promise.allSettled(commits) : undefined };
       }
       const unavailable = new DependencyUnavailableError("postgres", "idempotency bookkeeping failed", {
         cause: error,
       });
       for (const pending of batch) pending.fail(unavailable);
-      return;
+      return { commit: undefined };
     }
     // The first claim of a key in the flush holds it; a later one (a concurrent duplicate) finds it in flight, or
     // its body other than the first's.
@@ -313,6 +336,7 @@ export class PgIdempotencyStore implements IdempotencyStore {
       });
       pending.settle({ outcomes, durable });
     }
+    return { commit: durable === DURABLE ? undefined : durable };
   }
 
   /**
@@ -375,9 +399,6 @@ export class PgIdempotencyStore implements IdempotencyStore {
         });
       },
     );
-    this.commits.add(commit);
-    const forget = () => this.commits.delete(commit);
-    commit.then(forget, forget);
     return { records: rows(result), durable: commit };
   }
 }

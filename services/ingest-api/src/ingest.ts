@@ -178,8 +178,8 @@ export class Ingest {
   /**
    * Accepts prepared events, an outcome per event in their order. Keyed events are claimed (one call per business;
    * the store coalesces them), every new event goes to Kafka in one send, in request order, and returns only after
-   * acks=all; then their keys are marked done (not awaited). If Kafka fails, the claims are released and the error thrown (503):
-   * nothing of the request was accepted.
+   * acks=all and once the claims are durable; then their keys are marked done (not awaited). If Kafka fails or the
+   * claims' commit does, the claims are released and the error thrown (503): nothing of the request was accepted.
    */
   async accept(caller: Caller, events: PreparedEvent[], requestId: string): Promise<AcceptOutcome[]> {
     const { idempotency, metrics } = this.options;

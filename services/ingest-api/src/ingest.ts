@@ -226,12 +226,23 @@ export class Ingest {
     toSend.sort((a, b) => a.index - b.index);
     // The events go to Kafka while their claims are made durable; the answer waits for both. A claim not known
     // durable is a 503 like a failed send: the client's retry re-sends the same event id, which the worker dedupes.
-    const [sent, claimsDurable] = await Promise.allSettled([
+    // A request with unkeyed events waits for its claims first: their retry would get new ids.
+    const claimed = [...claimedIds.values()].reduce((sum, ids) => sum + ids.length, 0);
+    const claimsDurable = Promise.all(durable);
+    if (claimed < toSend.length && claimed > 0) {
+      try {
+        await claimsDurable;
+      } catch (error) {
+        await this.release(scope, claimedIds);
+        throw error;
+      }
+    }
+    const [sent, committed] = await Promise.allSettled([
       this.produce(toSend.map((s) => s.event)),
-      Promise.all(durable),
+      claimsDurable,
     ]);
     const failed =
-      sent.status === "rejected" ? sent : claimsDurable.status === "rejected" ? claimsDurable : undefined;
+      sent.status === "rejected" ? sent : committed.status === "rejected" ? committed : undefined;
     if (failed) {
       await this.release(scope, claimedIds);
       throw failed.reason;

@@ -64,6 +64,28 @@ describe("idempotency", () => {
     expect(rows[0]).toMatchObject({ caller: `user:${ownerId}`, key_hash: sha256(key), state: "done" });
   });
 
+  it("a retry right after the 202 is the replay, though the completion is written after the answer", async () => {
+    const { businessId, ownerId } = await createBusiness(admin);
+    const token = await signUserToken(env.jwtSecret, ownerId);
+    // Pairs at once, so completions, claims and retries share flushes (within the user limit of 20 events/s).
+    const pairs = await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const key = newKey(`again-${i}`);
+        const body = { type: "again", business_id: businessId, props: { i } };
+        const first = await api.post("/v1/track", token, body, { "idempotency-key": key });
+        const second = await api.post("/v1/track", token, body, { "idempotency-key": key });
+        return { first, second };
+      }),
+    );
+    for (const { first, second } of pairs) {
+      expect(first.status).toBe(202);
+      expect([second.status, second.body]).toEqual([
+        200,
+        { ok: true, idempotent: true, event_id: first.body.event_id },
+      ]);
+    }
+  });
+
   it("props.idemKey works like the header; a different body with the same key is 422", async () => {
     const { businessId, ownerId } = await createBusiness(admin);
     const token = await signUserToken(env.jwtSecret, ownerId);

@@ -28,6 +28,8 @@ export interface PacedLoadConfig {
   outFile: string;
   /** Added to the stream number in identities, so two runs against one business never repeat each other's. */
   streamBase: number;
+  /** Each request with a new Idempotency-Key (track mode; issue 13's keyed singles at a fixed rate). */
+  idempotencyKeys?: boolean;
 }
 
 export interface PacedRecord {
@@ -56,6 +58,8 @@ const sequence = config.keys.map(() => 0);
 const records: PacedRecord[] = [];
 const total = Math.floor(config.rate * (config.warmupS + config.durationS));
 const epochAt = (perfMs: number) => performance.timeOrigin + perfMs;
+// Keys new to every business: this process's id and start time, then the request's number.
+const keyPrefix = `paced-${process.pid.toString(36)}-${Date.now().toString(36)}`;
 let inFlight = 0;
 let dropped = 0;
 let maxInFlightSeen = 0;
@@ -97,6 +101,7 @@ function fire(index: number, startPerf: number): void {
         authorization: `Bearer ${config.keys[stream]}`,
         "content-type": "application/json",
         "content-length": Buffer.byteLength(payload),
+        ...(config.idempotencyKeys ? { "idempotency-key": `${keyPrefix}-${index}` } : {}),
       },
     },
     (res) => {

@@ -27,16 +27,12 @@ export interface E2eLatency {
 export interface BenchResults {
   scenario1?: {
     max: MaxLoadResult;
-    fixed: {
-      rate: number;
-      latencyMs: Summary;
-      statuses: Record<string, number>;
-      dropped: number;
-      maxInFlight: number;
-    };
+    fixed: FixedRateResult;
   };
   scenario2?: MaxLoadResult;
   scenario3?: MaxLoadResult;
+  /** Keyed single events at scenario 1's fixed rate (issue 13). */
+  scenario3Fixed?: FixedRateResult;
   /** Batches of 100 whose every item is keyed (issue 13). */
   scenario3KeyedBatch?: MaxLoadResult;
   scenario4Latency?: {
@@ -122,6 +118,15 @@ export function fmt(value: number | undefined, digits = 1): string {
   return value.toLocaleString("en-US", { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
 }
 
+/** An open-loop run at a fixed rate: latency from each request's due time. */
+export interface FixedRateResult {
+  rate: number;
+  latencyMs: Summary;
+  statuses: Record<string, number>;
+  dropped: number;
+  maxInFlight: number;
+}
+
 /** `figure / limit` as a ratio with two decimals, "n/a" when either is unknown or the limit is zero. */
 export function ratio(figure: number | undefined, limit: number | undefined): string {
   if (
@@ -184,11 +189,21 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
   if (s3)
     rows.push([
       "3 idempotency keys",
-      "accepted events/s; p95 ms",
+      "max accepted events/s (keyed singles); p95 ms",
       `${fmt(s3.eventsPerSec)}; ${fmt(s3.latencyMs.p95, 2)}`,
-      `Kafka ${fmt(kafkaLimit)} rec/s`,
-      ratio(s3.eventsPerSec, kafkaLimit),
-      "",
+      `scenario 1 ${fmt(s1?.max.eventsPerSec)} events/s`,
+      ratio(s3.eventsPerSec, s1?.max.eventsPerSec),
+      `>= 0.8 of scenario 1: ${s1 ? verdict(s3.eventsPerSec / s1.max.eventsPerSec, 0.8, "higher") : "n/a"}`,
+    ]);
+  const s3f = results.scenario3Fixed;
+  if (s3f)
+    rows.push([
+      "3 idempotency keys",
+      `keyed latency p50/p95/p99 ms at ${fmt(s3f.rate)} req/s`,
+      pct(s3f.latencyMs),
+      s1 ? `unkeyed p99 ${fmt(s1.fixed.latencyMs.p99, 2)} ms` : "",
+      s1 ? ratio(s3f.latencyMs.p99, s1.fixed.latencyMs.p99) : "",
+      `p99 < 10 ms: ${verdict(s3f.latencyMs.p99, 10, "lower")}`,
     ]);
   const s3b = results.scenario3KeyedBatch;
   if (s3b)
@@ -312,7 +327,7 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
       `${fmt(http.requestsPerSec)} req/s`,
       `p99 ${fmt(http.latencyMs.p99, 2)} ms`,
       s1 ? `scenario 1 / this: ${ratio(s1.max.eventsPerSec, http.requestsPerSec)}` : "",
-      "",
+      `scenario 1 >= 0.4 of this: ${s1 ? verdict(s1.max.eventsPerSec / http.requestsPerSec, 0.4, "higher") : "n/a"}`,
     ]);
   const pgbench = results.limits?.pgbench;
   if (pgbench)

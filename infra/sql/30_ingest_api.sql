@@ -33,8 +33,13 @@ GRANT EXECUTE ON FUNCTION app.ingest_key_business(text) TO crm_service;
 -- taken over from an abandoned claim (lease over) with the same body; the records of the keys not claimed are read.
 -- Records are inserted in event id order, so concurrent calls wait for each other in one order. Returns per claimed
 -- event id either the record this call now holds (claimed) or the one it found (its body's hash, its state, the
--- seconds left of its lease); no row when another transaction claimed the key after this statement began. No joins
+-- seconds left of its lease; for a claimed one only its id); no row when another transaction claimed the key after
+-- this statement began. No joins
 -- over the JSON: each record is read once, whatever the planner estimates of its row counts.
+-- A call that claims nothing (completions and releases, which the API sends after its answers) commits without
+-- waiting for its WAL flush: losing it in a crash leaves durable claims in flight, which a client's retry takes over
+-- when their lease ends, re-sending the same event id (the worker dedupes). A call that claims runs in the caller's
+-- transaction, whose COMMIT waits for the WAL as usual (the API sends the event meanwhile and answers after both).
 CREATE OR REPLACE FUNCTION app.apply_idempotency(p_groups jsonb, p_lease interval)
 RETURNS TABLE (event_id uuid, record_hash text, record_state text, claimed boolean, retry_after int)
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
@@ -42,6 +47,10 @@ LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
 DECLARE
   v_group jsonb;
 BEGIN
+  IF NOT jsonb_path_exists(p_groups, '$[*].claims[0]') THEN
+    -- SET LOCAL: until this statement's transaction ends (the function's SET clause restores search_path only)
+    PERFORM set_config('synchronous_commit', 'off', true);
+  END IF;
   FOR v_group IN SELECT g FROM jsonb_array_elements(p_groups) AS g LOOP
     PERFORM set_config('app.business_id', v_group ->> 'business_id', true);
     IF jsonb_array_length(v_group -> 'done') > 0 THEN
@@ -65,8 +74,8 @@ BEGIN
           WHERE k.state = 'in_flight' AND k.lease_until < now() AND k.request_hash = EXCLUDED.request_hash
         RETURNING k.event_id, k.request_hash, k.state, k.lease_until
       )
-      SELECT t.event_id, t.request_hash, t.state, true,
-             GREATEST(1, ceil(extract(epoch FROM t.lease_until - now())))::int
+      -- the caller knows what it claimed: no columns to send and parse but the id
+      SELECT t.event_id, NULL::text, NULL::text, true, NULL::int
       FROM taken t
       UNION ALL
       -- the keys not claimed, as the statement found them (it does not see what it inserted itself)

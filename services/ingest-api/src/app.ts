@@ -5,7 +5,7 @@ import type { RawEventV1 } from "@crm/schemas";
 import { Hono } from "hono";
 import { createAuthenticator, type JwtOptions } from "./auth.ts";
 import { authenticateCaller, createIngest, edgeErrorHandler, useEdgeMiddleware } from "./edge.ts";
-import type { AppVariables } from "./http.ts";
+import { type AppVariables, requestHeader } from "./http.ts";
 import type { IdempotencyStore } from "./idempotency.ts";
 import type { RateLimits } from "./ingest.ts";
 import { automationsOpenApi } from "./manage-automations-schema.ts";
@@ -116,7 +116,10 @@ export function createApp(deps: AppDeps) {
 
   // An address that failed to authenticate too often is refused before its credential is looked at (edge.ts).
   app.use("/v1/*", async function requireCaller(c, next) {
-    c.set("caller", await authenticateCaller(c, c.req.header("authorization"), authenticator, deps, metrics));
+    c.set(
+      "caller",
+      await authenticateCaller(c, requestHeader(c, "authorization"), authenticator, deps, metrics),
+    );
     await next();
   });
   app.route("/v1", trackRoutes(ingest));

@@ -6,7 +6,7 @@ import type { Context, ErrorHandler, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { AppDeps } from "./app.ts";
 import { type Authenticator, type Caller, Unauthorized } from "./auth.ts";
-import { type AppVariables, clientAddress } from "./http.ts";
+import { type AppVariables, clientAddress, requestHeader } from "./http.ts";
 import { Ingest, type RateLimits } from "./ingest.ts";
 import type { Metrics } from "./metrics.ts";
 import { RateLimiter } from "./rate-limit.ts";
@@ -54,7 +54,7 @@ export function useEdgeMiddleware(
   });
 
   app.use(async function requestId(c, next) {
-    const incoming = c.req.header("x-request-id");
+    const incoming = requestHeader(c, "x-request-id");
     const id = incoming && /^[\w.-]{1,64}$/.test(incoming) ? incoming : randomUUID();
     c.set("requestId", id);
     c.header("x-request-id", id);

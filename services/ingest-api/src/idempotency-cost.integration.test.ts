@@ -84,11 +84,12 @@ describe("idempotency cost", () => {
   const env = testEnv();
   const admin = new pg.Pool({ connectionString: env.adminUrl, max: 2 });
   const watched = watchedPool(env.adminUrl);
+  const store = new PgIdempotencyStore(watched.pool, 15_000);
   let api: TestApi;
 
   beforeAll(async () => {
     api = await startTestApi({
-      idempotency: new PgIdempotencyStore(watched.pool, 15_000),
+      idempotency: store,
       limits: { userPerSecond: 100_000, keyPerSecond: () => 100_000 },
     });
   });
@@ -105,8 +106,12 @@ describe("idempotency cost", () => {
       events: keys.map((key, i) => ({ type: "cost", idempotency_key: key, props: { i } })),
     });
     expect(res.status).toBe(202);
+    // What the request itself waited for; its completion goes after the answer (drain waits for it).
+    const answered = { roundTrips: watched.seen.roundTrips, statements: watched.seen.statements };
+    await store.drain();
     const { roundTrips, statements, plans } = watched.seen;
     return {
+      answered,
       results: res.body.results as { ok: boolean; idempotent?: true }[],
       roundTrips,
       statements,
@@ -137,11 +142,16 @@ describe("idempotency cost", () => {
     expect(large.results.every((r) => r.ok && !r.idempotent)).toBe(true);
     expect(replayed.results.every((r) => r.ok && r.idempotent)).toBe(true);
     const shape = (cost: typeof small) => [cost.roundTrips, cost.statements, cost.serverStatements];
-    // Claim, then complete once Kafka acknowledged: one statement each, in one round trip.
-    expect([small.roundTrips, small.statements]).toEqual([2, 2]);
+    // The request waits for its claims: BEGIN, one statement, and the COMMIT (sent at once, awaited only with Kafka's
+    // acknowledgement), whatever the batch's size.
+    expect(small.answered).toEqual({ roundTrips: 3, statements: 3 });
+    expect(large.answered).toEqual(small.answered);
+    // Then its completion, after the answer: one statement more.
+    expect([small.roundTrips, small.statements]).toEqual([4, 4]);
     expect(shape(large)).toEqual(shape(small));
-    // A replay claims (finding every key done) and sends nothing: one round trip.
-    expect(replayed.roundTrips).toBe(1);
+    // A replay claims (finding every key done) and sends nothing: the same transaction, no completion.
+    expect(replayed.answered).toEqual(small.answered);
+    expect(replayed.roundTrips).toBe(3);
     expect(replayed.serverStatements).toBeLessThan(small.serverStatements);
     // Each record is read once to be marked done, and once more to answer the replay, never the caller's others.
     expect(small.rowsRead).toBeLessThanOrEqual(5);

@@ -64,6 +64,28 @@ describe("idempotency", () => {
     expect(rows[0]).toMatchObject({ caller: `user:${ownerId}`, key_hash: sha256(key), state: "done" });
   });
 
+  it("a retry right after the 202 is the replay, though the completion is written after the answer", async () => {
+    const { businessId, ownerId } = await createBusiness(admin);
+    const token = await signUserToken(env.jwtSecret, ownerId);
+    // Pairs at once, so completions, claims and retries share flushes (within the user limit of 20 events/s).
+    const pairs = await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const key = newKey(`again-${i}`);
+        const body = { type: "again", business_id: businessId, props: { i } };
+        const first = await api.post("/v1/track", token, body, { "idempotency-key": key });
+        const second = await api.post("/v1/track", token, body, { "idempotency-key": key });
+        return { first, second };
+      }),
+    );
+    for (const { first, second } of pairs) {
+      expect(first.status).toBe(202);
+      expect([second.status, second.body]).toEqual([
+        200,
+        { ok: true, idempotent: true, event_id: first.body.event_id },
+      ]);
+    }
+  });
+
   it("props.idemKey works like the header; a different body with the same key is 422", async () => {
     const { businessId, ownerId } = await createBusiness(admin);
     const token = await signUserToken(env.jwtSecret, ownerId);
@@ -123,7 +145,10 @@ describe("idempotency", () => {
     const caller = `user:${ownerId}`;
     const busyKey = newKey("busy");
     const store = new PgIdempotencyStore(api.pool, 60_000);
-    await store.claim(businessId, caller, [{ key: busyKey, requestHash: sha256(canonicalJson(body)) }]);
+    const held = await store.claim(businessId, caller, [
+      { key: busyKey, requestHash: sha256(canonicalJson(body)) },
+    ]);
+    await held.durable;
     const busy = await api.post("/v1/track", token, body, { "idempotency-key": busyKey });
     expect([busy.status, busy.body.error.code]).toEqual([409, "idempotency_in_flight"]);
     expect(Number(busy.headers.get("retry-after"))).toBeGreaterThan(1);
@@ -131,9 +156,10 @@ describe("idempotency", () => {
     // A claim whose lease ended: the API that held it died after (or before) producing.
     const crashedKey = newKey("crashed");
     const shortLease = new PgIdempotencyStore(api.pool, 1);
-    await shortLease.claim(businessId, caller, [
+    const abandoned = await shortLease.claim(businessId, caller, [
       { key: crashedKey, requestHash: sha256(canonicalJson(body)) },
     ]);
+    await abandoned.durable;
     await new Promise((resolve) => setTimeout(resolve, 50));
     const retry = await api.post("/v1/track", token, body, { "idempotency-key": crashedKey });
     expect(retry.status).toBe(202);

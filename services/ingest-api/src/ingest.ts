@@ -178,8 +178,8 @@ export class Ingest {
   /**
    * Accepts prepared events, an outcome per event in their order. Keyed events are claimed (one call per business;
    * the store coalesces them), every new event goes to Kafka in one send, in request order, and returns only after
-   * acks=all; then their keys are marked done. If Kafka fails, the claims are released and the error thrown (503):
-   * nothing of the request was accepted.
+   * acks=all and once the claims are durable; then their keys are marked done (not awaited). If Kafka fails or the
+   * claims' commit does, the claims are released and the error thrown (503): nothing of the request was accepted.
    */
   async accept(caller: Caller, events: PreparedEvent[], requestId: string): Promise<AcceptOutcome[]> {
     const { idempotency, metrics } = this.options;
@@ -197,40 +197,58 @@ export class Ingest {
       else keyedByBusiness.set(prepared.business.businessId, [index]);
     });
 
-    const claimedKeys = new Map<string, string[]>();
+    const claimedIds = new Map<string, string[]>();
+    const durable: Promise<void>[] = [];
     const claims = await Promise.allSettled(
       [...keyedByBusiness].map(async ([businessId, indexes]) => {
         const keyed = indexes.map((index) => events[index]!.idempotency!);
         const claimed = await idempotency.claim(businessId, scope, keyed);
-        const keys: string[] = [];
-        claimed.forEach((outcome, i) => {
+        durable.push(claimed.durable);
+        const ids: string[] = [];
+        claimed.outcomes.forEach((outcome, i) => {
           const index = indexes[i]!;
           if (outcome.kind !== "claimed") {
             outcomes[index] = outcome;
             return;
           }
           toSend.push({ index, event: this.buildEvent(events[index]!, caller, outcome.eventId) });
-          keys.push(keyed[i]!.key);
+          ids.push(outcome.eventId);
         });
-        if (keys.length > 0) claimedKeys.set(businessId, keys);
+        if (ids.length > 0) claimedIds.set(businessId, ids);
       }),
     );
     const failedClaim = claims.find((result) => result.status === "rejected");
     if (failedClaim) {
-      await this.release(scope, claimedKeys);
+      await this.release(scope, claimedIds);
       throw failedClaim.reason;
     }
 
     toSend.sort((a, b) => a.index - b.index);
-    try {
-      await this.produce(toSend.map((s) => s.event));
-    } catch (error) {
-      await this.release(scope, claimedKeys);
-      throw error;
+    // The events go to Kafka while their claims are made durable; the answer waits for both. A claim not known
+    // durable is a 503 like a failed send: the client's retry re-sends the same event id, which the worker dedupes.
+    // A request with unkeyed events waits for its claims first: their retry would get new ids.
+    const claimed = [...claimedIds.values()].reduce((sum, ids) => sum + ids.length, 0);
+    const claimsDurable = Promise.all(durable);
+    if (claimed < toSend.length && claimed > 0) {
+      try {
+        await claimsDurable;
+      } catch (error) {
+        await this.release(scope, claimedIds);
+        throw error;
+      }
     }
-    await Promise.all(
-      [...claimedKeys].map(([businessId, keys]) => this.markDone(businessId, scope, keys, requestId)),
-    );
+    const [sent, committed] = await Promise.allSettled([
+      this.produce(toSend.map((s) => s.event)),
+      claimsDurable,
+    ]);
+    const failed =
+      sent.status === "rejected" ? sent : committed.status === "rejected" ? committed : undefined;
+    if (failed) {
+      await this.release(scope, claimedIds);
+      throw failed.reason;
+    }
+    // Not awaited: the answer does not wait for the bookkeeping (see markDone).
+    for (const [businessId, ids] of claimedIds) this.markDone(businessId, scope, ids, requestId);
     for (const { index, event } of toSend) outcomes[index] = { kind: "accepted", eventId: event.event_id };
     metrics.events.inc({ outcome: "accepted" }, toSend.length);
     const replays = outcomes.filter((o) => o.kind === "replay").length;
@@ -309,27 +327,26 @@ export class Ingest {
    * Frees claims whose events were not sent, so the client's retry proceeds at once. If this fails too, each claim's
    * lease expires and the retry takes it over with the same event id.
    */
-  private async release(scope: string, claimedKeys: Map<string, string[]>): Promise<void> {
+  private async release(scope: string, claimedIds: Map<string, string[]>): Promise<void> {
     await Promise.all(
-      [...claimedKeys].map(([businessId, keys]) =>
-        this.options.idempotency.release(businessId, scope, keys).catch(() => {}),
+      [...claimedIds].map(([businessId, ids]) =>
+        this.options.idempotency.release(businessId, scope, ids).catch(() => {}),
       ),
     );
   }
 
   /**
-   * Records that keyed events reached Kafka. The events are acknowledged whatever happens here: on failure the
-   * claim stays in flight until its lease ends, and a retry then re-sends the same event id (the worker dedupes).
+   * Records that keyed events reached Kafka, after the answer (the store orders it before any later claim of the
+   * same keys in this process). The events are acknowledged whatever happens here: on failure the claim stays in
+   * flight until its lease ends, and a retry then re-sends the same event id (the worker dedupes).
    */
-  private async markDone(businessId: string, scope: string, keys: string[], requestId: string) {
-    try {
-      await this.options.idempotency.complete(businessId, scope, keys);
-    } catch (error) {
+  private markDone(businessId: string, scope: string, eventIds: string[], requestId: string): void {
+    this.options.idempotency.complete(businessId, scope, eventIds).catch((error: unknown) => {
       this.options.logger.warn(
         { request_id: requestId, business_id: businessId, err: error },
         "idempotency bookkeeping failed after Kafka ack",
       );
-    }
+    });
   }
 }
 

@@ -46,10 +46,11 @@ const metrics = createMetrics();
 
 // One set of dependencies for both listeners: the same producer, idempotency records, rate-limit buckets,
 // per-address auth failures and metrics.
+const idempotency = new PgIdempotencyStore(pool, env.KAFKA_SEND_TIMEOUT_MS + 10_000);
 const deps: AppDeps = {
   producer,
   directory: new PgTenantDirectory(pool, 30_000, { unknownKeyTtlMs: env.INGEST_KEY_UNKNOWN_CACHE_MS }),
-  idempotency: new PgIdempotencyStore(pool, env.KAFKA_SEND_TIMEOUT_MS + 10_000),
+  idempotency,
   jwt: {
     secret: env.JWT_SECRET,
     audience: env.JWT_AUDIENCE,
@@ -159,6 +160,8 @@ async function shutdown(signal: string) {
   encoder.stop();
   await instances.stop();
   await producer.close().catch(() => {});
+  // Completions of answered requests go to Postgres after their answers: they are written before the pool closes.
+  await idempotency.drain();
   await pool.end().catch(() => {});
   logger.info("ingest-api stopped");
   process.exit(0);

@@ -22,7 +22,7 @@ export class FakeProducer implements EventProducer {
 export class MemoryIdempotency implements IdempotencyStore {
   records = new Map<string, { hash: string; eventId: string; done: boolean }>();
   async claim(businessId: string, caller: string, claims: { key: string; requestHash: string }[]) {
-    return claims.map(({ key, requestHash }): ClaimOutcome => {
+    const outcomes = claims.map(({ key, requestHash }): ClaimOutcome => {
       const id = `${businessId}|${caller}|${key}`;
       const found = this.records.get(id);
       if (!found) {
@@ -35,11 +35,19 @@ export class MemoryIdempotency implements IdempotencyStore {
         ? { kind: "replay", eventId: found.eventId }
         : { kind: "in_flight", retryAfterSeconds: 1 };
     });
+    return { outcomes, durable: Promise.resolve() };
   }
-  async complete(businessId: string, caller: string, keys: string[]) {
-    for (const key of keys) this.records.get(`${businessId}|${caller}|${key}`)!.done = true;
+  async complete(businessId: string, caller: string, eventIds: string[]) {
+    for (const id of this.idsOf(businessId, caller, eventIds)) this.records.get(id)!.done = true;
   }
-  async release(businessId: string, caller: string, keys: string[]) {
-    for (const key of keys) this.records.delete(`${businessId}|${caller}|${key}`);
+  async release(businessId: string, caller: string, eventIds: string[]) {
+    for (const id of this.idsOf(businessId, caller, eventIds)) this.records.delete(id);
+  }
+  async drain() {}
+  private idsOf(businessId: string, caller: string, eventIds: string[]) {
+    const prefix = `${businessId}|${caller}|`;
+    return [...this.records]
+      .filter(([id, record]) => id.startsWith(prefix) && eventIds.includes(record.eventId))
+      .map(([id]) => id);
   }
 }

@@ -76,11 +76,12 @@ export async function startTestApi(
   await instances.start();
   const encoder = new RawEventEncoder(new SchemaRegistryClient(env.registryUrl));
   await encoder.start();
+  const idempotency =
+    options.idempotency ?? new PgIdempotencyStore(pool, (options.sendTimeoutMs ?? 5_000) + 5_000);
   const app = createApp({
     producer,
     directory: new PgTenantDirectory(pool, options.tenantCacheMs ?? 30_000),
-    idempotency:
-      options.idempotency ?? new PgIdempotencyStore(pool, (options.sendTimeoutMs ?? 5_000) + 5_000),
+    idempotency,
     jwt: { secret: env.jwtSecret, audience: "authenticated", ...options.jwt },
     logger,
     logHashSecret: env.logHashSecret,
@@ -104,6 +105,7 @@ export async function startTestApi(
       encoder.stop();
       await instances.stop();
       await producer.close().catch(() => {});
+      await idempotency.drain();
       await pool.end();
     },
     async post(path, credential, body, headers = {}) {

@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { type AppVariables, bodySource, readJsonBody } from "../http.ts";
+import { type AppVariables, bodySource, readJsonBody, requestHeader } from "../http.ts";
 import { checkIdempotencyKey } from "../idempotency.ts";
 import { type Ingest, parseEventOr400, refusal } from "../ingest.ts";
 import { MAX_TRACK_BODY_BYTES, TrackBody } from "../track-schema.ts";
@@ -13,7 +13,7 @@ export function trackRoutes(ingest: Ingest) {
     const raw = await readJsonBody(bodySource(c), MAX_TRACK_BODY_BYTES);
     for (const [name, value] of Object.entries(ingest.rateLimit(caller, 1))) c.header(name, value);
     const body = parseEventOr400(TrackBody, raw);
-    const headerKey = c.req.header("idempotency-key");
+    const headerKey = requestHeader(c, "idempotency-key");
     const idempotencyKey =
       headerKey !== undefined
         ? checkIdempotencyKey(headerKey, ["Idempotency-Key"])

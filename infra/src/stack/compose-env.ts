@@ -41,6 +41,8 @@ export function writeComposeEnv(root: string): Record<string, string> {
   );
   const env: Record<string, string> = { ...existing };
   for (const name of SECRET_NAMES) env[name] ??= randomBytes(24).toString("base64url");
+  // an AES-256 key (services/automations seals webhook secrets with it)
+  env.AUTOMATIONS_SECRET_KEY ??= randomBytes(32).toString("base64url");
   // The registry role is created by Postgres's init script, which must not see the password itself.
   if (!existing.CRM_REGISTRY_PASSWORD_VERIFIER || !existing.CRM_REGISTRY_PASSWORD) {
     env.CRM_REGISTRY_PASSWORD_VERIFIER = scramVerifier(env.CRM_REGISTRY_PASSWORD!);

@@ -476,8 +476,9 @@ GRANT EXECUTE ON FUNCTION
 --     ascending id order and re-read until stable (the rule of app.resolve_contact);
 --  3. waves: two events CONFLICT when they name the same identifier or event id, or their identifiers have an owner
 --     in common (read in step 2: merges only ever join contacts owned by one event's identifiers, so conflicts do
---     not change while the chunk runs). A wave is every pending event with no conflicting event before it in the
---     chunk; its events commute with each other, so any order gives the same result. A wave's SIMPLE events (no
+--     not change while the chunk runs); conflicts chain events into components, and wave k is the k-th event
+--     of each component: a wave's events touch disjoint contacts and identifiers, so they commute (any order gives
+--     the same result), and a component's events apply in chunk order. A wave's SIMPLE events (no
 --     previous_id, not a redelivery, at most one owning contact and that one the survivor app.resolve_contact
 --     would pick: no merge, no conflict row) are applied together, each kind of row in one statement
 --     (app.resolve_simple_events); the others go through app.resolve_contact one by one, in chunk order.
@@ -637,7 +638,9 @@ DECLARE
   v_stable boolean;
   v_key_n int[];
   v_key text[];
-  v_pending int[];
+  v_rank_n int[];
+  v_rank int[];
+  v_k int;
   v_wave int[];
   v_n int;
   v_simple jsonb;
@@ -715,8 +718,8 @@ BEGIN
       INTO v_group FROM filtered f;
 
     IF v_junk IS NULL THEN
-      v_pending := ARRAY[]::int[];
-      v_row_locked := ARRAY[]::uuid[];
+      v_rank_n := ARRAY[]::int[];
+      v_rank := ARRAY[]::int[];
     ELSE
       -- 2. The owners of every identifier of the group, row-locked ascending, re-read until stable.
       v_row_locked := ARRAY[]::uuid[];
@@ -756,18 +759,26 @@ BEGIN
                              AND i.value = ids.v LIMIT 1) AS i ON true
         CROSS JOIN LATERAL (VALUES (ids.t || ':' || ids.v), ('owner:' || i.contact_id::text)) AS x (key)
         WHERE ids.v IS NOT NULL AND x.key IS NOT NULL) AS k;
-      v_pending := ARRAY(SELECT (g ->> 'n')::int FROM jsonb_array_elements(v_group) AS g);
+      -- Conflicting events, directly or through others, form a component (a contact one event creates can only
+      -- be met by events naming its identifiers, a merge only joins owners of the merging event's identifiers, so
+      -- every contact an event of a component touches stays in it). Wave k is the k-th event of each component.
+      WITH RECURSIVE k AS (
+        SELECT * FROM unnest(v_key_n, v_key) AS k (n, key)
+      ), pairs AS (
+        SELECT DISTINCT a.n AS a, b.n AS b FROM k AS a JOIN k AS b ON b.key = a.key AND b.n <> a.n
+      ), reach (n, m) AS (
+        SELECT DISTINCT k.n, k.n FROM k
+        UNION
+        SELECT r.n, p.b FROM reach AS r JOIN pairs AS p ON p.a = r.m
+      ), component AS (
+        SELECT r.n, min(r.m) AS c FROM reach AS r GROUP BY r.n
+      )
+      SELECT array_agg(x.n ORDER BY x.n), array_agg(x.rank ORDER BY x.n) INTO v_rank_n, v_rank
+      FROM (SELECT c.n, row_number() OVER (PARTITION BY c.c ORDER BY c.n)::int AS rank FROM component AS c) AS x;
     END IF;
 
-    WHILE cardinality(v_pending) > 0 LOOP
-      -- The pending events with no conflicting pending event before them.
-      v_wave := ARRAY(
-        SELECT p FROM unnest(v_pending) AS p
-        WHERE NOT EXISTS (
-          SELECT 1 FROM unnest(v_key_n, v_key) AS a (n, key)
-          JOIN unnest(v_key_n, v_key) AS b (n, key) ON b.key = a.key AND b.n < a.n
-          WHERE a.n = p AND b.n = ANY (v_pending))
-        ORDER BY p);
+    FOR v_k IN 1 .. COALESCE((SELECT max(r) FROM unnest(v_rank) AS r), 0) LOOP
+      v_wave := ARRAY(SELECT x.n FROM unnest(v_rank_n, v_rank) AS x (n, r) WHERE x.r = v_k ORDER BY x.n);
       -- Its simple events, with the owner of each identifier (read now: earlier waves may have linked some).
       WITH g AS MATERIALIZED (
         SELECT g.* FROM jsonb_to_recordset(v_group) AS g (n int, event_id uuid, copies int, ext text, email text,
@@ -834,7 +845,6 @@ BEGIN
         v_conflicts[v_n] := v_result.conflicts;
         v_waits[v_n] := v_result.lock_wait_ms;
       END LOOP;
-      v_pending := ARRAY(SELECT p FROM unnest(v_pending) AS p WHERE NOT (p = ANY (v_wave)));
     END LOOP;
   END LOOP;
 

@@ -1,7 +1,7 @@
 import type { Scenario } from "../bench-run.ts";
 import { appliedThroughput } from "./applied-throughput.ts";
 import { batches } from "./batches.ts";
-import { endToEndLatency } from "./end-to-end-latency.ts";
+import { endToEndLatency, endToEndLatencyHigh } from "./end-to-end-latency.ts";
 import { hotTenant } from "./hot-tenant.ts";
 import { httpLimit } from "./http-limit.ts";
 import { idempotencyKeys } from "./idempotency-keys.ts";
@@ -22,6 +22,7 @@ export const SCENARIOS: Scenario[] = [
   keyedBatches,
   endToEndLatency,
   hotTenant,
+  endToEndLatencyHigh,
   appliedThroughput,
   kafkaProducerLimit,
   httpLimit,

@@ -1,7 +1,7 @@
 import { DependencyUnavailableError, NonRetriableError } from "@crm/errors";
 import type { KafkaMessage } from "@crm/kafka";
 import { describe, expect, it } from "vitest";
-import { classifyFailure, eventsPerTransaction, takeChunk } from "./consumer.ts";
+import { classifyFailure, eventsPerTransaction, queuesForChunks, takeChunk } from "./consumer.ts";
 
 const pgError = (code: string) => Object.assign(new Error(`pg ${code}`), { code });
 
@@ -44,6 +44,18 @@ describe("takeChunk", () => {
     expect(takeChunk(queues, 5).map((m) => m.offset)).toEqual(["a0", "a1", "a2", "a3", "a4", "a5", "a6"]);
     expect(takeChunk(queues, 5).map((m) => m.offset)).toEqual(["b0"]);
     expect(takeChunk(queues, 5)).toEqual([]);
+  });
+});
+
+describe("queuesForChunks", () => {
+  it("orders key queues by key, so a chunk gathers one business's keys; each queue stays whole and in order", () => {
+    const message = (key: string, offset: string) => ({ key: Buffer.from(key), offset }) as KafkaMessage;
+    const queues = [
+      [message("b2:email:x", "0"), message("b2:email:x", "3")],
+      [message("b1:ext:y", "1")],
+      [message("b2:anon:z", "2")],
+    ];
+    expect(queuesForChunks(queues).map((q) => q.map((m) => m.offset))).toEqual([["1"], ["2"], ["0", "3"]]);
   });
 });
 

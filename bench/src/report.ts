@@ -124,7 +124,6 @@ export function verdict(value: number | undefined, target: number, better: "high
 /** The Markdown report: scenarios beside their limits, resources per phase, bottleneck evidence per phase. */
 export function buildReport(results: BenchResults, phases: Record<string, Phase>, cores = 2): string {
   const kafkaLimit: number | undefined = results.limits?.kafkaProducer?.recordsPerSec;
-  const pgLimit: number | undefined = results.limits?.pgbench?.eventsPerSec;
   const s1 = results.scenario1;
   const s2 = results.scenario2;
   const s3 = results.scenario3;

@@ -1,4 +1,5 @@
 import { type Admin, createKafka, type Kafka, TOPICS } from "@crm/kafka";
+import { poll } from "@crm/process";
 import { consumerGroupAtTopicEnd } from "@crm/testing";
 
 /**
@@ -42,10 +43,25 @@ export class BenchTopics {
 
   async createTopic(topic: string, numPartitions: number, replicationFactor = 1): Promise<void> {
     this.topics.add(topic);
-    await this.admin.createTopics({
-      waitForLeaders: true,
-      topics: [{ topic, numPartitions, replicationFactor }],
-    });
+    try {
+      await this.admin.createTopics({
+        waitForLeaders: true,
+        topics: [{ topic, numPartitions, replicationFactor }],
+      });
+    } catch (error) {
+      // On a busy broker kafkajs's wait for leaders can meet a partition not hosted yet, which it does not retry:
+      // the topic exists, so wait for its leaders here.
+      if ((error as { type?: string }).type !== "UNKNOWN_TOPIC_OR_PARTITION") throw error;
+      await poll(
+        `leaders of ${topic}`,
+        async () => {
+          const metadata = await this.admin.fetchTopicMetadata({ topics: [topic] }).catch(() => undefined);
+          const partitions = metadata?.topics[0]?.partitions ?? [];
+          return partitions.length === numPartitions && partitions.every((p) => p.leader >= 0);
+        },
+        { timeoutMs: 60_000, intervalMs: 250 },
+      );
+    }
   }
 
   async deleteTopic(topic: string): Promise<void> {

@@ -31,8 +31,8 @@ export const WorkerEnv = z.object({
   // events applied in one transaction (different keys, per-key order kept; a failing chunk is redone one by one);
   // 1 = one transaction per event. app.resolve_contacts is set-based (issue 13): pgbench of the bench mix, 8 clients,
   // ~740 µs of Postgres CPU per event at 5, ~400 at 20 and 50; each event's locks are held until its chunk commits,
-  // so lock hold grows with it, but chunks run only while a partition lags (WORKER_CHUNK_MIN_LAG)
-  WORKER_EVENTS_PER_TRANSACTION: envInt.default(50),
+  // so lock hold grows with it (chunks run only while a partition lags, WORKER_CHUNK_MIN_LAG): 20, not 50
+  WORKER_EVENTS_PER_TRANSACTION: envInt.default(20),
   // ...but only while a partition lags by at least this many messages (falling behind); a worker that keeps up
   // applies one event per transaction, with the short lock hold SPEC 7 asks for. 0 = always chunk. Keep it small:
   // lag is latency (200 per partition held 12 partitions ~2.4 s behind at 1,000 events/s in the bench).

@@ -68,4 +68,15 @@ describe("eventsPerTransaction", () => {
     expect(eventsPerTransaction({ eventsPerTransaction: 5, chunkMinLag: 0 }, 0n)).toBe(5);
     expect(eventsPerTransaction({ eventsPerTransaction: 0 }, 1_000n)).toBe(1);
   });
+  it("takes the backlog's larger chunks only from backlogMinLag on", () => {
+    const options = {
+      eventsPerTransaction: 5,
+      chunkMinLag: 16,
+      backlogEventsPerTransaction: 50,
+      backlogMinLag: 1_000,
+    };
+    expect(eventsPerTransaction(options, 15n)).toBe(1);
+    expect(eventsPerTransaction(options, 999n)).toBe(5);
+    expect(eventsPerTransaction(options, 1_000n)).toBe(50);
+  });
 });

@@ -31,6 +31,9 @@ export interface ConsumerOptions {
    * event and its short lock hold (SPEC 7). 0 = always chunk.
    */
   chunkMinLag?: number;
+  /** Events per transaction while a partition lags by `backlogMinLag` or more (a backlog: throughput first). */
+  backlogEventsPerTransaction?: number;
+  backlogMinLag?: number;
   partitionConcurrency: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
@@ -90,12 +93,21 @@ export function takeChunk(queues: KafkaMessage[][], max: number): KafkaMessage[]
   return chunk;
 }
 
-/** This batch's chunk size: the configured one while the partition lags by `chunkMinLag` or more, else 1. */
+/**
+ * This batch's chunk size: the backlog's while the partition lags by `backlogMinLag` or more, the configured one
+ * while it lags by `chunkMinLag` or more, else 1.
+ */
 export function eventsPerTransaction(
-  options: Pick<ConsumerOptions, "eventsPerTransaction" | "chunkMinLag">,
+  options: Pick<
+    ConsumerOptions,
+    "eventsPerTransaction" | "chunkMinLag" | "backlogEventsPerTransaction" | "backlogMinLag"
+  >,
   lag: bigint,
 ): number {
   const max = Math.max(1, options.eventsPerTransaction ?? 1);
+  if (options.backlogEventsPerTransaction !== undefined && options.backlogMinLag !== undefined) {
+    if (lag >= BigInt(options.backlogMinLag)) return Math.max(max, options.backlogEventsPerTransaction);
+  }
   return lag >= BigInt(options.chunkMinLag ?? 0) ? max : 1;
 }
 

@@ -475,10 +475,12 @@ GRANT EXECUTE ON FUNCTION
 --  2. per business of the chunk (its tenant set): the owners of all its identifiers, row-locked at once in
 --     ascending id order and re-read until stable (the rule of app.resolve_contact);
 --  3. waves: two events CONFLICT when they name the same identifier or event id, or their identifiers have an owner
---     in common (read in step 2: merges only ever join contacts owned by one event's identifiers, so conflicts do
---     not change while the chunk runs); conflicts chain events into components, and wave k is the k-th event
---     of each component: a wave's events touch disjoint contacts and identifiers, so they commute (any order gives
---     the same result), and a component's events apply in chunk order. A wave's SIMPLE events (no
+--     in common (owners as read in step 2); conflicts chain events into components. A component is closed: a
+--     contact created in the chunk is met only by events naming its creator's identifiers, and a merge only joins
+--     owners of the merging event's identifiers (pairwise conflicts are not enough: two events meeting only
+--     through a contact a third one creates do not conflict directly). Wave k is the k-th event of each
+--     component: a wave's events touch disjoint contacts and identifiers, so they commute (any order gives the
+--     same result), and a component's events apply in chunk order. A wave's SIMPLE events (no
 --     previous_id, not a redelivery, at most one owning contact and that one the survivor app.resolve_contact
 --     would pick: no merge, no conflict row) are applied together, each kind of row in one statement
 --     (app.resolve_simple_events); the others go through app.resolve_contact one by one, in chunk order.

@@ -2,7 +2,7 @@ import type { Scenario } from "../bench-run.ts";
 import { appliedThroughput } from "./applied-throughput.ts";
 import { automations } from "./automations.ts";
 import { batches } from "./batches.ts";
-import { endToEndLatency } from "./end-to-end-latency.ts";
+import { endToEndLatency, endToEndLatencyHigh } from "./end-to-end-latency.ts";
 import { erasure } from "./erasure.ts";
 import { hotTenant } from "./hot-tenant.ts";
 import { httpLimit } from "./http-limit.ts";
@@ -25,6 +25,7 @@ export const SCENARIOS: Scenario[] = [
   keyedBatches,
   endToEndLatency,
   hotTenant,
+  endToEndLatencyHigh,
   appliedThroughput,
   kafkaProducerLimit,
   httpLimit,

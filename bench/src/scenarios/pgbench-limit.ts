@@ -23,7 +23,8 @@ export const pgbenchLimit: Scenario = {
         databaseUrl: bench.env.DATABASE_URL!,
         businessId: tenant.businessId,
         clients,
-        eventsPerTransaction: worker.WORKER_EVENTS_PER_TRANSACTION,
+        // the applied scenario is a backlog (lag growing): the worker's chunks are the backlog's
+        eventsPerTransaction: worker.WORKER_BACKLOG_EVENTS_PER_TRANSACTION,
         warmupS: bench.cfg.warmupS,
         durationS: bench.cfg.durationS,
         scriptDir: bench.logDir,

@@ -1,7 +1,7 @@
 import { DependencyUnavailableError, NonRetriableError } from "@crm/errors";
 import type { KafkaMessage } from "@crm/kafka";
 import { describe, expect, it } from "vitest";
-import { classifyFailure, eventsPerTransaction, takeChunk } from "./consumer.ts";
+import { classifyFailure, eventsPerTransaction, queuesForChunks, takeChunk } from "./consumer.ts";
 
 const pgError = (code: string) => Object.assign(new Error(`pg ${code}`), { code });
 
@@ -47,6 +47,18 @@ describe("takeChunk", () => {
   });
 });
 
+describe("queuesForChunks", () => {
+  it("orders key queues by key, so a chunk gathers one business's keys; each queue stays whole and in order", () => {
+    const message = (key: string, offset: string) => ({ key: Buffer.from(key), offset }) as KafkaMessage;
+    const queues = [
+      [message("b2:email:x", "0"), message("b2:email:x", "3")],
+      [message("b1:ext:y", "1")],
+      [message("b2:anon:z", "2")],
+    ];
+    expect(queuesForChunks(queues).map((q) => q.map((m) => m.offset))).toEqual([["1"], ["2"], ["0", "3"]]);
+  });
+});
+
 describe("eventsPerTransaction", () => {
   it("chunks only while the partition lags by chunkMinLag or more", () => {
     const options = { eventsPerTransaction: 5, chunkMinLag: 200 };
@@ -55,5 +67,16 @@ describe("eventsPerTransaction", () => {
     expect(eventsPerTransaction(options, 200n)).toBe(5);
     expect(eventsPerTransaction({ eventsPerTransaction: 5, chunkMinLag: 0 }, 0n)).toBe(5);
     expect(eventsPerTransaction({ eventsPerTransaction: 0 }, 1_000n)).toBe(1);
+  });
+  it("takes the backlog's larger chunks only from backlogMinLag on", () => {
+    const options = {
+      eventsPerTransaction: 5,
+      chunkMinLag: 16,
+      backlogEventsPerTransaction: 50,
+      backlogMinLag: 1_000,
+    };
+    expect(eventsPerTransaction(options, 15n)).toBe(1);
+    expect(eventsPerTransaction(options, 999n)).toBe(5);
+    expect(eventsPerTransaction(options, 1_000n)).toBe(50);
   });
 });

@@ -32,9 +32,15 @@ export const WorkerEnv = z.object({
   // keys applied concurrently within one partition batch; bounded by the pool size
   WORKER_KEY_CONCURRENCY: envInt.default(8),
   // events applied in one transaction (different keys, per-key order kept; a failing chunk is redone one by one);
-  // 1 = one transaction per event. Measured here: 5 doubles events/s over 1, 10 adds little more; each event's
-  // locks are held until its chunk commits, so lock hold grows with it (p50 ~3 ms at 1, ~14 ms at 5, ~30 ms at 10)
+  // 1 = one transaction per event. Each event's locks are held until its chunk commits (all of a chunk's locks are
+  // taken first), so lock hold grows with it: 5, and WORKER_BACKLOG_EVENTS_PER_TRANSACTION for a real backlog
   WORKER_EVENTS_PER_TRANSACTION: envInt.default(5),
+  // events per transaction while a partition lags by WORKER_BACKLOG_MIN_LAG or more (catching up): the set-based
+  // app.resolve_contacts costs ~400 µs of Postgres CPU per event in chunks of 20-50 against ~740-840 µs in chunks
+  // of 5 (pgbench of the bench mix, 8 clients, busy machine); lock hold p95 in the consumer test's overlapping
+  // load on that machine: ~375 ms at 5, ~670 ms at 10, ~900 ms at 20, hence only for a backlog
+  WORKER_BACKLOG_EVENTS_PER_TRANSACTION: envInt.default(50),
+  WORKER_BACKLOG_MIN_LAG: envInt.default(1_000),
   // ...but only while a partition lags by at least this many messages (falling behind); a worker that keeps up
   // applies one event per transaction, with the short lock hold SPEC 7 asks for. 0 = always chunk. Keep it small:
   // lag is latency (200 per partition held 12 partitions ~2.4 s behind at 1,000 events/s in the bench).

@@ -40,6 +40,8 @@ const consumer = new ResolverConsumer({
   keyConcurrency: env.WORKER_KEY_CONCURRENCY,
   eventsPerTransaction: env.WORKER_EVENTS_PER_TRANSACTION,
   chunkMinLag: env.WORKER_CHUNK_MIN_LAG,
+  backlogEventsPerTransaction: env.WORKER_BACKLOG_EVENTS_PER_TRANSACTION,
+  backlogMinLag: env.WORKER_BACKLOG_MIN_LAG,
   partitionConcurrency: env.WORKER_PARTITION_CONCURRENCY,
   commitIntervalMs: env.WORKER_COMMIT_INTERVAL_MS,
   sessionTimeoutMs: env.WORKER_SESSION_TIMEOUT_MS,

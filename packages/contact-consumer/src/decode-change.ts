@@ -1,54 +1,10 @@
-import { decodeFramedJson, headerString, type KafkaMessage } from "@crm/kafka";
-import { topicValidator } from "@crm/schema-registry";
 import type { ContactUpdatedV1 } from "@crm/schemas";
+import { type DecodedOutboxChange, type OutboxChange, outboxDecoder } from "./decode-outbox.ts";
 
-/** One contact change as handed to the callback. */
-export interface ContactChange {
-  /** The outbox id (header `id`): a change delivered twice carries the same id. */
-  id: string;
-  /** `contact.created`, `contact.updated`, `contact.merged`, `contact.merged_away` (header `type`). */
-  type: string;
-  businessId: string;
-  contactId: string;
-  value: ContactUpdatedV1;
-  partition: number;
-  offset: string;
-  /** When the message reached Kafka (ms since epoch, as a string, like kafkajs). */
-  timestamp: string;
-}
+/** One contact change as handed to the callback (type: `contact.created`, `.updated`, `.merged`, ...). */
+export type ContactChange = OutboxChange<ContactUpdatedV1>;
 
-export type DecodedChange = { ok: true; change: ContactChange } | { ok: false; errors: string[] };
+export type DecodedChange = DecodedOutboxChange<ContactUpdatedV1>;
 
-// Tolerant: a field added by a newer schema version is dropped, not a reason to refuse the change.
-const validate = topicValidator<ContactUpdatedV1>("contact.updated.v1", { tolerant: true });
-
-/**
- * Decodes one `contact.updated.v1` message (framed or plain JSON) and validates it against the published schema.
- * Never throws: a message that does not match is a value the caller decides about.
- */
-export function decodeContactChange(partition: number, message: KafkaMessage): DecodedChange {
-  const id = headerString(message.headers, "id");
-  if (!id) return { ok: false, errors: ["no id header"] };
-  if (!message.value) return { ok: false, errors: ["empty value"] };
-  let value: unknown;
-  try {
-    value = decodeFramedJson(message.value).value;
-  } catch (error) {
-    return { ok: false, errors: [`not JSON: ${(error as Error).message}`] };
-  }
-  const checked = validate(value);
-  if (!checked.ok) return { ok: false, errors: checked.errors };
-  return {
-    ok: true,
-    change: {
-      id,
-      type: headerString(message.headers, "type") ?? `contact.${checked.value.change}`,
-      businessId: headerString(message.headers, "business_id") ?? checked.value.business_id,
-      contactId: message.key?.toString() ?? checked.value.contact_id,
-      value: checked.value,
-      partition,
-      offset: message.offset,
-      timestamp: message.timestamp,
-    },
-  };
-}
+/** Decodes and validates one `contact.updated.v1` message; never throws. */
+export const decodeContactChange = outboxDecoder<ContactUpdatedV1>("contact.updated.v1", "contact");

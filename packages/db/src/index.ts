@@ -58,6 +58,24 @@ const codeOf = (error: unknown): string => (error as { code?: unknown } | null)?
  * checkout failed) or a server shutting down or starting (57P01-57P03). Any other error carrying a SQLSTATE came
  * from a live server about this statement (08P01 "invalid message format" included): it is not an outage.
  */
+/** True when Postgres answers `SELECT 1` within `timeoutMs` (the readiness probes of the services). */
+export async function postgresAnswers(pool: pg.Pool, timeoutMs = 2_000): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      pool.query("SELECT 1").then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export function isConnectionFailure(error: unknown): boolean {
   if (error instanceof DependencyUnavailableError) return true;
   const code = codeOf(error);

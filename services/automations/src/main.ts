@@ -1,10 +1,10 @@
-import { createServer } from "node:http";
 import { deploymentKey } from "@crm/automations";
 import { parseEnv } from "@crm/config";
-import { assertCannotBypassRls, createPool } from "@crm/db";
+import { assertCannotBypassRls, createPool, postgresAnswers } from "@crm/db";
 import { errorMessage } from "@crm/errors";
 import { createKafka, kafkaCredentials } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
+import { startHealthServer } from "@crm/process";
 import { TriggerConsumer } from "./consumer.ts";
 import { DeliveryLoop } from "./delivery-loop.ts";
 import { AutomationsEnv } from "./env.ts";
@@ -76,37 +76,19 @@ async function refreshGauges(): Promise<void> {
 }
 
 async function readiness() {
-  const postgres = await Promise.race([
-    pool.query("SELECT 1").then(
-      () => true,
-      () => false,
-    ),
-    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000)),
-  ]);
+  const postgres = await postgresAnswers(pool);
   return { ok: consumer.ready && postgres, kafka: consumer.ready, postgres, delivery: delivery.healthy };
 }
 
-const health = createServer(async (req, res) => {
-  const json = (status: number, body: unknown) => {
-    res.statusCode = status;
-    res.setHeader("content-type", "application/json");
-    res.end(JSON.stringify(body));
-  };
-  if (req.url === "/metrics") {
+const health = startHealthServer({
+  port: env.AUTOMATIONS_PORT,
+  host: env.AUTOMATIONS_HOST,
+  readiness,
+  metrics: async () => {
     await refreshGauges().catch(() => {});
-    res.setHeader("content-type", metrics.registry.contentType);
-    res.end(await metrics.registry.metrics());
-  } else if (req.url === "/healthz") {
-    json(200, { ok: true });
-  } else if (req.url === "/readyz") {
-    const state = await readiness();
-    json(state.ok ? 200 : 503, state);
-  } else {
-    res.statusCode = 404;
-    res.end();
-  }
+    return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+  },
 });
-health.listen(env.AUTOMATIONS_PORT, env.AUTOMATIONS_HOST);
 
 let stopping = false;
 async function shutdown(reason: string, code = 0) {

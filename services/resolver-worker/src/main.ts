@@ -1,9 +1,9 @@
-import { createServer } from "node:http";
 import { parseEnv } from "@crm/config";
-import { assertCannotBypassRls, createPool } from "@crm/db";
+import { assertCannotBypassRls, createPool, postgresAnswers } from "@crm/db";
 import { errorMessage } from "@crm/errors";
 import { createKafka, KafkaEventProducer, kafkaCredentials } from "@crm/kafka";
 import { createLogger } from "@crm/logger";
+import { startHealthServer } from "@crm/process";
 import { ResolverConsumer } from "./consumer.ts";
 import { WorkerEnv } from "./env.ts";
 import { createWorkerMetrics } from "./metrics.ts";
@@ -51,36 +51,18 @@ const consumer = new ResolverConsumer({
 
 /** Ready: the consumer holds its group assignment and Postgres answers. */
 async function readiness(): Promise<{ ok: boolean; kafka: boolean; postgres: boolean }> {
-  const postgres = await Promise.race([
-    pool.query("SELECT 1").then(
-      () => true,
-      () => false,
-    ),
-    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000)),
-  ]);
+  const postgres = await postgresAnswers(pool);
   return { ok: consumer.ready && postgres, kafka: consumer.ready, postgres };
 }
 
-const health = createServer(async (req, res) => {
-  const json = (status: number, body: unknown) => {
-    res.statusCode = status;
-    res.setHeader("content-type", "application/json");
-    res.end(JSON.stringify(body));
-  };
-  if (req.url === "/metrics") {
-    res.setHeader("content-type", metrics.registry.contentType);
-    res.end(await metrics.registry.metrics());
-  } else if (req.url === "/healthz") {
-    json(200, { ok: true });
-  } else if (req.url === "/readyz") {
-    const state = await readiness();
-    json(state.ok ? 200 : 503, state);
-  } else {
-    res.statusCode = 404;
-    res.end();
-  }
+const health = startHealthServer({
+  port: env.WORKER_PORT,
+  host: env.WORKER_HOST,
+  readiness,
+  metrics: async () => {
+    return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+  },
 });
-health.listen(env.WORKER_PORT, env.WORKER_HOST);
 
 let stopping = false;
 async function shutdown(reason: string, code = 0) {

@@ -35,3 +35,14 @@ export class NonRetriableError extends Error {
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/**
+ * The line a management CLI prints when a command is refused (the API's error, an unknown business, a body that
+ * is not JSON), or undefined when the error is a failure to report as one.
+ */
+export function cliRefusal(error: unknown, businessId: string): string | undefined {
+  if (error instanceof HttpError) return `refused: ${error.code}: ${error.message}`;
+  if ((error as { code?: unknown } | null)?.code === "23503") return `refused: no business ${businessId}`;
+  if (error instanceof SyntaxError) return `refused: not JSON: ${error.message}`;
+  return undefined;
+}

@@ -30,7 +30,7 @@ describe("startHealthServer", () => {
     ]);
     const missing = await fetch(`${url}/nope`);
     expect(missing.status).toBe(404);
-    expect((await missing.json()).error.code).toBe("not_found");
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe("not_found");
   });
 
   it("answers 503 while the probe says not ready", async () => {

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parseEnv } from "@crm/config";
 import { createPool, type Pool, transaction } from "@crm/db";
-import { HttpError } from "@crm/errors";
+import { cliRefusal } from "@crm/errors";
 import { z } from "zod";
 import {
   archiveSegment,
@@ -88,19 +88,10 @@ export async function runSegments(args: string[], pool: Pool, print = console.lo
     for (const record of Array.isArray(result) ? result : [result]) print(JSON.stringify(record));
     return 0;
   } catch (error) {
-    if (error instanceof HttpError) {
-      print(`refused: ${error.code}: ${error.message}`);
-      return 1;
-    }
-    if ((error as { code?: unknown }).code === "23503") {
-      print(`refused: no business ${businessId}`);
-      return 1;
-    }
-    if (error instanceof SyntaxError) {
-      print(`refused: the definition is not JSON: ${error.message}`);
-      return 1;
-    }
-    throw error;
+    const refusal = cliRefusal(error, businessId);
+    if (refusal === undefined) throw error;
+    print(refusal);
+    return 1;
   }
 }
 

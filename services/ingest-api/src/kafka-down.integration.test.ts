@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from "node:fs";
 import { type PrivateBroker, startPrivateBroker } from "@crm/infra/stack";
 import { createKafka, decodeFramedJson, TOPICS } from "@crm/kafka";
 import { poll } from "@crm/process";
@@ -54,6 +55,10 @@ describe("kafka unavailable", () => {
     // Hung broker (process frozen: sockets stay open, nothing answers).
     const pid = kafka.pid();
     process.kill(pid, "SIGSTOP");
+    // kill() only queues the signal: wait until every thread of the JVM is stopped before sending.
+    await poll("kafka to be stopped", async () => (allThreadsStopped(pid) ? true : undefined), {
+      timeoutMs: 10_000,
+    });
     const hung = await Promise.all([track(), track(), track({ "idempotency-key": "kafka-down-retry" })]);
     hung.forEach(expectUnavailable);
     expect((await api.app.request("/readyz")).status).toBe(503);
@@ -117,3 +122,11 @@ describe("kafka unavailable", () => {
     expect(logs).not.toContain("kafka-down-retry");
   });
 });
+
+/** True when every thread of the process is in state T (stopped by a signal), from /proc. */
+function allThreadsStopped(pid: number): boolean {
+  return readdirSync(`/proc/${pid}/task`).every((tid) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("T");
+  });
+}

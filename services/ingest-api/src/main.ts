@@ -43,6 +43,7 @@ const encoder = new RawEventEncoder(
 );
 let shuttingDown = false;
 const metrics = createMetrics();
+pool.on("acquire", () => metrics.databaseCheckouts.inc());
 
 // One set of dependencies for both listeners: the same producer, idempotency records, rate-limit buckets,
 // per-address auth failures and metrics.

@@ -59,6 +59,11 @@ export function createMetrics() {
       labelNames: ["business_id", "reason"] as const,
       registers: [registry],
     }),
+    databaseCheckouts: new Counter({
+      name: "ingest_db_checkouts_total",
+      help: "Clients taken from the API's Postgres pool (each query or transaction takes one): what requests cost the database",
+      registers: [registry],
+    }),
     rateLimited: new Counter({
       name: "ingest_rate_limited_total",
       help: "Requests refused with 429, by caller kind (address: too many failed authentications before auth)",

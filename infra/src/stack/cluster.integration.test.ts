@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stackDir } from "@crm/config";
@@ -83,7 +83,23 @@ async function readAll(): Promise<string[]> {
 describe("stack launcher, cluster mode", () => {
   beforeAll(async () => {
     tools = ensureToolchain(() => {});
-    await startKafka(s, tools);
+    try {
+      await startKafka(s, tools);
+    } catch (error) {
+      // Three JVMs starting beside other test files on two cores: a node has exited during start-up in one CI run
+      // in several. Its log says why (printed here, the dir is removed afterwards); the cluster is started again
+      // once, as this file tests the cluster's behaviour, not a first start under load.
+      for (const id of [1, 2, 3]) {
+        const log = join(s.logs, `${kafkaPartName(s, id)}.log`);
+        if (existsSync(log))
+          console.error(
+            `${log} (last lines):\n${readFileSync(log, "utf8").split("\n").slice(-30).join("\n")}`,
+          );
+      }
+      console.error(`cluster start failed (${(error as Error).message}); starting it again`);
+      await Promise.all([1, 2, 3].map((id) => stopJvm(s, kafkaPartName(s, id))));
+      await startKafka(s, tools);
+    }
     kafka = createKafka({
       brokers: kafkaBrokers(s),
       clientId: "cluster-test",

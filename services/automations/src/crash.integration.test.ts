@@ -1,50 +1,20 @@
-import { createPool } from "@crm/db";
 import { poll } from "@crm/process";
-import { createBusiness, testEnv } from "@crm/testing";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createBusiness } from "@crm/testing";
+import { describe, expect, it } from "vitest";
 import {
   addContact,
   addEndpoint,
   addTrigger,
-  adminProducer,
   contactChange,
-  createInputTopics,
-  dropInputTopics,
-  type InputTopics,
   startAutomations,
-  WebhookReceiver,
+  useAutomationsFixture,
 } from "./test-harness.ts";
 
 // SIGKILL of the delivery service in the middle of a load: after a restart every message is delivered at least
 // once, and the receiver never sees two different webhook-ids for one logical message (trigger x contact change).
 describe("automations: crash mid-load", () => {
-  const env = testEnv();
-  const admin = new pg.Pool({ connectionString: env.adminUrl, max: 8 });
-  const service = createPool({
-    connectionString: env.databaseUrl,
-    applicationName: "automations-test",
-    max: 4,
-  });
-  let topics: InputTopics;
-  let producer: Awaited<ReturnType<typeof adminProducer>>;
-  let automations: Awaited<ReturnType<typeof startAutomations>> | undefined;
-  const receiver = new WebhookReceiver();
-
-  beforeAll(async () => {
-    topics = await createInputTopics(env.brokers, 6);
-    producer = await adminProducer(env.brokers);
-    await receiver.start();
-  }, 60_000);
-
-  afterAll(async () => {
-    await automations?.stop();
-    await producer?.disconnect();
-    await receiver.stop();
-    if (topics) await dropInputTopics(env.brokers, topics);
-    await service.end();
-    await admin.end();
-  });
+  const fixture = useAutomationsFixture({ partitions: 6, adminPoolSize: 8 });
+  const { admin, service, receiver } = fixture;
 
   it("every due message is delivered after a restart, each under one webhook-id", async () => {
     // a slow-ish receiver, so attempts are in flight when the process dies
@@ -66,12 +36,12 @@ describe("automations: crash mid-load", () => {
         messages.push(contactChange(businessId, contact).message);
       }
     }
-    automations = await startAutomations(topics, {
+    fixture.automations = await startAutomations(fixture.topics, {
       AUTOMATIONS_TIMEOUT_MS: "2000",
       AUTOMATIONS_ENDPOINT_CONCURRENCY: "4",
     });
     for (let i = 0; i < messages.length; i += 50) {
-      await producer.send({ topic: topics.contact, messages: messages.slice(i, i + 50) });
+      await fixture.producer.send({ topic: fixture.topics.contact, messages: messages.slice(i, i + 50) });
     }
     await poll(
       "some webhooks before the kill",
@@ -80,12 +50,12 @@ describe("automations: crash mid-load", () => {
         timeoutMs: 60_000,
       },
     );
-    automations.signal("SIGKILL");
-    await poll("the process gone", async () => (automations!.running ? undefined : true), {
+    fixture.automations.signal("SIGKILL");
+    await poll("the process gone", async () => (fixture.automations!.running ? undefined : true), {
       timeoutMs: 10_000,
     });
     const before = receiver.received.length;
-    await automations.start(90_000);
+    await fixture.automations.start(90_000);
 
     await poll(
       "every contact's webhook",

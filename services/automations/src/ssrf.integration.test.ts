@@ -1,51 +1,24 @@
-import { createPool } from "@crm/db";
 import { poll } from "@crm/process";
-import { createBusiness, testEnv } from "@crm/testing";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createBusiness } from "@crm/testing";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
   addContact,
   addEndpoint,
   addTrigger,
-  adminProducer,
   contactChange,
-  createInputTopics,
-  dropInputTopics,
-  type InputTopics,
   startAutomations,
-  WebhookReceiver,
+  useAutomationsFixture,
 } from "./test-harness.ts";
 
 // With AUTOMATIONS_ALLOW_PRIVATE_TARGETS off (production), no webhook reaches loopback, private or link-local
 // addresses, whether named by an IP literal (v4, v6, IPv4-mapped v6) or by a DNS name resolving to one.
 describe("automations: private targets refused", () => {
-  const env = testEnv();
-  const admin = new pg.Pool({ connectionString: env.adminUrl, max: 4 });
-  const service = createPool({
-    connectionString: env.databaseUrl,
-    applicationName: "automations-test",
-    max: 4,
-  });
-  let topics: InputTopics;
-  let producer: Awaited<ReturnType<typeof adminProducer>>;
-  let automations: Awaited<ReturnType<typeof startAutomations>> | undefined;
-  const receiver = new WebhookReceiver();
+  const fixture = useAutomationsFixture({ partitions: 1, adminPoolSize: 4 });
+  const { admin, service, receiver } = fixture;
 
   beforeAll(async () => {
-    topics = await createInputTopics(env.brokers, 1);
-    producer = await adminProducer(env.brokers);
-    await receiver.start();
-    automations = await startAutomations(topics, { AUTOMATIONS_ALLOW_PRIVATE_TARGETS: "0" });
+    fixture.automations = await startAutomations(fixture.topics, { AUTOMATIONS_ALLOW_PRIVATE_TARGETS: "0" });
   }, 120_000);
-
-  afterAll(async () => {
-    await automations?.stop();
-    await producer?.disconnect();
-    await receiver.stop();
-    if (topics) await dropInputTopics(env.brokers, topics);
-    await service.end();
-    await admin.end();
-  });
 
   it("refuses loopback, mapped, private, link-local and names resolving to loopback; nothing reaches the receiver", async () => {
     const { businessId } = await createBusiness(admin);
@@ -68,7 +41,10 @@ describe("automations: private targets refused", () => {
     for (const url of urls) endpoints.push((await addEndpoint(service, businessId, { url })).id);
     await addTrigger(service, businessId, { name: "created", on: { kind: "contact.created" } });
     const contact = await addContact(admin, businessId);
-    await producer.send({ topic: topics.contact, messages: [contactChange(businessId, contact).message] });
+    await fixture.producer.send({
+      topic: fixture.topics.contact,
+      messages: [contactChange(businessId, contact).message],
+    });
     const attempts = await poll(
       "a first attempt per endpoint",
       async () => {

@@ -9,12 +9,14 @@ import {
   deploymentKey,
 } from "@crm/automations";
 import { stackEnv } from "@crm/config";
-import { transaction } from "@crm/db";
+import { createPool, transaction } from "@crm/db";
 import { createKafka, ensureTopics } from "@crm/kafka";
 import { freePort, poll, ServiceProcess } from "@crm/process";
-import type pg from "pg";
+import { testEnv } from "@crm/testing";
+import pg from "pg";
 import { Webhook as StandardWebhook } from "standardwebhooks";
 import { Webhook as SvixWebhook } from "svix";
+import { afterAll, beforeAll } from "vitest";
 
 // Test support for the automations service: private input topics and group, the service as a child process from
 // its real entry point, a webhook receiver that verifies every request with the real standardwebhooks and svix
@@ -283,4 +285,36 @@ export async function adminProducer(brokers: string[]) {
   const producer = createKafka({ brokers, clientId: "automations-test-producer" }).producer();
   await producer.connect();
   return producer;
+}
+
+/**
+ * What an integration test file of the service shares, made in its beforeAll and released in its afterAll: the
+ * admin and service pools, private input topics, an admin producer, one receiver, and the service once the file
+ * starts it (`fixture.automations = await startAutomations(...)`), which is stopped first.
+ */
+export function useAutomationsFixture(options: { partitions: number; adminPoolSize: number }) {
+  const env = testEnv();
+  const fixture = {
+    env,
+    admin: new pg.Pool({ connectionString: env.adminUrl, max: options.adminPoolSize }),
+    service: createPool({ connectionString: env.databaseUrl, applicationName: "automations-test", max: 4 }),
+    receiver: new WebhookReceiver(),
+    topics: undefined as unknown as InputTopics,
+    producer: undefined as unknown as Awaited<ReturnType<typeof adminProducer>>,
+    automations: undefined as Awaited<ReturnType<typeof startAutomations>> | undefined,
+  };
+  beforeAll(async () => {
+    fixture.topics = await createInputTopics(env.brokers, options.partitions);
+    fixture.producer = await adminProducer(env.brokers);
+    await fixture.receiver.start();
+  }, 60_000);
+  afterAll(async () => {
+    await fixture.automations?.stop();
+    await fixture.producer?.disconnect();
+    await fixture.receiver.stop();
+    if (fixture.topics) await dropInputTopics(env.brokers, fixture.topics);
+    await fixture.service.end();
+    await fixture.admin.end();
+  });
+  return fixture;
 }

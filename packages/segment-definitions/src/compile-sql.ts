@@ -76,8 +76,11 @@ interface Compiled {
 interface Builder {
   params: Params;
   now: string;
-  /** Event aggregates: scalar subqueries of one app.segment_atom (v, n), computed once per contact. */
+  /** Event aggregates, each one app.segment_atom (v, n): columns of ONE aggregate over the contact's events. */
   atoms: string[];
+  /** The event-type placeholders and the oldest times the atoms read: the bounds of that one scan. */
+  eventTypes: string[];
+  oldest: string[];
   /** Where each compiled segment's result is: its result and next-check columns, and its level. */
   segmentAt: Map<string, { m: string; n: string; level: number }>;
   /** The level of the segment being compiled: 1 + the highest level of the segments it names. */
@@ -185,8 +188,10 @@ interface EventTest {
 }
 
 /**
- * An aggregate over the contact's events of one type, as a LATERAL join of one row: `v` the test's result, `n` the
- * next time an event enters (occurred_at + to_days_ago) or leaves (occurred_at + from_days_ago) the window.
+ * An aggregate over the contact's events of one type in a window: `v` the test's result, `n` the next time an event
+ * enters (occurred_at + to_days_ago) or leaves (occurred_at + from_days_ago) the window. Every atom of a statement
+ * is a column of one aggregate over one index scan of the contact's events, each FILTERed on its own events (one
+ * scan per contact instead of one per atom: the index is on contact_id alone, so each scan read every event).
  */
 function eventCondition(b: Builder, test: EventTest, none: boolean): Compiled {
   const from = none ? test.last_days! : (test.window!.last_days ?? test.window!.from_days_ago!);
@@ -201,7 +206,13 @@ function eventCondition(b: Builder, test: EventTest, none: boolean): Compiled {
   const filters = (test.where ?? []).map((w) =>
     jsonTest(b, `(e.props -> ${b.params.add(w.property, "text")})`, w.op, w.value),
   );
-  const inWindow = `e.occurred_at <= ${upper}`;
+  // The events this atom reads: every aggregate of it is FILTERed on this (one scan of the contact's events
+  // serves every atom; each test above is guarded by its JSON type, so it is safe on any event's props).
+  const type = b.params.add(test.type, "text");
+  const mine = [`e.type = ${type}`, `e.occurred_at > ${b.now} - ${fromSpan}`, ...filters].join(" AND ");
+  b.eventTypes.push(type);
+  b.oldest.push(`${b.now} - ${fromSpan}`);
+  const inWindow = `${mine} AND e.occurred_at <= ${upper}`;
   let v: string;
   if (none) v = `count(*) FILTER (WHERE ${inWindow}) = 0`;
   else {
@@ -223,11 +234,9 @@ function eventCondition(b: Builder, test: EventTest, none: boolean): Compiled {
   }
   const alias = `a${b.atoms.length}`;
   b.atoms.push(
-    `(SELECT ROW(${v},
-       min(CASE WHEN ${enters} > ${b.now} THEN ${enters} ELSE e.occurred_at + ${fromSpan} END))::app.segment_atom
-     FROM crm_events e
-     WHERE e.contact_id = c.id AND e.business_id = $1::uuid AND e.type = ${b.params.add(test.type, "text")}
-       AND e.occurred_at > ${b.now} - ${fromSpan}${filters.map((f) => ` AND ${f}`).join("")}) AS ${alias}`,
+    `ROW(${v},
+       min(CASE WHEN ${enters} > ${b.now} THEN ${enters} ELSE e.occurred_at + ${fromSpan} END) FILTER (WHERE ${mine})
+     )::app.segment_atom AS ${alias}`,
   );
   return { expr: `(atoms.${alias}).v`, next: [`(atoms.${alias}).n`] };
 }
@@ -318,6 +327,8 @@ export function evaluationQuery(input: {
     params,
     now: params.add(input.now.toISOString(), "timestamptz"),
     atoms: [],
+    eventTypes: [],
+    oldest: [],
     segmentAt: new Map(),
     level: 1,
   };
@@ -340,7 +351,14 @@ export function evaluationQuery(input: {
   }
   // OFFSET 0 keeps each subquery a fence: its columns are computed once per contact, not copied into every use.
   const joins = [
-    ...(b.atoms.length > 0 ? [`CROSS JOIN LATERAL (SELECT ${b.atoms.join(",\n  ")} OFFSET 0) atoms`] : []),
+    ...(b.atoms.length > 0
+      ? [
+          `CROSS JOIN LATERAL (SELECT ${b.atoms.join(",\n  ")}
+           FROM crm_events e
+           WHERE e.contact_id = c.id AND e.business_id = $1::uuid AND e.type IN (${b.eventTypes.join(", ")})
+             AND e.occurred_at > least(${b.oldest.join(", ")}) OFFSET 0) atoms`,
+        ]
+      : []),
     ...levels.map((columns, i) => `CROSS JOIN LATERAL (SELECT ${columns.join(",\n  ")} OFFSET 0) l${i + 1}`),
   ];
   const rows = input.targets.map((target) => {

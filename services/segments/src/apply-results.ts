@@ -1,10 +1,6 @@
-import type { PoolClient } from "@crm/db";
-import { topicValidator } from "@crm/schema-registry";
-import type { SegmentMembershipV1 } from "@crm/schemas";
-import type { EvaluationRow } from "@crm/segment-definitions";
-
-// The published contract, checked where the message is made (strict: no undeclared field reaches the topic).
-const validateChange = topicValidator<SegmentMembershipV1>("segment.membership.v1");
+import { createHash } from "node:crypto";
+import { type PoolClient, type QueryResult, sqlLiteral } from "@crm/db";
+import type { EvaluationQuery } from "@crm/segment-definitions";
 
 /** What asked for an evaluation; published as the change's `cause`. */
 export type Cause = "event" | "contact" | "merge" | "time" | "backfill" | "edit" | "archive";
@@ -21,147 +17,147 @@ export interface ApplyOutcome {
   exited: number;
 }
 
+/** Where a change's cause comes from: per contact (triggers), else `fallback`. */
+export interface Causes {
+  byContact?: ReadonlyMap<string, ChangeCause>;
+  fallback: ChangeCause;
+}
+
+const CAUSES = new Set<Cause>(["event", "contact", "merge", "time", "backfill", "edit", "archive"]);
+
 /**
- * Writes evaluation results of one business against the stored state, in the caller's transaction (which holds
- * the contacts' locks): a result that differs from the stored membership is an entry or exit, written to
- * segment_memberships AND as one segment_outbox row in the same transaction; a row is kept while the contact is a
- * member or has a time to be looked at again (next_check), and removed otherwise. Results equal to the state
- * write nothing, so evaluating a contact again (a redelivered trigger, a resumed backfill page) publishes nothing.
+ * Evaluates and writes in ONE statement, in the caller's transaction (which holds the contacts' locks): `results`
+ * is a query of EvaluationRow columns (the compiled evaluation, or fixed rows), its parameters first. A result
+ * that differs from the stored membership is an entry or exit, written to segment_memberships AND as one
+ * segment_outbox row (the segment.membership.v1 value, built here in SQL from fixed keys); a row is kept while the
+ * contact is a member or has a time to be looked at again (next_check), and removed otherwise. Results equal to
+ * the state write nothing, so evaluating a contact again (a redelivered trigger, a resumed backfill page)
+ * publishes nothing. Nothing but three counts comes back to the service: the results never leave Postgres.
  */
 export async function applyResults(
   client: PoolClient,
   input: {
     businessId: string;
-    rows: EvaluationRow[];
+    results: EvaluationQuery;
     versions: ReadonlyMap<string, number>;
     now: Date;
-    causeOf: (contactId: string) => ChangeCause;
+    causes: Causes;
   },
 ): Promise<ApplyOutcome> {
-  const outcome: ApplyOutcome = { evaluated: input.rows.length, entered: 0, exited: 0 };
-  if (input.rows.length === 0) return outcome;
-  const contacts = [...new Set(input.rows.map((r) => r.contact_id))];
-  const segmentIds = [...new Set(input.rows.map((r) => r.segment_id))];
-  const { rows: stored } = await client.query<{
-    segment_id: string;
-    contact_id: string;
-    is_member: boolean;
-    segment_version: number;
-    next_check_at: Date | null;
-  }>(
-    `SELECT segment_id::text, contact_id::text, is_member, segment_version, next_check_at FROM segment_memberships
-     WHERE business_id = $1 AND contact_id = ANY($2::uuid[]) AND segment_id = ANY($3::uuid[])`,
-    [input.businessId, contacts, segmentIds],
+  const values = [...input.results.values];
+  const param = (value: unknown, type: string) => {
+    values.push(value);
+    return `$${values.length}::${type}`;
+  };
+  const cause = (c: ChangeCause) => {
+    // The cause is published: only the closed list (the schema's enum) reaches the statement.
+    if (!CAUSES.has(c.cause)) throw new Error(`not a membership cause: ${String(c.cause)}`);
+    return c;
+  };
+  const byContact = [...(input.causes.byContact ?? new Map<string, ChangeCause>())].map(
+    ([id, c]) => [id, cause(c)] as const,
   );
-  const byKey = new Map(stored.map((row) => [`${row.segment_id}/${row.contact_id}`, row]));
+  const fallback = cause(input.causes.fallback);
+  const business = param(input.businessId, "uuid");
+  const at = param(input.now.toISOString(), "timestamptz");
+  const atText = param(input.now.toISOString(), "text");
+  const versionIds = param([...input.versions.keys()], "text[]");
+  const versionNumbers = param([...input.versions.values()], "int[]");
+  const causeIds = param(
+    byContact.map(([id]) => id),
+    "text[]",
+  );
+  const causeKinds = param(
+    byContact.map(([, c]) => c.cause),
+    "text[]",
+  );
+  const causeEvents = param(
+    byContact.map(([, c]) => c.eventId ?? null),
+    "text[]",
+  );
+  const text = `WITH r AS (${input.results.text}
+     ), v AS MATERIALIZED (
+       SELECT r.contact_id::uuid AS contact_id, r.segment_id::uuid AS segment_id, r.matched, r.next_check,
+              coalesce(d.version, s.segment_version, 1) AS version, coalesce(s.is_member, false) AS was,
+              s.segment_version AS stored_version, s.next_check_at AS stored_next, s.segment_id IS NOT NULL AS stored,
+              coalesce(k.cause, ${param(fallback.cause, "text")}) AS cause,
+              CASE WHEN k.contact_id IS NULL THEN ${param(fallback.eventId ?? null, "text")} ELSE k.event_id END AS event_id
+       FROM r
+       LEFT JOIN unnest(${versionIds}, ${versionNumbers}) AS d(segment_id, version) ON d.segment_id = r.segment_id
+       LEFT JOIN unnest(${causeIds}, ${causeKinds}, ${causeEvents}) AS k(contact_id, cause, event_id)
+         ON k.contact_id = r.contact_id
+       LEFT JOIN segment_memberships s
+         ON s.business_id = ${business} AND s.segment_id = r.segment_id::uuid AND s.contact_id = r.contact_id::uuid
+     ), removed AS (
+       DELETE FROM segment_memberships m USING v
+       WHERE v.stored AND NOT v.matched AND v.next_check IS NULL
+         AND m.business_id = ${business} AND m.segment_id = v.segment_id AND m.contact_id = v.contact_id
+       RETURNING 1
+     ), upserted AS (
+       INSERT INTO segment_memberships AS m
+         (business_id, segment_id, contact_id, is_member, segment_version, changed_at, evaluated_at, next_check_at)
+       SELECT ${business}, v.segment_id, v.contact_id, v.matched, v.version, ${at}, ${at}, v.next_check FROM v
+       WHERE (v.matched OR v.next_check IS NOT NULL)
+         AND NOT (v.stored AND v.was = v.matched AND v.stored_version = v.version
+                  AND v.stored_next IS NOT DISTINCT FROM v.next_check)
+       ON CONFLICT (segment_id, contact_id) DO UPDATE SET
+         is_member = EXCLUDED.is_member, segment_version = EXCLUDED.segment_version,
+         changed_at = CASE WHEN m.is_member <> EXCLUDED.is_member THEN EXCLUDED.changed_at ELSE m.changed_at END,
+         evaluated_at = EXCLUDED.evaluated_at, next_check_at = EXCLUDED.next_check_at
+       RETURNING 1
+     ), published AS (
+       INSERT INTO segment_outbox (aggregateid, type, payload, business_id, contact_id)
+       SELECT v.contact_id::text, 'segment.' || c.change,
+              jsonb_build_object('business_id', ${business}, 'segment_id', v.segment_id, 'segment_version', v.version,
+                                 'contact_id', v.contact_id, 'change', c.change, 'at', ${atText}, 'cause', v.cause)
+              || CASE WHEN v.event_id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('cause_event_id', v.event_id) END,
+              ${business}, v.contact_id
+       FROM v CROSS JOIN LATERAL (SELECT CASE WHEN v.matched THEN 'entered' ELSE 'exited' END AS change) c
+       WHERE v.was <> v.matched
+       RETURNING type
+     )
+     SELECT (SELECT count(*) FROM v)::int AS evaluated,
+            (SELECT count(*) FROM published WHERE type = 'segment.entered')::int AS entered,
+            (SELECT count(*) FROM published WHERE type = 'segment.exited')::int AS exited,
+            (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS written`;
+  // A named statement: each connection plans a given rule set once (planning is most of a small evaluation's
+  // cost), then runs it with new values. Same text = same rules, targets and scope kind.
+  const name = `segments_${createHash("sha256").update(text).digest("hex").slice(0, 24)}`;
+  const { rows } = await client.query<ApplyOutcome>({ name, text, values });
+  const { evaluated, entered, exited } = rows[0]!;
+  return { evaluated, entered, exited };
+}
 
-  const upsert = { segment: [] as string[], contact: [] as string[], member: [] as boolean[] };
-  const upsertMore = { version: [] as number[], next: [] as (string | null)[] };
-  const remove = { segment: [] as string[], contact: [] as string[] };
-  const outbox = { contact: [] as string[], type: [] as string[], payload: [] as string[] };
-  const at = input.now.toISOString();
-  for (const row of input.rows) {
-    const before = byKey.get(`${row.segment_id}/${row.contact_id}`);
-    const wasMember = before?.is_member ?? false;
-    const version = input.versions.get(row.segment_id) ?? before?.segment_version ?? 1;
-    const changed = wasMember !== row.matched;
-    if (changed) {
-      const change = row.matched ? "entered" : "exited";
-      const cause = input.causeOf(row.contact_id);
-      outbox.contact.push(row.contact_id);
-      outbox.type.push(`segment.${change}`);
-      const value: SegmentMembershipV1 = {
-        business_id: input.businessId,
-        segment_id: row.segment_id,
-        segment_version: version,
-        contact_id: row.contact_id,
-        change,
-        at,
-        cause: cause.cause,
-        ...(cause.eventId ? { cause_event_id: cause.eventId } : {}),
-      };
-      const checked = validateChange(value);
-      if (!checked.ok) throw new Error(`segment.membership.v1 value refused: ${checked.errors.join("; ")}`);
-      outbox.payload.push(JSON.stringify(value));
-      if (row.matched) outcome.entered++;
-      else outcome.exited++;
-    }
-    const keep = row.matched || row.next_check !== null;
-    if (!keep) {
-      if (before) {
-        remove.segment.push(row.segment_id);
-        remove.contact.push(row.contact_id);
-      }
-      continue;
-    }
-    const next = row.next_check?.toISOString() ?? null;
-    const same =
-      before &&
-      !changed &&
-      before.segment_version === version &&
-      (before.next_check_at?.toISOString() ?? null) === next;
-    if (same) continue;
-    upsert.segment.push(row.segment_id);
-    upsert.contact.push(row.contact_id);
-    upsert.member.push(row.matched);
-    upsertMore.version.push(version);
-    upsertMore.next.push(next);
-  }
-  if (remove.segment.length + upsert.segment.length + outbox.contact.length > 0) {
-    // One statement (one round trip) for the three writes; the rows each touches are disjoint.
-    await client.query(
-      `WITH removed AS (
-         DELETE FROM segment_memberships m USING unnest($2::uuid[], $3::uuid[]) AS r(segment_id, contact_id)
-         WHERE m.business_id = $1 AND m.segment_id = r.segment_id AND m.contact_id = r.contact_id RETURNING 1
-       ), upserted AS (
-         INSERT INTO segment_memberships AS m
-           (business_id, segment_id, contact_id, is_member, segment_version, changed_at, evaluated_at, next_check_at)
-         SELECT $1, r.segment_id, r.contact_id, r.is_member, r.version, $9, $9, r.next_check
-         FROM unnest($4::uuid[], $5::uuid[], $6::boolean[], $7::int[], $8::timestamptz[])
-           AS r(segment_id, contact_id, is_member, version, next_check)
-         ON CONFLICT (segment_id, contact_id) DO UPDATE SET
-           is_member = EXCLUDED.is_member, segment_version = EXCLUDED.segment_version,
-           changed_at = CASE WHEN m.is_member <> EXCLUDED.is_member THEN EXCLUDED.changed_at ELSE m.changed_at END,
-           evaluated_at = EXCLUDED.evaluated_at, next_check_at = EXCLUDED.next_check_at
-         RETURNING 1
-       ), published AS (
-         INSERT INTO segment_outbox (aggregateid, type, payload, business_id, contact_id)
-         SELECT r.contact_id, r.type, r.payload, $1, r.contact_id::uuid
-         FROM unnest($10::text[], $11::text[], $12::jsonb[]) AS r(contact_id, type, payload)
-         RETURNING 1
-       )
-       SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM upserted) + (SELECT count(*) FROM published)
-         AS written`,
-      [
-        input.businessId,
-        remove.segment,
-        remove.contact,
-        upsert.segment,
-        upsert.contact,
-        upsert.member,
-        upsertMore.version,
-        upsertMore.next,
-        at,
-        outbox.contact,
-        outbox.type,
-        outbox.payload,
-      ],
-    );
-  }
-  return outcome;
+/** Fixed results: every contact of `contactIds` out of `segmentId` with nothing to look at again (an archive). */
+export function exitAll(contactIds: readonly string[], segmentId: string): EvaluationQuery {
+  return {
+    text: `SELECT u.id AS contact_id, $2::text AS segment_id, false AS matched, NULL::timestamptz AS next_check
+           FROM unnest($1::text[]) AS u(id)`,
+    values: [contactIds, segmentId],
+  };
 }
 
 /**
  * Takes the segments service's lock of each contact (transaction-scoped advisory locks, in one order so two
  * transactions never wait on each other in a cycle). Every writer of a contact's memberships holds it, so results
  * are written in the order they were computed, each from a snapshot taken after the previous writer committed.
+ * `then`, a statement without parameters, runs in the same message right after the locks are held (its own
+ * snapshot, taken after them): its first row is returned. One round trip for both.
  */
-export async function lockContacts(client: PoolClient, contactIds: readonly string[]): Promise<void> {
+export async function lockContacts(
+  client: PoolClient,
+  contactIds: readonly string[],
+  then?: string,
+): Promise<Record<string, unknown> | undefined> {
   const sorted = [...new Set(contactIds)].sort();
-  await client.query(
-    `SELECT count(pg_advisory_xact_lock(k)) FROM (
-       SELECT hashtextextended('segments:' || id, 0) AS k FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n)
-       ORDER BY n) s`,
-    [sorted],
-  );
+  const ids = sorted.length === 0 ? "ARRAY[]::text[]" : `ARRAY[${sorted.map(sqlLiteral).join(", ")}]::text[]`;
+  const lock = `SELECT count(pg_advisory_xact_lock(k)) FROM (
+       SELECT hashtextextended('segments:' || id, 0) AS k FROM unnest(${ids}) WITH ORDINALITY AS u(id, n)
+       ORDER BY n) s`;
+  if (!then) {
+    await client.query(lock);
+    return undefined;
+  }
+  const results = (await client.query(`${lock}; ${then}`)) as unknown as QueryResult[];
+  return results[1]!.rows[0];
 }

@@ -1,13 +1,8 @@
 import { type Pool, transaction } from "@crm/db";
 import { errorMessage } from "@crm/errors";
 import type { Logger } from "@crm/logger";
-import {
-  CompileError,
-  type EvaluationRow,
-  evaluateSegments,
-  evaluationOrder,
-} from "@crm/segment-definitions";
-import { applyResults, lockContacts } from "./apply-results.ts";
+import { CompileError, evaluationOrder, evaluationQuery } from "@crm/segment-definitions";
+import { applyResults, exitAll, lockContacts } from "./apply-results.ts";
 import type { SegmentsMetrics } from "./metrics.ts";
 import type { SegmentCache } from "./segment-cache.ts";
 
@@ -94,34 +89,28 @@ export async function runJobPage(deps: JobDeps, businessId: string, segmentId: s
       const contactIds = page.map((row) => row.id);
       let outcome = { entered: 0, exited: 0 };
       if (contactIds.length > 0) {
-        await lockContacts(client, contactIds);
-        const { rows: clock } = await client.query<{ now: Date }>("SELECT clock_timestamp() AS now");
-        const now = clock[0]!.now;
-        let results: EvaluationRow[];
-        if (job.kind === "archive") {
-          results = contactIds.map((id) => ({
-            contact_id: id,
-            segment_id: segmentId,
-            matched: false,
-            next_check: null,
-          }));
-        } else {
-          results = await evaluateSegments(client, {
-            businessId,
-            segments: business.segments,
-            targets: [segmentId],
-            scope: { kind: "contacts", contactIds },
-            now,
-          });
-        }
-        outcome = await applyResults(client, {
+        const { now } = (await lockContacts(client, contactIds, "SELECT clock_timestamp() AS now")) as {
+          now: Date;
+        };
+        const results =
+          job.kind === "archive"
+            ? exitAll(contactIds, segmentId)
+            : evaluationQuery({
+                businessId,
+                segments: business.segments,
+                targets: [segmentId],
+                scope: { kind: "contacts", contactIds },
+                now,
+              });
+        const applied = await applyResults(client, {
           businessId,
-          rows: results,
+          results,
           versions: new Map([[segmentId, def.version]]),
           now,
-          causeOf: () => ({ cause: job.kind }),
+          causes: { fallback: { cause: job.kind } },
         });
-        deps.metrics.evaluations.inc({ cause: job.kind }, results.length);
+        outcome = { entered: applied.entered, exited: applied.exited };
+        deps.metrics.evaluations.inc({ cause: job.kind }, applied.evaluated);
       }
       const done = contactIds.length < deps.pageSize;
       await client.query(

@@ -1,7 +1,7 @@
-import { type Pool, transaction } from "@crm/db";
-import { evaluateSegments } from "@crm/segment-definitions";
+import { type Pool, sqlLiteral, transaction } from "@crm/db";
+import { evaluationQuery } from "@crm/segment-definitions";
 import { type ApplyOutcome, applyResults, type ChangeCause, lockContacts } from "./apply-results.ts";
-import { type SegmentCache, SIGNATURE_SQL } from "./segment-cache.ts";
+import { type SegmentCache, signatureSql } from "./segment-cache.ts";
 
 /** "Contact X may have changed": from an applied event (of `eventType`), a contact change, or the sweep. */
 export interface ContactTrigger {
@@ -30,14 +30,14 @@ export async function reevaluateContacts(
     "segments_reevaluate",
     async (client) => {
       const contactIds = triggers.map((t) => t.contactId);
-      await lockContacts(client, contactIds);
-      // After the locks (a statement of its own: its snapshot must be taken once they are held).
-      const { rows } = await client.query<{ now: Date; signature: string | null }>(
-        `SELECT clock_timestamp() AS now, ${SIGNATURE_SQL} AS signature`,
-        [businessId],
-      );
-      const now = rows[0]!.now;
-      const business = await deps.cache.get(client, businessId, rows[0]!.signature ?? "");
+      // The clock and the definitions' versions are read after the locks (their own snapshot), in the same message.
+      const locked = (await lockContacts(
+        client,
+        contactIds,
+        `SELECT clock_timestamp() AS now, ${signatureSql(sqlLiteral(businessId))} AS signature`,
+      )) as { now: Date; signature: string | null };
+      const now = locked.now;
+      const business = await deps.cache.get(client, businessId, locked.signature ?? "");
       const targets = new Set<string>();
       for (const trigger of triggers) {
         for (const [id, inputs] of business.inputs) {
@@ -53,21 +53,23 @@ export async function reevaluateContacts(
         }
       }
       if (targets.size === 0) return { evaluated: 0, entered: 0, exited: 0 };
-      const results = await evaluateSegments(client, {
+      const results = evaluationQuery({
         businessId,
         segments: business.segments,
         targets: [...targets],
         scope: { kind: "contacts", contactIds },
         now,
       });
-      const causes = new Map(triggers.map((t) => [t.contactId, t.cause]));
-      const versions = new Map([...business.segments.values()].map((s) => [s.id, s.version]));
+      const versions = new Map([...targets].map((id) => [id, business.segments.get(id)!.version]));
       return applyResults(client, {
         businessId,
-        rows: results,
+        results,
         versions,
         now,
-        causeOf: (id) => causes.get(id) ?? { cause: "contact" },
+        causes: {
+          byContact: new Map(triggers.map((t) => [t.contactId, t.cause])),
+          fallback: { cause: "contact" },
+        },
       });
     },
     { businessId, onTiming: deps.onTiming },

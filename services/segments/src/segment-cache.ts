@@ -6,9 +6,11 @@ import {
   segmentInputs,
 } from "@crm/segment-definitions";
 
-/** The versions of business $1's active segments, as one text: a scalar subquery. */
-export const SIGNATURE_SQL = `(SELECT string_agg(id::text || ':' || version, ',' ORDER BY id)
-  FROM segment_definitions WHERE business_id = $1 AND status = 'active')`;
+/** The versions of the business `business` (an SQL expression) names, as one text: a scalar subquery. */
+export const signatureSql = (
+  business: string,
+) => `(SELECT string_agg(id::text || ':' || version, ',' ORDER BY id)
+  FROM segment_definitions WHERE business_id = ${business} AND status = 'active')`;
 
 /** A business's active segments as evaluation needs them: definitions, and what can change each one's result. */
 export interface BusinessSegments {
@@ -28,12 +30,12 @@ export class SegmentCache {
 
   constructor(private readonly capacity = 10_000) {}
 
-  /** `signature`: SIGNATURE_SQL's value, when the caller read it in a statement of its own. */
+  /** `signature`: signatureSql's value, when the caller read it in a statement of its own. */
   async get(client: PoolClient, businessId: string, known?: string): Promise<BusinessSegments> {
     let signature = known;
     if (signature === undefined) {
       const { rows } = await client.query<{ signature: string | null }>(
-        `SELECT ${SIGNATURE_SQL} AS signature`,
+        `SELECT ${signatureSql("$1")} AS signature`,
         [businessId],
       );
       signature = rows[0]?.signature ?? "";

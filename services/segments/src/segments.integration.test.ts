@@ -25,6 +25,21 @@ import {
 
 const DAY = 86_400_000;
 const until = <T>(what: string, fn: () => Promise<T | undefined>) => poll(what, fn, { timeoutMs: 60_000 });
+
+/**
+ * Waits until every segment of `segmentIds` has a finished job at its current version. A segment's first job is
+ * made by the service's job loop when it gets to it (which every test file's service shares, so it can lag);
+ * until then a change may be published by a job page instead of by the trigger a test is about.
+ */
+const jobsDone = (admin: pg.Pool, segmentIds: string[]) =>
+  until(`jobs of ${segmentIds.length} segments done`, async () => {
+    const { rows } = await admin.query<{ done: number }>(
+      `SELECT count(*)::int AS done FROM segment_jobs j JOIN segment_definitions d ON d.id = j.segment_id
+       WHERE j.segment_id = ANY($1::uuid[]) AND j.done_at IS NOT NULL AND j.version = d.version`,
+      [segmentIds],
+    );
+    return rows[0]!.done === segmentIds.length ? true : undefined;
+  });
 const SWEEP_MS = 1_000;
 const countIn = (type: string, days: number, atLeast: number) => ({
   event: { type, window: { last_days: days }, measure: "count", op: ">=", value: atLeast },
@@ -117,6 +132,7 @@ describe("segments service", () => {
     const { businessId } = await createBusiness(admin);
     const buyer = await defineSegment(pool, businessId, "bought", countIn("purchase", 30, 1));
     const loyal = await defineSegment(pool, businessId, "3 purchases", countIn("purchase", 30, 3));
+    await jobsDone(admin, [buyer, loyal]);
     const mail = email();
     const phone = `+1555${String(Math.floor(Math.random() * 10_000_000)).padStart(7, "0")}`;
     const a = await applyEvent(pool, businessId, { type: "purchase", email: mail });
@@ -194,6 +210,7 @@ describe("segments service", () => {
         ? true
         : undefined,
     );
+    await jobsDone(admin, [segmentId]);
     let log = await outboxChanges(pool, businessId);
     // entries only: from the backfill, or from the contacts' own triggers if they were evaluated first
     expect(log.map((c) => c.change)).toEqual(Array(3).fill("entered"));

@@ -389,13 +389,16 @@ WHERE ${where}`;
 /** What can change a segment's result (itself and the segments it names): these event types, and contact data. */
 export interface SegmentInputs {
   eventTypes: Set<string>;
-  /** It tests contact fields or traits: any event (last_seen_at, traits) or contact change may matter. */
-  contact: boolean;
+  /** Contact fields it tests other than the activity times (`email`, `name`, `traits.plan`, ...): a change of one
+   * is named in contact.updated.v1's changed_fields. */
+  fields: Set<string>;
+  /** It tests first_seen_at or last_seen_at, which every applied event may move (no contact.updated.v1 row). */
+  activity: boolean;
 }
 
 /** The inputs of `target` and every segment it names, transitively. */
 export function segmentInputs(segments: ReadonlyMap<string, StoredSegment>, target: string): SegmentInputs {
-  const inputs: SegmentInputs = { eventTypes: new Set(), contact: false };
+  const inputs: SegmentInputs = { eventTypes: new Set(), fields: new Set(), activity: false };
   for (const id of evaluationOrder(segments, [target])) {
     const stack: unknown[] = [segments.get(id)!.definition];
     while (stack.length > 0) {
@@ -403,8 +406,11 @@ export function segmentInputs(segments: ReadonlyMap<string, StoredSegment>, targ
       const [kind, body] = Object.entries(node)[0] as [string, unknown];
       if (kind === "all" || kind === "any") stack.push(...(body as unknown[]));
       else if (kind === "not") stack.push(body);
-      else if (kind === "contact") inputs.contact = true;
-      else if (kind === "event" || kind === "no_event")
+      else if (kind === "contact") {
+        const field = (body as { field: string }).field;
+        if (field in TIME_COLUMNS) inputs.activity = true;
+        else inputs.fields.add(field);
+      } else if (kind === "event" || kind === "no_event")
         inputs.eventTypes.add((body as { type: string }).type);
     }
   }

@@ -28,7 +28,7 @@ describe("segments: crash mid-backfill and mid-stream", () => {
   let service: ServiceProcess;
 
   beforeAll(async () => {
-    service = await startSegmentsService({ SEGMENTS_BACKFILL_PAGE: "50" });
+    service = await startSegmentsService({ SEGMENTS_BACKFILL_PAGE: "10" });
   });
   afterAll(async () => {
     await service?.stop();

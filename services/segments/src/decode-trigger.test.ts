@@ -36,13 +36,33 @@ describe("decodeTrigger", () => {
       ok: true,
       trigger: { contactId: contact, cause: { cause: "merge" }, all: true },
     });
-    // a contact change of an applied event: that event's events.applied.v1 message triggers instead
+    // a change of the contact's fields: the segments reading one of changed_fields (non-strings ignored)
     const updated = decodeTrigger("contacts", {
+      key: Buffer.from(contact),
+      headers: { business_id: business, type: "contact.updated" },
+      value: Buffer.from(
+        JSON.stringify({ cause_event_id: event, changed_fields: ["email", "traits.plan", 7] }),
+      ),
+    });
+    expect(updated).toMatchObject({
+      ok: true,
+      trigger: { fields: new Set(["email", "traits.plan"]), cause: { cause: "contact", eventId: event } },
+    });
+    // without the list nothing says what changed: skipped with a reason (a malformed message, warned)
+    const unsaid = decodeTrigger("contacts", {
       key: Buffer.from(contact),
       headers: { business_id: business, type: "contact.updated" },
       value: Buffer.from(JSON.stringify({ cause_event_id: event })),
     });
-    expect(updated.ok).toBe(false);
+    expect(unsaid).toMatchObject({ ok: false });
+    expect("expected" in unsaid && unsaid.expected).toBeFalsy();
+    // an erasure deleted the memberships with the contact: not a trigger, by design
+    const erased = decodeTrigger("contacts", {
+      key: Buffer.from(contact),
+      headers: { business_id: business, type: "contact.erased" },
+      value: Buffer.from("{}"),
+    });
+    expect(erased).toMatchObject({ ok: false, expected: true });
     // a new contact: every segment (a rule true for an empty history must enter it)
     const created = decodeTrigger("contacts", {
       key: Buffer.from(contact),

@@ -13,9 +13,10 @@ export type DecodedTrigger =
 /**
  * A message of a trigger topic as "re-evaluate contact X of business B". Only the key (contact id) and headers
  * (business_id, type, id) are read: the state itself is read from Postgres, so the value, and the order of the two
- * topics, do not matter. An applied event re-evaluates the segments reading its type or contact data; on
- * contact.updated.v1, a new contact and a merge (the survivor, the contacts merged away) re-evaluate every segment,
- * and other changes are left to their event's message. Never throws; anything else is skipped with a reason.
+ * topics, do not matter (except contact.updated's changed_fields, which say which segments to evaluate). An applied
+ * event re-evaluates the segments reading its type or the activity times; on contact.updated.v1, a new contact and
+ * a merge (the survivor, the contacts merged away) re-evaluate every segment, an update those reading a changed
+ * field. Never throws; anything else is skipped with a reason.
  */
 export function decodeTrigger(
   source: TriggerSource,
@@ -40,15 +41,25 @@ export function decodeTrigger(
       },
     };
   }
-  if (source === "contacts" && !type.startsWith("contact.merged")) {
-    // contact.updated is written by the worker in the transaction that inserted its event, which arrives on
-    // events.applied.v1 as well and re-evaluates the same contact (segments reading its fields included):
-    // evaluating it twice per event would double the work for nothing.
+  if (source === "contacts" && type === "contact.updated") {
+    // A change of the contact's fields or traits (identifiers added, a name, traits): the segments reading one of
+    // changed_fields. first/last_seen_at move with every event and write no contact.updated row: the event's
+    // events.applied.v1 message evaluates the segments reading them.
+    const change = contactChangeOf(message.value);
+    if (!change) return { ok: false, reason: "contact.updated value without changed_fields" };
     return {
-      ok: false,
-      expected: true,
-      reason: "a contact change of an applied event (its events.applied.v1 message triggers)",
+      ok: true,
+      businessId: businessId.toLowerCase(),
+      trigger: {
+        contactId: contactId.toLowerCase(),
+        cause: { cause: "contact", ...(change.eventId ? { eventId: change.eventId } : {}) },
+        fields: change.fields,
+      },
     };
+  }
+  if (source === "contacts" && !type.startsWith("contact.merged")) {
+    // contact.erased: the memberships went with the contact (its erasure deleted them).
+    return { ok: false, expected: true, reason: `${type}: not a trigger` };
   }
   const trigger: ContactTrigger =
     source === "contacts"
@@ -61,13 +72,35 @@ export function decodeTrigger(
   return { ok: true, businessId: businessId.toLowerCase(), trigger };
 }
 
-/** The cause_event_id of a contact.updated.v1 value, when it is one (framed or plain JSON); never throws. */
-function causeEventOf(value: Buffer | null | undefined): { eventId?: string } {
-  if (!value || value.length > 1_000_000) return {};
+/** A contact.updated.v1 value (framed or plain JSON) as far as a trigger reads it; undefined if not one. */
+function contactValueOf(value: Buffer | null | undefined): Record<string, unknown> | undefined {
+  if (!value || value.length > 1_000_000) return undefined;
   try {
-    const id = (decodeFramedJson(value).value as { cause_event_id?: unknown } | null)?.cause_event_id;
-    return isUuid(id) ? { eventId: id.toLowerCase() } : {};
+    const decoded = decodeFramedJson(value).value;
+    return decoded !== null && typeof decoded === "object" && !Array.isArray(decoded)
+      ? (decoded as Record<string, unknown>)
+      : undefined;
   } catch {
-    return {};
+    return undefined;
   }
+}
+
+/** The cause_event_id of a contact.updated.v1 value, when it is one; never throws. */
+function causeEventOf(value: Buffer | null | undefined): { eventId?: string } {
+  const id = contactValueOf(value)?.cause_event_id;
+  return isUuid(id) ? { eventId: id.toLowerCase() } : {};
+}
+
+/** changed_fields (strings only) and cause_event_id of a contact.updated.v1 value; undefined without the list. */
+function contactChangeOf(
+  value: Buffer | null | undefined,
+): { fields: Set<string>; eventId?: string } | undefined {
+  const decoded = contactValueOf(value);
+  const fields = decoded?.changed_fields;
+  if (!Array.isArray(fields)) return undefined;
+  const id = decoded!.cause_event_id;
+  return {
+    fields: new Set(fields.filter((f): f is string => typeof f === "string")),
+    ...(isUuid(id) ? { eventId: id.toLowerCase() } : {}),
+  };
 }

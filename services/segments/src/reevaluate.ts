@@ -7,8 +7,10 @@ import { type SegmentCache, signatureSql } from "./segment-cache.ts";
 export interface ContactTrigger {
   contactId: string;
   cause: ChangeCause;
-  /** Event types applied to it (cause event): only segments reading them or contact data are evaluated. */
+  /** Event types applied to it (cause event): segments reading them or the activity times are evaluated. */
   eventTypes?: Set<string>;
+  /** Contact fields that changed (contact.updated.v1's changed_fields): segments reading one are evaluated. */
+  fields?: Set<string>;
   /** These segments (the sweep's due rows), besides those chosen by the other fields. */
   segments?: Set<string>;
   /** Any contact change or merge: every active segment. */
@@ -46,7 +48,8 @@ export async function reevaluateContacts(
           if (
             trigger.all ||
             trigger.segments?.has(id) ||
-            (types && (inputs.contact || [...types].some((t) => inputs.eventTypes.has(t))))
+            (types && (inputs.activity || [...types].some((t) => inputs.eventTypes.has(t)))) ||
+            (trigger.fields && [...trigger.fields].some((f) => inputs.fields.has(f)))
           ) {
             targets.add(id);
           }
@@ -86,6 +89,7 @@ export function mergeTriggers(triggers: Iterable<ContactTrigger>): ContactTrigge
       byContact.set(t.contactId, {
         ...t,
         eventTypes: t.eventTypes ? new Set(t.eventTypes) : undefined,
+        fields: t.fields ? new Set(t.fields) : undefined,
         segments: t.segments ? new Set(t.segments) : undefined,
       });
       continue;
@@ -98,6 +102,7 @@ export function mergeTriggers(triggers: Iterable<ContactTrigger>): ContactTrigge
     }
     seen.all = seen.all || t.all;
     if (t.eventTypes) seen.eventTypes = new Set([...(seen.eventTypes ?? []), ...t.eventTypes]);
+    if (t.fields) seen.fields = new Set([...(seen.fields ?? []), ...t.fields]);
     if (t.segments) seen.segments = new Set([...(seen.segments ?? []), ...t.segments]);
   }
   return [...byContact.values()];

@@ -86,8 +86,14 @@ export async function applyResults(
        LEFT JOIN unnest(${versionIds}, ${versionNumbers}) AS d(segment_id, version) ON d.segment_id = r.segment_id
        LEFT JOIN unnest(${causeIds}, ${causeKinds}, ${causeEvents}) AS k(contact_id, cause, event_id)
          ON k.contact_id = r.contact_id
-       LEFT JOIN segment_memberships s
-         ON s.business_id = ${business} AND s.segment_id = r.segment_id::uuid AND s.contact_id = r.contact_id::uuid
+       -- A probe of the primary key per result (a LATERAL fenced by OFFSET 0, so it is not flattened into a join):
+       -- a generic plan guesses one contact, and as a join it scanned the business's memberships once and
+       -- filtered them for every result (seen: 9 s for 66 contacts).
+       LEFT JOIN LATERAL (
+         SELECT s.segment_id, s.is_member, s.segment_version, s.next_check_at FROM segment_memberships s
+         WHERE s.segment_id = r.segment_id::uuid AND s.contact_id = r.contact_id::uuid AND s.business_id = ${business}
+         OFFSET 0
+       ) s ON true
      ), removed AS (
        DELETE FROM segment_memberships m USING v
        WHERE v.stored AND NOT v.matched AND v.next_check IS NULL

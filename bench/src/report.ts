@@ -86,7 +86,15 @@ export interface BenchResults {
   /** Scenario 8a (issue 16): one segment's backfill over stored events. */
   segmentsBackfill?: { events: number; contacts: number; seconds: number; members: number };
   /** Scenario 8b (issue 16): API 202 to segment.membership.v1 entered. */
-  segmentsLatency?: { rate: number; segmentsPerBusiness: number; latencyMs: Summary; entries: number };
+  segmentsLatency?: {
+    rate: number;
+    segmentsPerBusiness: number;
+    latencyMs: Summary;
+    /** API 202 -> the service's evaluation (the value's `at`); that evaluation -> the topic. */
+    evaluatedMs?: Summary;
+    streamedMs?: Summary;
+    entries: number;
+  };
   errors?: Record<string, string>;
 }
 

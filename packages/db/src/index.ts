@@ -10,6 +10,8 @@ export function createPool(options: {
   connectionString: string;
   max?: number;
   applicationName: string;
+  /** Server settings of every session (`-c name=value` each), e.g. { plan_cache_mode: "force_generic_plan" }. */
+  settings?: Record<string, string>;
 }): pg.Pool {
   const pool = new pg.Pool({
     connectionString: options.connectionString,
@@ -17,6 +19,13 @@ export function createPool(options: {
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     application_name: options.applicationName,
+    ...(options.settings
+      ? {
+          options: Object.entries(options.settings)
+            .map(([name, value]) => `-c ${name}=${value}`)
+            .join(" "),
+        }
+      : {}),
   });
   // An idle client losing its server must not crash the process; the next checkout reconnects.
   pool.on("error", () => {});

@@ -28,8 +28,13 @@ export const SegmentsEnv = z.object({
   SEGMENTS_BACKFILL_PAGE: envInt.positive().default(500),
   // contacts per trigger or sweep transaction (one business each): bounds the work one business does in a turn
   SEGMENTS_CHUNK: envInt.positive().default(100),
-  // partitions handled at once; bounded by the pool size
-  SEGMENTS_PARTITION_CONCURRENCY: envInt.positive().default(4),
+  // partition batches in flight at once: each waits for the round that evaluates its triggers, so this bounds how
+  // many partitions share a round (both topics' partitions: more is cheaper per trigger)
+  SEGMENTS_PARTITION_CONCURRENCY: envInt.positive().default(32),
+  // how long a round's first trigger waits for others (ms): larger rounds are fewer, larger transactions
+  SEGMENTS_LINGER_MS: envInt.default(100),
+  // transactions a round runs at once (one business chunk each); bounded by DATABASE_POOL_SIZE
+  SEGMENTS_EVALUATION_CONCURRENCY: envInt.positive().default(3),
   // a member that stopped heartbeating (crashed) keeps its partitions this long (ms); Kafka's minimum is 6000
   SEGMENTS_SESSION_TIMEOUT_MS: envInt.default(30_000),
   DATABASE_POOL_SIZE: envInt.default(8),

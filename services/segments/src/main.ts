@@ -18,6 +18,10 @@ const pool = createPool({
   connectionString: env.DATABASE_URL,
   applicationName: "segments",
   max: env.DATABASE_POOL_SIZE,
+  // The service's statements are named and re-run with new contacts: planned once per connection instead of at
+  // every run (a 50-segment statement plans in 8-23 ms). Their plans are built not to depend on the values
+  // (contacts by primary key, events by contact, memberships by a fenced key probe).
+  settings: { plan_cache_mode: "force_generic_plan" },
 });
 await assertCannotBypassRls(pool);
 
@@ -48,6 +52,8 @@ const consumer = new TriggerConsumer({
   topics: { contacts: env.SEGMENTS_CONTACTS_TOPIC, events: env.SEGMENTS_EVENTS_TOPIC },
   chunk: env.SEGMENTS_CHUNK,
   partitionConcurrency: env.SEGMENTS_PARTITION_CONCURRENCY,
+  lingerMs: env.SEGMENTS_LINGER_MS,
+  evaluationConcurrency: env.SEGMENTS_EVALUATION_CONCURRENCY,
   sessionTimeoutMs: env.SEGMENTS_SESSION_TIMEOUT_MS,
   reevaluate,
   onFatal: () => void shutdown("consumer crashed", 1),

@@ -67,6 +67,30 @@ describe("buildReport", () => {
     );
   });
 
+  it("prints the segments rows with their targets (issue 16)", () => {
+    const report = buildReport(
+      {
+        segmentsBackfill: { events: 1_000_000, contacts: 100_000, seconds: 13.2, members: 12_498 },
+        segmentsLatency: {
+          rate: 1_000,
+          segmentsPerBusiness: 50,
+          latencyMs: summarize([900, 1_000, 3_000]),
+          evaluatedMs: summarize([500, 600]),
+          streamedMs: summarize([300, 400]),
+          entries: 3,
+        },
+      },
+      {},
+    );
+    expect(report).toMatch(
+      /\| 8 segments +\| backfill of one segment over 1,000,000 .*\| 13\.20 .*1 M events <= 60 s: met/,
+    );
+    expect(report).toMatch(/\| 8 segments +\| 202 -> segment\.membership\.v1 entered .*p95 < 2 s: not met/);
+    expect(report).toMatch(
+      /\| 8 segments +\| of which 202 -> evaluated \/ evaluated -> on the topic, p95 ms +\| 600 \/ 400/,
+    );
+  });
+
   it("says n/a when a limit is missing", () => {
     const report = buildReport({ scenario2: results.scenario2 }, {});
     expect(report).toMatch(/\| 2 batch.*\| n\/a +\|/);

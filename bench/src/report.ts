@@ -272,6 +272,36 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
       `>= 2,000: ${verdict(au.deliveriesPerSec, 2_000, "higher")}`,
     ]);
   }
+  const sb = results.segmentsBackfill;
+  if (sb)
+    rows.push([
+      "8 segments",
+      `backfill of one segment over ${fmt(sb.events)} stored events (${fmt(sb.contacts)} contacts), s`,
+      fmt(sb.seconds, 2),
+      "",
+      "",
+      `1 M events <= 60 s: ${sb.events >= 1_000_000 ? verdict(sb.seconds, 60, "lower") : "n/a (fewer events)"}`,
+    ]);
+  const sl = results.segmentsLatency;
+  if (sl) {
+    rows.push([
+      "8 segments",
+      `202 -> segment.membership.v1 entered p50/p95/p99 ms at ${fmt(sl.rate)} ev/s, ${sl.segmentsPerBusiness} segments per business (${fmt(sl.entries)} entries)`,
+      pct(sl.latencyMs),
+      "",
+      "",
+      `p95 < 2 s: ${verdict(sl.latencyMs.p95, 2_000, "lower")}`,
+    ]);
+    if (sl.evaluatedMs && sl.streamedMs)
+      rows.push([
+        "8 segments",
+        "of which 202 -> evaluated / evaluated -> on the topic, p95 ms",
+        `${fmt(sl.evaluatedMs.p95)} / ${fmt(sl.streamedMs.p95)}`,
+        "",
+        "",
+        "",
+      ]);
+  }
   const split = (name: string, e2e: E2eLatency) =>
     rows.push([
       name,

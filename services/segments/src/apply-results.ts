@@ -98,7 +98,6 @@ export async function applyResults(
        DELETE FROM segment_memberships m USING v
        WHERE v.stored AND NOT v.matched AND v.next_check IS NULL
          AND m.business_id = ${business} AND m.segment_id = v.segment_id AND m.contact_id = v.contact_id
-       RETURNING 1
      ), upserted AS (
        INSERT INTO segment_memberships AS m
          (business_id, segment_id, contact_id, is_member, segment_version, changed_at, evaluated_at, next_check_at)
@@ -110,7 +109,6 @@ export async function applyResults(
          is_member = EXCLUDED.is_member, segment_version = EXCLUDED.segment_version,
          changed_at = CASE WHEN m.is_member <> EXCLUDED.is_member THEN EXCLUDED.changed_at ELSE m.changed_at END,
          evaluated_at = EXCLUDED.evaluated_at, next_check_at = EXCLUDED.next_check_at
-       RETURNING 1
      ), published AS (
        INSERT INTO segment_outbox (aggregateid, type, payload, business_id, contact_id)
        SELECT v.contact_id::text, 'segment.' || c.change,
@@ -124,8 +122,7 @@ export async function applyResults(
      )
      SELECT (SELECT count(*) FROM v)::int AS evaluated,
             (SELECT count(*) FROM published WHERE type = 'segment.entered')::int AS entered,
-            (SELECT count(*) FROM published WHERE type = 'segment.exited')::int AS exited,
-            (SELECT count(*) FROM removed)::int + (SELECT count(*) FROM upserted)::int AS written`;
+            (SELECT count(*) FROM published WHERE type = 'segment.exited')::int AS exited`;
   // A named statement: each connection plans a given rule set once (planning is most of a small evaluation's
   // cost), then runs it with new values. Same text = same rules, targets and scope kind.
   const name = `segments_${createHash("sha256").update(text).digest("hex").slice(0, 24)}`;

@@ -233,9 +233,11 @@ describe("segments service", () => {
         : undefined,
     );
     log = await outboxChanges(pool, businessId);
-    expect(log.slice(3).map((c) => [c.change, c.cause, c.contact_id, c.segment_version])).toEqual([
-      ["entered", "edit", contacts[2], 2],
+    expect(log.slice(3).map((c) => [c.change, c.contact_id, c.segment_version])).toEqual([
+      ["entered", contacts[2], 2],
     ]);
+    // the edit's job, or a trigger of contact 2's own events still in flight that read version 2 first
+    expect(["edit", "event"]).toContain(log[3]!.cause);
     const { rows } = await admin.query(
       "SELECT kind, done_at IS NOT NULL AS done FROM segment_jobs WHERE segment_id = $1",
       [segmentId],

@@ -4,6 +4,7 @@ import type { Consumer, EachBatchPayload, EventProducer, Kafka, KafkaMessage } f
 import type { Logger } from "@crm/logger";
 import type { RawEventV1 } from "@crm/schemas";
 import { BatchProgress } from "./batch-progress.ts";
+import { ChunkCombiner } from "./chunk-combiner.ts";
 import { decodeRawEvent } from "./decode-event.ts";
 import { EventRetries, type FailureKind } from "./event-retries.ts";
 import type { WorkerMetrics } from "./metrics.ts";
@@ -36,6 +37,12 @@ export interface ConsumerOptions {
   backlogEventsPerTransaction?: number;
   backlogMinLag?: number;
   partitionConcurrency: number;
+  /**
+   * Chunks (and single events) that concurrent runners submit within `combineLingerMs` of each other go in one
+   * transaction of at most `combineMaxEvents` (ChunkCombiner). 0 ms = each chunk its own transaction.
+   */
+  combineLingerMs?: number;
+  combineMaxEvents?: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
   /**
@@ -165,6 +172,7 @@ interface HeldPartition {
 export class ResolverConsumer {
   private readonly consumer: Consumer;
   private readonly retries: EventRetries;
+  private readonly combiner: ChunkCombiner<RawEventV1, ResolveResult> | undefined;
   private readonly held = new Map<string, HeldPartition>();
   /** Bumped whenever the retry state is forgotten, so a batch of an older assignment does not pause anything. */
   private generation = 0;
@@ -174,6 +182,17 @@ export class ResolverConsumer {
 
   constructor(private readonly options: ConsumerOptions) {
     this.retries = new EventRetries({ maxAttempts: options.maxAttempts, maxRetryMs: options.maxRetryMs });
+    const { pool, suppressionSecret } = options;
+    this.combiner =
+      (options.combineLingerMs ?? 0) > 0
+        ? new ChunkCombiner(
+            async (events: RawEventV1[]) =>
+              events.length === 1
+                ? [await resolveContact(pool, events[0]!, suppressionSecret)]
+                : resolveContacts(pool, events, suppressionSecret),
+            { maxItems: Math.max(1, options.combineMaxEvents ?? 50), lingerMs: options.combineLingerMs ?? 0 },
+          )
+        : undefined;
     this.consumer = options.kafka.consumer({
       groupId: options.groupId,
       sessionTimeout: options.sessionTimeoutMs,
@@ -322,7 +341,9 @@ export class ResolverConsumer {
           // A chunk longer than the limit is one key's queue: its slices run one after the other, in order.
           const slice = chunk.splice(0, perTransaction).filter((message) => !waitingKeys.has(keyOf(message)));
           if (!keepGoing()) return;
-          if (slice.length > 1 && (await this.applyTogether(partition, slice))) {
+          // a lone event joins the other runners' chunks of the moment when they are combined
+          const together = slice.length > 1 || (slice.length === 1 && this.combiner !== undefined);
+          if (together && (await this.applyTogether(partition, slice))) {
             for (const message of slice) progress.markDone(message.offset);
           } else {
             for (const message of slice) {
@@ -386,7 +407,8 @@ export class ResolverConsumer {
   }
 
   /**
-   * Applies `messages` (different keys, each key's in offset order) in one transaction. False when that cannot
+   * Applies `messages` (different keys, each key's in offset order) in one transaction, which the combiner may
+   * share with other runners' chunks of the same moment (their keys are never these). False when that cannot
    * be done: an undecodable message, or any failure of the transaction, which then rolled back as a whole. The
    * caller applies them one by one instead, with the usual retries and dead-lettering per event.
    */
@@ -398,7 +420,9 @@ export class ResolverConsumer {
       return false;
     }
     try {
-      const results = await resolveContacts(this.options.pool, events, this.options.suppressionSecret);
+      const results = this.combiner
+        ? await this.combiner.submit(events)
+        : await resolveContacts(this.options.pool, events, this.options.suppressionSecret);
       for (const result of results) this.record(result);
       return true;
     } catch (error) {

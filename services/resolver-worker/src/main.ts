@@ -43,6 +43,8 @@ const consumer = new ResolverConsumer({
   backlogEventsPerTransaction: env.WORKER_BACKLOG_EVENTS_PER_TRANSACTION,
   backlogMinLag: env.WORKER_BACKLOG_MIN_LAG,
   partitionConcurrency: env.WORKER_PARTITION_CONCURRENCY,
+  combineLingerMs: env.WORKER_COMBINE_LINGER_MS,
+  combineMaxEvents: env.WORKER_COMBINE_MAX_EVENTS,
   commitIntervalMs: env.WORKER_COMMIT_INTERVAL_MS,
   sessionTimeoutMs: env.WORKER_SESSION_TIMEOUT_MS,
   suppressionSecret: env.ERASURE_HASH_SECRET,

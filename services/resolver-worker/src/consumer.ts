@@ -42,6 +42,8 @@ export interface ConsumerOptions {
    * transaction of at most `combineMaxEvents` (ChunkCombiner). 0 ms = each chunk its own transaction.
    */
   combineLingerMs?: number;
+  /** A fetch answers once this many bytes are there, or after 100 ms (fewer, fuller fetches). */
+  fetchMinBytes?: number;
   combineMaxEvents?: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
@@ -199,6 +201,7 @@ export class ResolverConsumer {
       rebalanceTimeout: 60_000,
       heartbeatInterval: 3_000,
       maxWaitTimeInMs: 100,
+      minBytes: options.fetchMinBytes ?? 1,
       retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 5_000 },
     });
     const { GROUP_JOIN, REBALANCING, CRASH, STOP } = this.consumer.events;

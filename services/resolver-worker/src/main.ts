@@ -45,6 +45,7 @@ const consumer = new ResolverConsumer({
   partitionConcurrency: env.WORKER_PARTITION_CONCURRENCY,
   combineLingerMs: env.WORKER_COMBINE_LINGER_MS,
   combineMaxEvents: env.WORKER_COMBINE_MAX_EVENTS,
+  fetchMinBytes: env.WORKER_FETCH_MIN_BYTES,
   commitIntervalMs: env.WORKER_COMMIT_INTERVAL_MS,
   sessionTimeoutMs: env.WORKER_SESSION_TIMEOUT_MS,
   suppressionSecret: env.ERASURE_HASH_SECRET,

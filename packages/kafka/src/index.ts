@@ -124,7 +124,8 @@ interface Pending {
 
 /**
  * An idempotent, acks=all producer that coalesces concurrent sends: kafkajs sends every `send()` as its own
- * request, so while one request is in flight, later calls queue and go out together in the next `sendBatch`.
+ * request, so while one request is in flight, later calls queue and go out together in the next `sendBatch`;
+ * with `lingerMs`, a send that finds it idle also waits that long for company (fewer requests at moderate rates).
  * A send that cannot be acknowledged within `sendTimeoutMs` rejects with DependencyUnavailableError, so callers
  * answer 503 instead of hanging.
  */
@@ -134,11 +135,21 @@ export class KafkaEventProducer implements EventProducer {
   private admin: Admin | undefined;
   private adminConnected: Promise<void> | undefined;
   private queue: Pending[] = [];
+  private queuedMessages = 0;
   private inFlight = false;
+  private linger: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly kafka: Kafka,
-    private readonly options: { sendTimeoutMs?: number; maxBatchMessages?: number } = {},
+    private readonly options: {
+      sendTimeoutMs?: number;
+      maxBatchMessages?: number;
+      /**
+       * A send that finds the producer idle waits this long for others to join its request (0: goes at once).
+       * Sends queued behind a request in flight go together as soon as it is acknowledged, whatever this is.
+       */
+      lingerMs?: number;
+    } = {},
   ) {
     this.producer = this.newProducer();
   }
@@ -188,7 +199,10 @@ export class KafkaEventProducer implements EventProducer {
       // The bound runs from the call, not from when its batch leaves: a send queued behind a hung batch still
       // answers within timeoutMs.
       const timer = setTimeout(() => {
-        this.queue = this.queue.filter((p) => p !== pending);
+        if (this.queue.includes(pending)) {
+          this.queue = this.queue.filter((p) => p !== pending);
+          this.queuedMessages -= pending.messages.length;
+        }
         reject(
           new DependencyUnavailableError("kafka", "kafka did not acknowledge the send", {
             cause: new Error(`timed out after ${timeoutMs} ms`),
@@ -208,7 +222,16 @@ export class KafkaEventProducer implements EventProducer {
         },
       };
       this.queue.push(pending);
-      void this.flush();
+      this.queuedMessages += messages.length;
+      const lingerMs = this.options.lingerMs ?? 0;
+      if (lingerMs <= 0 || this.inFlight || this.queuedMessages >= (this.options.maxBatchMessages ?? 5_000)) {
+        void this.flush();
+      } else {
+        this.linger ??= setTimeout(() => {
+          this.linger = undefined;
+          void this.flush();
+        }, lingerMs);
+      }
     });
   }
 
@@ -226,11 +249,14 @@ export class KafkaEventProducer implements EventProducer {
     const max = this.options.maxBatchMessages ?? 5_000;
     const batch: Pending[] = [];
     let count = 0;
+    clearTimeout(this.linger);
+    this.linger = undefined;
     while (this.queue.length > 0 && (batch.length === 0 || count + this.queue[0]!.messages.length <= max)) {
       const next = this.queue.shift()!;
       batch.push(next);
       count += next.messages.length;
     }
+    this.queuedMessages -= count;
     try {
       await withTimeout(this.sendNow(batch), this.options.sendTimeoutMs ?? 5_000);
       for (const pending of batch) pending.resolve();

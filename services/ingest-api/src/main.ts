@@ -30,7 +30,10 @@ const kafka = createKafka({
   credentials: kafkaCredentials(env, "ingest-api") ?? null,
   warn: (message, extra) => logger.warn(extra, message),
 });
-const producer = new KafkaEventProducer(kafka, { sendTimeoutMs: env.KAFKA_SEND_TIMEOUT_MS });
+const producer = new KafkaEventProducer(kafka, {
+  sendTimeoutMs: env.KAFKA_SEND_TIMEOUT_MS,
+  lingerMs: env.KAFKA_LINGER_MS,
+});
 const instances = new InstanceRegistry(pool, randomUUID(), env.INGEST_INSTANCE_GROUP, 5_000, (error) =>
   logger.warn({ err: error }, "instance heartbeat failed; keeping the last instance count"),
 );

@@ -44,15 +44,23 @@ describe("ChunkCombiner", () => {
     expect(transactions.at(-1)).toEqual(["d1", "d2", "d3", "d4"]);
   });
 
-  it("rejects every submission of a failed transaction (each runner then applies its own one by one)", async () => {
+  it("after a failed merged transaction, applies each submission alone: only the one that fails alone rejects", async () => {
     const { combiner, transactions } = recording({ maxItems: 50, lingerMs: 5 }, (items) =>
       items.includes("bad"),
     );
-    const outcomes = await Promise.allSettled([combiner.submit(["a1"]), combiner.submit(["bad", "b2"])]);
-    expect(outcomes.map((outcome) => outcome.status)).toEqual(["rejected", "rejected"]);
-    expect(transactions).toHaveLength(1);
-    // the next group is not affected
-    expect(await combiner.submit(["c1"])).toEqual(["C1"]);
+    const outcomes = await Promise.allSettled([
+      combiner.submit(["a1"]),
+      combiner.submit(["bad", "b2"]),
+      combiner.submit(["c1", "c2"]),
+    ]);
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(outcomes[0]).toEqual({ status: "fulfilled", value: ["A1"] });
+    expect(outcomes[2]).toEqual({ status: "fulfilled", value: ["C1", "C2"] });
+    expect(transactions).toEqual([["a1", "bad", "b2", "c1", "c2"], ["a1"], ["bad", "b2"], ["c1", "c2"]]);
+    // a lone submission that fails is not tried twice
+    await expect(combiner.submit(["bad"])).rejects.toThrow("refused bad");
+    expect(transactions.at(-1)).toEqual(["bad"]);
+    expect(transactions).toHaveLength(5);
   });
 
   it("groups apart what is submitted apart", async () => {

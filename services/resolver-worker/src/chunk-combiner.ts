@@ -10,8 +10,8 @@
  * Order and atomicity: a submission is a list of events of keys no other submission holds at the same time (a
  * key lives in one partition, and within a partition batch in one runner, which submits its next slice only
  * after this one settled), so concatenating submissions keeps every key's order. The merged transaction commits
- * or rolls back as a whole: every submission of a failed merge rejects and its runner applies its events one by
- * one, as when its own chunk fails.
+ * or rolls back as a whole; then every submission is applied again alone, and only one that fails alone rejects
+ * (its runner applies its events one by one, as when its own chunk fails).
  */
 export class ChunkCombiner<Item, Result> {
   private pending: {
@@ -56,7 +56,15 @@ export class ChunkCombiner<Item, Result> {
         }
       },
       (error: unknown) => {
-        for (const submission of group) submission.reject(error);
+        if (group.length === 1) {
+          group[0]!.reject(error);
+          return;
+        }
+        // Nothing of the merged transaction is stored. Each submission goes again in a transaction of its own,
+        // so only the one holding the failing event (a poison event, a suppressed identifier) falls back to one
+        // by one: one tenant's bad event costs the others one extra attempt, not their chunks.
+        for (const submission of group)
+          this.apply(submission.items).then(submission.resolve, submission.reject);
       },
     );
   }

@@ -135,7 +135,6 @@ export class KafkaEventProducer implements EventProducer {
   private admin: Admin | undefined;
   private adminConnected: Promise<void> | undefined;
   private queue: Pending[] = [];
-  private queuedMessages = 0;
   private inFlight = false;
   private linger: NodeJS.Timeout | undefined;
 
@@ -199,10 +198,7 @@ export class KafkaEventProducer implements EventProducer {
       // The bound runs from the call, not from when its batch leaves: a send queued behind a hung batch still
       // answers within timeoutMs.
       const timer = setTimeout(() => {
-        if (this.queue.includes(pending)) {
-          this.queue = this.queue.filter((p) => p !== pending);
-          this.queuedMessages -= pending.messages.length;
-        }
+        this.queue = this.queue.filter((p) => p !== pending);
         reject(
           new DependencyUnavailableError("kafka", "kafka did not acknowledge the send", {
             cause: new Error(`timed out after ${timeoutMs} ms`),
@@ -222,9 +218,10 @@ export class KafkaEventProducer implements EventProducer {
         },
       };
       this.queue.push(pending);
-      this.queuedMessages += messages.length;
       const lingerMs = this.options.lingerMs ?? 0;
-      if (lingerMs <= 0 || this.inFlight || this.queuedMessages >= (this.options.maxBatchMessages ?? 5_000)) {
+      // While idle the queue holds only the sends of the current linger, never more than a request's worth.
+      const queued = () => this.queue.reduce((sum, p) => sum + p.messages.length, 0);
+      if (lingerMs <= 0 || this.inFlight || queued() >= (this.options.maxBatchMessages ?? 5_000)) {
         void this.flush();
       } else {
         this.linger ??= setTimeout(() => {
@@ -256,7 +253,6 @@ export class KafkaEventProducer implements EventProducer {
       batch.push(next);
       count += next.messages.length;
     }
-    this.queuedMessages -= count;
     try {
       await withTimeout(this.sendNow(batch), this.options.sendTimeoutMs ?? 5_000);
       for (const pending of batch) pending.resolve();

@@ -42,9 +42,9 @@ export interface ConsumerOptions {
    * transaction of at most `combineMaxEvents` (ChunkCombiner). 0 ms = each chunk its own transaction.
    */
   combineLingerMs?: number;
+  combineMaxEvents?: number;
   /** A fetch answers once this many bytes are there, or after 100 ms (fewer, fuller fetches). */
   fetchMinBytes?: number;
-  combineMaxEvents?: number;
   commitIntervalMs: number;
   sessionTimeoutMs: number;
   /**

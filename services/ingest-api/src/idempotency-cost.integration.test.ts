@@ -142,20 +142,53 @@ describe("idempotency cost", () => {
     expect(large.results.every((r) => r.ok && !r.idempotent)).toBe(true);
     expect(replayed.results.every((r) => r.ok && r.idempotent)).toBe(true);
     const shape = (cost: typeof small) => [cost.roundTrips, cost.statements, cost.serverStatements];
-    // The request waits for its claims: BEGIN, one statement, and the COMMIT (sent at once, awaited only with Kafka's
-    // acknowledgement), whatever the batch's size.
-    expect(small.answered).toEqual({ roundTrips: 3, statements: 3 });
+    // The request waits for its claims: one statement in its own transaction, whatever the batch's size.
+    expect(small.answered).toEqual({ roundTrips: 1, statements: 1 });
     expect(large.answered).toEqual(small.answered);
-    // Then its completion, after the answer: one statement more.
-    expect([small.roundTrips, small.statements]).toEqual([4, 4]);
+    // Then its completion, after the answer (alone here: no later claim to ride on): one statement more.
+    expect([small.roundTrips, small.statements]).toEqual([2, 2]);
     expect(shape(large)).toEqual(shape(small));
-    // A replay claims (finding every key done) and sends nothing: the same transaction, no completion.
+    // A replay claims (finding every key done) and sends nothing: the same one statement, no completion.
     expect(replayed.answered).toEqual(small.answered);
-    expect(replayed.roundTrips).toBe(3);
+    expect(replayed.roundTrips).toBe(1);
     expect(replayed.serverStatements).toBeLessThan(small.serverStatements);
     // Each record is read once to be marked done, and once more to answer the replay, never the caller's others.
     expect(small.rowsRead).toBeLessThanOrEqual(5);
     expect(large.rowsRead).toBeLessThanOrEqual(400);
     expect(replayed.rowsRead).toBeLessThanOrEqual(400);
+  });
+
+  it("a completion rides on the next claim's statement; alone it waits for the linger or a drain", async () => {
+    const { businessId, ownerId } = await createBusiness(admin);
+    const caller = `user:${ownerId}`;
+    const lingering = new PgIdempotencyStore(watched.pool, 15_000, { completionLingerMs: 60_000 });
+    watched.seen.roundTrips = 0;
+    const [first] = await lingering.claim(businessId, caller, [{ key: "k1", requestHash: "h1" }]);
+    expect(first).toMatchObject({ kind: "claimed" });
+    const eventId = (first as { eventId: string }).eventId;
+    let completed = false;
+    const completion = lingering.complete(businessId, caller, [eventId]).then(() => {
+      completed = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Nothing sent for the completion yet: it waits for company.
+    expect([watched.seen.roundTrips, completed]).toEqual([1, false]);
+    // The retry of k1 and a new key: one statement, which marks k1 done before it claims, so the retry is a replay.
+    const outcomes = await lingering.claim(businessId, caller, [
+      { key: "k1", requestHash: "h1" },
+      { key: "k2", requestHash: "h2" },
+    ]);
+    await completion;
+    expect(outcomes.map((o) => o.kind)).toEqual(["replay", "claimed"]);
+    expect(watched.seen.roundTrips).toBe(2);
+    // A lone completion goes at once when the store drains (before a shutdown).
+    void lingering.complete(businessId, caller, [(outcomes[1] as { eventId: string }).eventId]);
+    await lingering.drain();
+    expect(watched.seen.roundTrips).toBe(3);
+    const { rows } = await admin.query(
+      "SELECT state FROM idempotency_keys WHERE business_id = $1 ORDER BY state",
+      [businessId],
+    );
+    expect(rows.map((row) => row.state)).toEqual(["done", "done"]);
   });
 });

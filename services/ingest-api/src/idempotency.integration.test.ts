@@ -145,10 +145,7 @@ describe("idempotency", () => {
     const caller = `user:${ownerId}`;
     const busyKey = newKey("busy");
     const store = new PgIdempotencyStore(api.pool, 60_000);
-    const held = await store.claim(businessId, caller, [
-      { key: busyKey, requestHash: sha256(canonicalJson(body)) },
-    ]);
-    await held.durable;
+    await store.claim(businessId, caller, [{ key: busyKey, requestHash: sha256(canonicalJson(body)) }]);
     const busy = await api.post("/v1/track", token, body, { "idempotency-key": busyKey });
     expect([busy.status, busy.body.error.code]).toEqual([409, "idempotency_in_flight"]);
     expect(Number(busy.headers.get("retry-after"))).toBeGreaterThan(1);
@@ -156,10 +153,9 @@ describe("idempotency", () => {
     // A claim whose lease ended: the API that held it died after (or before) producing.
     const crashedKey = newKey("crashed");
     const shortLease = new PgIdempotencyStore(api.pool, 1);
-    const abandoned = await shortLease.claim(businessId, caller, [
+    await shortLease.claim(businessId, caller, [
       { key: crashedKey, requestHash: sha256(canonicalJson(body)) },
     ]);
-    await abandoned.durable;
     await new Promise((resolve) => setTimeout(resolve, 50));
     const retry = await api.post("/v1/track", token, body, { "idempotency-key": crashedKey });
     expect(retry.status).toBe(202);

@@ -80,16 +80,6 @@ export interface IdempotencyClaim {
   requestHash: string;
 }
 
-/**
- * What a claim call gives: an outcome per key, as soon as the claims are taken (visible to every other request), and
- * `durable`, which resolves once the claims taken survive a Postgres crash (rejects if that is not known). The
- * event may be sent meanwhile; the answer waits for both.
- */
-export interface Claims {
-  outcomes: ClaimOutcome[];
-  durable: Promise<void>;
-}
-
 export type ClaimOutcome =
   | { kind: "claimed"; eventId: string }
   | { kind: "replay"; eventId: string }
@@ -98,8 +88,11 @@ export type ClaimOutcome =
 
 /** Where keyed requests are remembered. Scope: (business, caller, key). */
 export interface IdempotencyStore {
-  /** Claims each key for one send, or says why not (replay of a finished one, other body, still in flight). */
-  claim(businessId: string, caller: string, claims: IdempotencyClaim[]): Promise<Claims>;
+  /**
+   * Claims each key for one send, or says why not (replay of a finished one, other body, still in flight): an
+   * outcome per key, once the claims taken are visible to every other request and survive a Postgres crash.
+   */
+  claim(businessId: string, caller: string, claims: IdempotencyClaim[]): Promise<ClaimOutcome[]>;
   /**
    * Marks claimed keys done once Kafka acknowledged their events, by the event ids their claims gave. A caller need
    * not wait for it: a claim of the same key made after this call (in this process) sees it done.
@@ -136,12 +129,14 @@ interface Operation {
 }
 
 /**
- * A call waiting for its flush; `settle` gets the claim outcome of each of its operations (undefined for others)
- * and when what the flush wrote is durable.
+ * A call waiting for its flush; `settle` gets the claim outcome of each of its operations (undefined for others).
+ * `urgent`: it claims or releases (a flush goes at once); a completion alone may wait for company.
  */
 interface Pending {
   operations: Operation[];
-  settle: (settled: { outcomes: (ClaimOutcome | undefined)[]; durable: Promise<void> }) => void;
+  urgent: boolean;
+  queuedAt: number;
+  settle: (outcomes: (ClaimOutcome | undefined)[]) => void;
   fail: (error: unknown) => void;
 }
 
@@ -161,31 +156,30 @@ interface FlushGroup {
  * with the same body takes the claim over (same deterministic event id).
  *
  * Calls are coalesced: what concurrent requests ask while flushes are under way goes to the database together in the
- * next one, as ONE statement (`app.apply_idempotency`, infra/sql/30_ingest_api.sql) in one round trip and one
- * commit. A lone request is flushed at once; under load a flush carries the claims and completions of every request
- * in between, and a batch's keys always travel together, so a keyed batch costs the same few statements whatever
- * its size. Two flushes run at once (one waits for its answer while the other executes), never two with the same
- * key: a call whose key is in a flush under way waits for the next, so this process's flushes never wait on each
- * other's row locks.
+ * next one, as ONE statement (`app.apply_idempotency`, infra/sql/30_ingest_api.sql) in its own implicit
+ * transaction: one message, one round trip, one commit, answered once the commit is durable. A request with claims
+ * is flushed at once; under load a flush carries the claims of every request in between, and a batch's keys always
+ * travel together, so a keyed batch costs one statement whatever its size. Completions are not urgent (the answer
+ * does not wait for them): they ride on the next flush with claims, or go alone after `completionLingerMs`, so at a
+ * steady rate a keyed request costs the database and the API one statement, not two. Two flushes run at once (one
+ * waits for its answer while the other executes), never two with the same key: a call whose key is in a flush
+ * under way waits for the next, so this process's flushes never wait on each other's row locks.
  *
- * A request waits for its claims' statement, then sends its event while their transaction commits, and answers once
- * both are done; its completion rides on the next flush, with the claims of later requests (issue 13: the answer
- * waits for one statement and the longer of Kafka's acknowledgement and one commit, however many keys). Order holds
- * within the process: a later claim of a completed key travels in the completion's flush (whose statement marks
- * before it claims) or in a flush after it. A flush that claims nothing commits without waiting for the WAL
- * (synchronous_commit off, set by the statement): losing its completions and releases in a Postgres crash leaves
- * durable claims in flight, which a client's retry takes over when their lease ends, re-sending the same event id,
- * which the worker dedupes.
+ * Order holds within the process: a later claim of a completed key travels in the completion's flush (whose
+ * statement marks before it claims) or in a flush after it. Another instance sees the key in flight (409 with
+ * Retry-After) until the completion's flush, at most the linger later. A flush that claims nothing commits without
+ * waiting for the WAL (synchronous_commit off, set by the statement): losing its completions and releases in a
+ * Postgres crash leaves durable claims in flight, which a client's retry takes over when their lease ends,
+ * re-sending the same event id, which the worker dedupes.
  */
 export class PgIdempotencyStore implements IdempotencyStore {
   private queue: Pending[] = [];
   private flushes = 0;
-  /** drain() calls waiting for a flush to end. */
+  /** drain() calls waiting for a flush to end; while any waits, completions do not linger. */
   private idle: (() => void)[] = [];
-  /** Claiming flushes whose statement answered and whose COMMIT is under way. */
-  private committing = 0;
   /** Event ids of the flushes under way. */
   private readonly busy = new Set<string>();
+  private lingering: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -198,11 +192,13 @@ export class PgIdempotencyStore implements IdempotencyStore {
       maxFlushes?: number;
       /** Operations per flush, beyond which calls wait for the next one (a call is never split; default 2,000). */
       maxOperations?: number;
+      /** How long completions wait for a flush with claims before going alone (default 20 ms). */
+      completionLingerMs?: number;
     } = {},
   ) {}
 
-  async claim(businessId: string, caller: string, claims: IdempotencyClaim[]): Promise<Claims> {
-    const { outcomes, durable } = await this.enqueue(
+  async claim(businessId: string, caller: string, claims: IdempotencyClaim[]): Promise<ClaimOutcome[]> {
+    const outcomes = await this.enqueue(
       claims.map((claim) => ({
         kind: "claim",
         businessId,
@@ -212,7 +208,7 @@ export class PgIdempotencyStore implements IdempotencyStore {
         requestHash: claim.requestHash,
       })),
     );
-    return { outcomes: outcomes.map((outcome) => outcome!), durable };
+    return outcomes.map((outcome) => outcome!);
   }
 
   async complete(businessId: string, caller: string, eventIds: string[]): Promise<void> {
@@ -224,97 +220,87 @@ export class PgIdempotencyStore implements IdempotencyStore {
   }
 
   async drain(): Promise<void> {
-    while (this.queue.length > 0 || this.flushes > 0 || this.committing > 0) {
-      await new Promise<void>((resolve) => this.idle.push(resolve));
+    while (this.queue.length > 0 || this.flushes > 0) {
+      const flushed = new Promise<void>((resolve) => this.idle.push(resolve));
+      this.flush();
+      await flushed;
     }
   }
 
-  private enqueue(
-    operations: Operation[],
-  ): Promise<{ outcomes: (ClaimOutcome | undefined)[]; durable: Promise<void> }> {
-    if (operations.length === 0) return Promise.resolve({ outcomes: [], durable: Promise.resolve() });
+  private enqueue(operations: Operation[]): Promise<(ClaimOutcome | undefined)[]> {
+    if (operations.length === 0) return Promise.resolve([]);
+    const urgent = operations.some((op) => op.kind !== "complete");
     return new Promise((resolve, reject) => {
-      this.queue.push({ operations, settle: resolve, fail: reject });
+      this.queue.push({ operations, urgent, queuedAt: Date.now(), settle: resolve, fail: reject });
       this.flush();
     });
   }
 
-  /**
-   * Starts flushes while there is room: a flush whose statement answered makes room for the next while its COMMIT
-   * runs (at most as many commits under way as flushes, so the store holds at most twice maxFlushes connections),
-   * but its keys stay busy until the commit ends, so a later operation on one of them sees what it committed.
-   */
+  /** Starts flushes while there is room; an operation's key stays busy until its flush's commit ended. */
   private flush(): void {
     const max = this.options.maxFlushes ?? 2;
-    while (this.flushes < max && this.committing < max) {
+    while (this.flushes < max) {
       const batch = this.nextBatch();
       if (batch.length === 0) return;
       const keys = batch.flatMap((pending) => pending.operations.map((op) => op.eventId));
       for (const key of keys) this.busy.add(key);
       this.flushes += 1;
-      const settled = () => {
+      void this.apply(batch).then(() => {
+        this.flushes -= 1;
         for (const key of keys) this.busy.delete(key);
         this.flush();
         for (const resolve of this.idle.splice(0)) resolve();
-      };
-      void this.apply(batch).then(({ commit }) => {
-        this.flushes -= 1;
-        if (!commit) return settled();
-        this.committing += 1;
-        this.flush();
-        const committed = () => {
-          this.committing -= 1;
-          settled();
-        };
-        commit.then(committed, committed);
       });
     }
   }
 
-  /** The calls of the next flush, in queue order: those whose keys are not in a flush under way, up to the cap. */
+  /**
+   * The calls of the next flush, in queue order: those whose keys are not in a flush under way, up to the cap.
+   * None while only completions wait, younger than the linger (a timer comes back for them) and nobody drains.
+   */
   private nextBatch(): Pending[] {
-    const max = this.options.maxOperations ?? 2_000;
-    const batch: Pending[] = [];
-    const waiting: Pending[] = [];
-    let operations = 0;
-    for (const pending of this.queue) {
-      const fits = batch.length === 0 || operations + pending.operations.length <= max;
-      if (fits && !pending.operations.some((op) => this.busy.has(op.eventId))) {
-        batch.push(pending);
-        operations += pending.operations.length;
-      } else {
-        waiting.push(pending);
+    const ready = this.queue.filter((pending) => !pending.operations.some((op) => this.busy.has(op.eventId)));
+    if (ready.length === 0) return [];
+    if (!ready.some((pending) => pending.urgent) && this.idle.length === 0) {
+      const due = ready[0]!.queuedAt + (this.options.completionLingerMs ?? 20) - Date.now();
+      if (due > 0) {
+        this.lingering ??= setTimeout(() => {
+          this.lingering = undefined;
+          this.flush();
+        }, due).unref();
+        return [];
       }
     }
-    this.queue = waiting;
+    const max = this.options.maxOperations ?? 2_000;
+    const batch: Pending[] = [];
+    let operations = 0;
+    for (const pending of ready) {
+      if (batch.length > 0 && operations + pending.operations.length > max) break;
+      batch.push(pending);
+      operations += pending.operations.length;
+    }
+    const taken = new Set(batch);
+    this.queue = this.queue.filter((pending) => !taken.has(pending));
     return batch;
   }
 
-  /**
-   * Runs a flush and settles its calls; never rejects. Gives its COMMIT under way, if it has one (wrapped: a
-   * promise resolved with a promise would wait for it).
-   */
-  private async apply(batch: Pending[]): Promise<{ commit: Promise<unknown> | undefined }> {
+  /** Runs a flush and settles its calls; never rejects. */
+  private async apply(batch: Pending[]): Promise<void> {
     let records: Map<string, RecordRow>;
-    let durable: Promise<void>;
     try {
-      ({ records, durable } = await this.statement(batch));
+      records = await this.statement(batch);
     } catch (error) {
       // A statement the server refused (a deadlock with another instance, a value it cannot store) must not fail
       // the other requests of the flush: each call is tried again alone. An outage fails them all.
       if (batch.length > 1 && !isConnectionFailure(error)) {
-        const commits: Promise<unknown>[] = [];
-        for (const pending of batch) {
-          const { commit } = await this.apply([pending]);
-          if (commit) commits.push(commit);
-        }
-        return { commit: commits.length > 0 ? Promise.allSettled(commits) : undefined };
+        for (const pending of batch) await this.apply([pending]);
+        return;
       }
       const unavailable = new DependencyUnavailableError("postgres", "idempotency bookkeeping failed", {
         cause: error,
       });
       for (const pending of batch) pending.fail(unavailable);
-      return { commit: undefined };
+      return;
     }
     // The first claim of a key in the flush holds it; a later one (a concurrent duplicate) finds it in flight, or
     // its body other than the first's.
@@ -334,21 +320,16 @@ export class PgIdempotencyStore implements IdempotencyStore {
           ? { kind: "in_flight", retryAfterSeconds: leaseSeconds }
           : { kind: "mismatch" };
       });
-      pending.settle({ outcomes, durable });
+      pending.settle(outcomes);
     }
-    return { commit: durable === DURABLE ? undefined : durable };
   }
 
   /**
-   * ONE statement, prepared once per connection: the operations travel as one JSON parameter, grouped by business
-   * and caller. Without claims it is its own transaction, committed without waiting for the WAL (see the class).
-   * With claims it runs in a transaction whose COMMIT is sent at once but not awaited: the records come back when the
-   * statement ends, and `durable` resolves when the commit did (rejects when it is not known to have). The claims
-   * are visible to others only from the commit on; another instance's claim of one of their keys waits for it.
+   * ONE statement, prepared once per connection, in its own transaction: the operations travel as one JSON
+   * parameter, grouped by business and caller. Its answer comes once the transaction committed (durably when it
+   * claims; without claims the statement turns the wait for the WAL off, see the class).
    */
-  private async statement(
-    batch: Pending[],
-  ): Promise<{ records: Map<string, RecordRow>; durable: Promise<void> }> {
+  private async statement(batch: Pending[]): Promise<Map<string, RecordRow>> {
     const groups = new Map<string, FlushGroup>();
     const claimed = new Set<string>();
     // A call's operations share its business and caller.
@@ -371,39 +352,14 @@ export class PgIdempotencyStore implements IdempotencyStore {
     }
     // Groups in one order, so flushes of several instances take their row locks in the same order.
     const sorted = [...groups].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, group]) => group);
-    const query = {
+    const { rows } = await this.pool.query<RecordRow>({
       name: "idempotency.apply",
       text: "/* idempotency.apply */ SELECT * FROM app.apply_idempotency($1::jsonb, make_interval(secs => $2::float8 / 1000))",
       values: [JSON.stringify(sorted), this.leaseMs],
-    };
-    const rows = (result: { rows: RecordRow[] }) => new Map(result.rows.map((row) => [row.event_id, row]));
-    if (claimed.size === 0)
-      return { records: rows(await this.pool.query<RecordRow>(query)), durable: DURABLE };
-
-    const client = await this.pool.connect();
-    let result: { rows: RecordRow[] };
-    try {
-      // Sent back to back on the connection (pg queues them); only the statement's answer is awaited.
-      [, result] = await Promise.all([client.query("BEGIN"), client.query<RecordRow>(query)]);
-    } catch (error) {
-      await client.query("ROLLBACK").catch(() => {});
-      client.release(isConnectionFailure(error) ? (error as Error) : undefined);
-      throw error;
-    }
-    const commit = client.query("COMMIT").then(
-      () => client.release(),
-      (error: unknown) => {
-        client.release(error as Error);
-        throw new DependencyUnavailableError("postgres", "idempotency claims not committed", {
-          cause: error,
-        });
-      },
-    );
-    return { records: rows(result), durable: commit };
+    });
+    return new Map(rows.map((row) => [row.event_id, row]));
   }
 }
-
-const DURABLE = Promise.resolve();
 
 function marking(
   kind: "complete" | "release",

@@ -177,9 +177,10 @@ export class Ingest {
 
   /**
    * Accepts prepared events, an outcome per event in their order. Keyed events are claimed (one call per business;
-   * the store coalesces them), every new event goes to Kafka in one send, in request order, and returns only after
-   * acks=all and once the claims are durable; then their keys are marked done (not awaited). If Kafka fails or the
-   * claims' commit does, the claims are released and the error thrown (503): nothing of the request was accepted.
+   * the store coalesces them, and answers once the claims are durable), then every new event goes to Kafka in one
+   * send, in request order, and returns only after acks=all; then their keys are marked done (not awaited). If a
+   * claim or Kafka fails, the claims taken are released and the error thrown (503): nothing of the request was
+   * accepted.
    */
   async accept(caller: Caller, events: PreparedEvent[], requestId: string): Promise<AcceptOutcome[]> {
     const { idempotency, metrics } = this.options;
@@ -198,14 +199,12 @@ export class Ingest {
     });
 
     const claimedIds = new Map<string, string[]>();
-    const durable: Promise<void>[] = [];
     const claims = await Promise.allSettled(
       [...keyedByBusiness].map(async ([businessId, indexes]) => {
         const keyed = indexes.map((index) => events[index]!.idempotency!);
         const claimed = await idempotency.claim(businessId, scope, keyed);
-        durable.push(claimed.durable);
         const ids: string[] = [];
-        claimed.outcomes.forEach((outcome, i) => {
+        claimed.forEach((outcome, i) => {
           const index = indexes[i]!;
           if (outcome.kind !== "claimed") {
             outcomes[index] = outcome;
@@ -224,28 +223,11 @@ export class Ingest {
     }
 
     toSend.sort((a, b) => a.index - b.index);
-    // The events go to Kafka while their claims are made durable; the answer waits for both. A claim not known
-    // durable is a 503 like a failed send: the client's retry re-sends the same event id, which the worker dedupes.
-    // A request with unkeyed events waits for its claims first: their retry would get new ids.
-    const claimed = [...claimedIds.values()].reduce((sum, ids) => sum + ids.length, 0);
-    const claimsDurable = Promise.all(durable);
-    if (claimed < toSend.length && claimed > 0) {
-      try {
-        await claimsDurable;
-      } catch (error) {
-        await this.release(scope, claimedIds);
-        throw error;
-      }
-    }
-    const [sent, committed] = await Promise.allSettled([
-      this.produce(toSend.map((s) => s.event)),
-      claimsDurable,
-    ]);
-    const failed =
-      sent.status === "rejected" ? sent : committed.status === "rejected" ? committed : undefined;
-    if (failed) {
+    try {
+      await this.produce(toSend.map((s) => s.event));
+    } catch (error) {
       await this.release(scope, claimedIds);
-      throw failed.reason;
+      throw error;
     }
     // Not awaited: the answer does not wait for the bookkeeping (see markDone).
     for (const [businessId, ids] of claimedIds) this.markDone(businessId, scope, ids, requestId);

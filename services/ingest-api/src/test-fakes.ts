@@ -35,7 +35,7 @@ export class MemoryIdempotency implements IdempotencyStore {
         ? { kind: "replay", eventId: found.eventId }
         : { kind: "in_flight", retryAfterSeconds: 1 };
     });
-    return { outcomes, durable: Promise.resolve() };
+    return outcomes;
   }
   async complete(businessId: string, caller: string, eventIds: string[]) {
     for (const id of this.idsOf(businessId, caller, eventIds)) this.records.get(id)!.done = true;

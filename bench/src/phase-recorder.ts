@@ -26,10 +26,18 @@ export class PhaseRecorder {
   /** Load generators join the sampled processes of the phase they run in. */
   readonly onLoadSpawn = (pid: number) => this.current?.add("load", pid);
 
-  /** Samples the machine while `body` runs; stops the services afterwards and summarizes their profiles. */
-  async run<T>(name: string, services: BenchService[], body: () => Promise<T>): Promise<T> {
+  /**
+   * Samples the machine while `body` runs; stops the services afterwards and summarizes their profiles. `watched`
+   * services are sampled too but left running (a phase whose measurement goes on after its load).
+   */
+  async run<T>(
+    name: string,
+    services: BenchService[],
+    body: () => Promise<T>,
+    watched: BenchService[] = [],
+  ): Promise<T> {
     const processes: Record<string, number> = {};
-    for (const service of services) processes[service.name] = service.pid;
+    for (const service of [...services, ...watched]) processes[service.name] = service.pid;
     for (const [part, pid] of Object.entries(this.stack)) if (part !== "postgres") processes[part] = pid;
     const sampler = new Sampler(
       processes,

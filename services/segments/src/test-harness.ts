@@ -136,14 +136,20 @@ export interface OutboxChange {
   segment_version: number;
 }
 
-/** The business's segment_outbox rows in commit order (per contact: the order they were written under its lock). */
+/**
+ * The business's segment_outbox rows in commit order per contact: by `at`, the clock each transaction reads once it
+ * holds the contact's lock, then txid. Not by txid alone: a job takes its xid when it locks its job row, before it
+ * waits for the contacts' locks, so a job that waited behind a trigger's transaction commits after it with a
+ * smaller txid.
+ */
 export async function outboxChanges(pool: Pool, businessId: string): Promise<OutboxChange[]> {
   return transaction(
     pool,
     "test_outbox",
     async (client) => {
       const { rows } = await client.query<{ id: string; payload: Omit<OutboxChange, "id"> }>(
-        "SELECT id::text, payload FROM segment_outbox WHERE business_id = $1 ORDER BY txid, created_at, id",
+        `SELECT id::text, payload FROM segment_outbox WHERE business_id = $1
+         ORDER BY (payload ->> 'at')::timestamptz, txid, created_at, id`,
         [businessId],
       );
       return rows.map((r) => ({ id: r.id, ...r.payload }));

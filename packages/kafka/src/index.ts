@@ -179,6 +179,11 @@ export class KafkaEventProducer implements EventProducer {
     }
   }
 
+  /** Messages queued; asked only while idle, when the queue holds the sends of one linger (a request's worth). */
+  private queuedMessages(): number {
+    return this.queue.reduce((sum, p) => sum + p.messages.length, 0);
+  }
+
   /**
    * Drops the producer after a failed or timed-out send: disconnecting aborts whatever kafkajs still retries in
    * the background (so nothing is acknowledged later for a request already answered 503), and the next send
@@ -219,9 +224,11 @@ export class KafkaEventProducer implements EventProducer {
       };
       this.queue.push(pending);
       const lingerMs = this.options.lingerMs ?? 0;
-      // While idle the queue holds only the sends of the current linger, never more than a request's worth.
-      const queued = () => this.queue.reduce((sum, p) => sum + p.messages.length, 0);
-      if (lingerMs <= 0 || this.inFlight || queued() >= (this.options.maxBatchMessages ?? 5_000)) {
+      if (
+        lingerMs <= 0 ||
+        this.inFlight ||
+        this.queuedMessages() >= (this.options.maxBatchMessages ?? 5_000)
+      ) {
         void this.flush();
       } else {
         this.linger ??= setTimeout(() => {

@@ -196,12 +196,16 @@ describe("Kafka Connect faults", () => {
     // Everything written while Connect was down is lag (the slot cannot confirm past where it stopped). Not compared
     // with the lag before the stop: a graceful stop confirms what Connect had read, so a backlog it had (the other
     // tests' WAL, a JIT still compiling) can shrink the lag at the stop (one CI run: 2.17 MB before, 2.13 MB after).
-    const { rows: written } = await admin.query<{ bytes: string }>(
-      "SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::text AS bytes",
-      [writtenTo, stoppedAt],
+    const written = Number(
+      (
+        await admin.query<{ bytes: string }>(
+          "SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::text AS bytes",
+          [writtenTo, stoppedAt],
+        )
+      ).rows[0]!.bytes,
     );
-    expect(Number(written[0]!.bytes)).toBeGreaterThan(thresholdBytes);
-    expect(stopped.slot!.lag_bytes!).toBeGreaterThanOrEqual(Number(written[0]!.bytes));
+    expect(written).toBeGreaterThan(thresholdBytes);
+    expect(stopped.slot!.lag_bytes!).toBeGreaterThanOrEqual(written);
     expect(stopped.lagAlert).toBe(true);
     const text = await metrics.registry.metrics();
     expect(text).toContain(`outbox_slot_lag_alert{slot="${slot}"} 1`);
@@ -241,7 +245,7 @@ describe("Kafka Connect faults", () => {
     expect(after.slot?.active).toBe(true);
     expect(await metrics.registry.metrics()).toContain(`outbox_slot_lag_alert{slot="${slot}"} 0`);
     console.log(
-      `[connect faults] stopped: ${written[0]!.bytes} bytes written, lag ${stopped.slot!.lag_bytes} bytes ` +
+      `[connect faults] stopped: ${written} bytes written, lag ${stopped.slot!.lag_bytes} bytes ` +
         `(${ids.size} outbox rows); restart ${restartMs} ms; backlog confirmed ${drained - restartedAt} ms after the worker was up; ` +
         `lag now ${after.slot!.lag_bytes} bytes`,
     );

@@ -37,6 +37,11 @@ export interface TransactionOptions {
   businessId?: string;
   /** Called with the wall time of the transaction, for metrics. */
   onTiming?: (tag: string, ms: number) => void;
+  /**
+   * Every statement of `transaction` reads one snapshot (REPEATABLE READ, READ ONLY): for readers that compare
+   * several tables written together and must not see a commit land between two of their reads.
+   */
+  snapshot?: boolean;
 }
 
 /** Errno codes of a connection that could not be made or was lost: the server gave no answer. */
@@ -114,10 +119,13 @@ export async function transaction<T>(
 ): Promise<T> {
   return inTransaction(pool, tag, options, async (client) => {
     // BEGIN and the tenant in one message: one round trip (the id is a literal by pg's own escaping).
+    const begin = options.snapshot
+      ? `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY /* ${tag} */`
+      : `BEGIN /* ${tag} */`;
     await client.query(
       options.businessId
-        ? `BEGIN /* ${tag} */; SELECT set_config('app.business_id', ${sqlLiteral(options.businessId)}, true)`
-        : `BEGIN /* ${tag} */`,
+        ? `${begin}; SELECT set_config('app.business_id', ${sqlLiteral(options.businessId)}, true)`
+        : begin,
     );
     const result = await fn(client);
     await client.query("COMMIT");

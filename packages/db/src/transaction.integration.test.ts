@@ -47,3 +47,40 @@ describe("transaction failures: a connection that dies, a statement the server r
     expect(rows[0]!.one).toBe(1);
   });
 });
+
+describe("transaction with snapshot: every statement reads one snapshot", () => {
+  const env = testEnv();
+  const pool = createPool({ connectionString: env.adminUrl, applicationName: "db-snapshot-test", max: 2 });
+
+  afterAll(async () => {
+    await pool.end();
+  });
+
+  it("does not see a commit that lands between two reads, and refuses writes", async () => {
+    const table = `snapshot_test_${process.pid}`;
+    await pool.query(`CREATE TABLE ${table} (n int)`);
+    try {
+      const read = (snapshot: boolean) =>
+        transaction(
+          pool,
+          "snapshot",
+          async (client) => {
+            const count = async () =>
+              Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`)).rows[0]!.n);
+            const before = await count();
+            await pool.query(`INSERT INTO ${table} VALUES (1)`);
+            return [before, await count()];
+          },
+          { snapshot },
+        );
+      expect(await read(true)).toEqual([0, 0]);
+      expect(await read(false)).toEqual([1, 2]);
+      const write = await transaction(pool, "snapshot", (client) => client.query(`DELETE FROM ${table}`), {
+        snapshot: true,
+      }).catch((caught: unknown) => caught);
+      expect(write).toMatchObject({ code: "25006" });
+    } finally {
+      await pool.query(`DROP TABLE ${table}`);
+    }
+  });
+});

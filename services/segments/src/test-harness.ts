@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { createPool, type Pool, sqlLiteral, transaction, transactionOfOne } from "@crm/db";
+import { createPool, type Pool, type PoolClient, sqlLiteral, transaction, transactionOfOne } from "@crm/db";
 import { TOPICS } from "@crm/kafka";
 import { freePort, ServiceProcess } from "@crm/process";
 import { activeSegments, createSegment, evaluateSegments } from "@crm/segment-definitions";
@@ -88,42 +88,12 @@ export async function defineSegment(pool: Pool, businessId: string, name: string
 
 /** "segment/contact" of every member now, as stored by the service. */
 export async function storedMembers(pool: Pool, businessId: string): Promise<string[]> {
-  return transaction(
-    pool,
-    "test_members",
-    async (client) => {
-      const { rows } = await client.query<{ key: string }>(
-        "SELECT segment_id || '/' || contact_id AS key FROM segment_memberships WHERE business_id = $1 AND is_member",
-        [businessId],
-      );
-      return rows.map((r) => r.key).sort();
-    },
-    { businessId },
-  );
+  return transaction(pool, "test_members", (client) => readStored(client, businessId), { businessId });
 }
 
 /** The oracle: "segment/contact" of every member of every active segment, evaluated from scratch now. */
 export async function oracleMembers(pool: Pool, businessId: string): Promise<string[]> {
-  return transaction(
-    pool,
-    "test_oracle",
-    async (client) => {
-      const segments = await activeSegments(client, businessId);
-      if (segments.size === 0) return [];
-      const rows = await evaluateSegments(client, {
-        businessId,
-        segments,
-        targets: [...segments.keys()],
-        scope: { kind: "all" },
-        now: new Date(),
-      });
-      return rows
-        .filter((r) => r.matched)
-        .map((r) => `${r.segment_id}/${r.contact_id}`)
-        .sort();
-    },
-    { businessId },
-  );
+  return transaction(pool, "test_oracle", (client) => readOracle(client, businessId), { businessId });
 }
 
 export interface OutboxChange {
@@ -136,26 +106,69 @@ export interface OutboxChange {
   segment_version: number;
 }
 
-/**
- * The business's segment_outbox rows in commit order per contact: by `at`, the clock each transaction reads once it
- * holds the contact's lock, then txid. Not by txid alone: a job takes its xid when it locks its job row, before it
- * waits for the contacts' locks, so a job that waited behind a trigger's transaction commits after it with a
- * smaller txid.
- */
+/** The business's segment_outbox rows in commit order per contact (see readChanges). */
 export async function outboxChanges(pool: Pool, businessId: string): Promise<OutboxChange[]> {
+  return transaction(pool, "test_outbox", (client) => readChanges(client, businessId), { businessId });
+}
+
+/**
+ * The stored members, the oracle's and the change log, all read in ONE snapshot. Read one after another, a commit
+ * of the service can land between two reads: an evaluation whose snapshot predates the last event commits its
+ * (then true) entry after the stored state was read and before the log is, and the two disagree though each was
+ * right when read (seen once in CI with six evaluation lanes). In one snapshot, state and log are the same instant.
+ */
+export async function consistentState(
+  pool: Pool,
+  businessId: string,
+): Promise<{ stored: string[]; oracle: string[]; changes: OutboxChange[] }> {
   return transaction(
     pool,
-    "test_outbox",
-    async (client) => {
-      const { rows } = await client.query<{ id: string; payload: Omit<OutboxChange, "id"> }>(
-        `SELECT id::text, payload FROM segment_outbox WHERE business_id = $1
-         ORDER BY (payload ->> 'at')::timestamptz, txid, created_at, id`,
-        [businessId],
-      );
-      return rows.map((r) => ({ id: r.id, ...r.payload }));
-    },
-    { businessId },
+    "test_state",
+    async (client) => ({
+      stored: await readStored(client, businessId),
+      oracle: await readOracle(client, businessId),
+      changes: await readChanges(client, businessId),
+    }),
+    { businessId, snapshot: true },
   );
+}
+
+async function readStored(client: PoolClient, businessId: string): Promise<string[]> {
+  const { rows } = await client.query<{ key: string }>(
+    "SELECT segment_id || '/' || contact_id AS key FROM segment_memberships WHERE business_id = $1 AND is_member",
+    [businessId],
+  );
+  return rows.map((r) => r.key).sort();
+}
+
+async function readOracle(client: PoolClient, businessId: string): Promise<string[]> {
+  const segments = await activeSegments(client, businessId);
+  if (segments.size === 0) return [];
+  const rows = await evaluateSegments(client, {
+    businessId,
+    segments,
+    targets: [...segments.keys()],
+    scope: { kind: "all" },
+    now: new Date(),
+  });
+  return rows
+    .filter((r) => r.matched)
+    .map((r) => `${r.segment_id}/${r.contact_id}`)
+    .sort();
+}
+
+/**
+ * Commit order per contact: by `at`, the clock each transaction reads once it holds the contact's lock, then
+ * txid. Not by txid alone: a job takes its xid when it locks its job row, before it waits for the contacts'
+ * locks, so a job that waited behind a trigger's transaction commits after it with a smaller txid.
+ */
+async function readChanges(client: PoolClient, businessId: string): Promise<OutboxChange[]> {
+  const { rows } = await client.query<{ id: string; payload: Omit<OutboxChange, "id"> }>(
+    `SELECT id::text, payload FROM segment_outbox WHERE business_id = $1
+     ORDER BY (payload ->> 'at')::timestamptz, txid, created_at, id`,
+    [businessId],
+  );
+  return rows.map((r) => ({ id: r.id, ...r.payload }));
 }
 
 /**

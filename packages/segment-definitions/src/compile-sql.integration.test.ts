@@ -259,4 +259,85 @@ describe("compiled segment definitions", () => {
       { numRuns: Number(process.env.FUZZ_RUNS ?? 150) },
     );
   });
+
+  // next_check is what lets a contact that is not a member have no row at all: it must never be later than a
+  // time at which the result flips with no new event. Random histories (past and future events, negative, zero
+  // and missing amounts) and random event atoms, evaluated at `now` and at later times around every event's entry
+  // into and exit from the window: any later result that differs must come at or after next_check.
+  it("next_check is never later than the first flip of the result with time alone", async () => {
+    const DAY = 86_400_000;
+    const leafOf = fc.oneof(
+      fc.record({
+        no_event: fc.record({ type: fc.constant("purchase"), last_days: fc.constantFrom(1, 3, 7) }),
+      }),
+      fc.record({
+        event: fc.record({
+          type: fc.constant("purchase"),
+          window: fc.oneof(
+            fc.constantFrom(1, 3, 7).map((d) => ({ last_days: d })),
+            fc.constant({ from_days_ago: 7, to_days_ago: 2 }),
+          ),
+          measure: fc.constantFrom("count", "sum", "min", "max", "avg"),
+          op: fc.constantFrom("=", "!=", "<", "<=", ">", ">="),
+          value: fc.constantFrom(0, 1, 2, 10, 50),
+        }),
+      }),
+    ).map((leaf) =>
+      "event" in leaf && leaf.event.measure !== "count"
+        ? { event: { ...leaf.event, property: "amount" } }
+        : leaf,
+    );
+    const history = fc.array(
+      fc.record({
+        daysAgo: fc.double({ min: -3, max: 10, noNaN: true }),
+        amount: fc.option(fc.constantFrom(-20, 0, 10, 40), { nil: undefined }),
+      }),
+      { maxLength: 6 },
+    );
+    await fc.assert(
+      fc.asyncProperty(leafOf, history, async (leaf, events) => {
+        const name = `t${randomUUID().slice(0, 8)}`;
+        await contact(name);
+        for (const e of events) {
+          await event(name, "purchase", daysAgo(e.daysAgo), e.amount === undefined ? {} : { amount: e.amount });
+        }
+        const target = randomUUID();
+        const segments = new Map([[target, { id: target, version: 1, definition: leaf as SegmentDefinition }]]);
+        const at = (when: Date) =>
+          transaction(
+            pool,
+            "compile_test",
+            async (client) =>
+              (
+                await evaluateSegments(client, {
+                  businessId,
+                  segments,
+                  targets: [target],
+                  scope: { kind: "contacts", contactIds: [contacts[name]!] },
+                  now: when,
+                })
+              )[0]!,
+            { businessId },
+          );
+        const first = await at(now);
+        // later times: just before and after each event enters or leaves any window of the vocabulary
+        const later = new Set<number>([now.getTime() + 20 * DAY]);
+        for (const e of events) {
+          const t = daysAgo(e.daysAgo).getTime();
+          for (const span of [0, 1, 2, 3, 7]) {
+            for (const edge of [-1, 1]) later.add(t + span * DAY + edge);
+          }
+        }
+        for (const t of [...later].filter((t) => t > now.getTime()).sort((a, b) => a - b)) {
+          const result = await at(new Date(t));
+          if (result.matched !== first.matched) {
+            expect(first.next_check, `flips at ${new Date(t).toISOString()}`).not.toBeNull();
+            expect(first.next_check!.getTime()).toBeLessThanOrEqual(t);
+            break;
+          }
+        }
+      }),
+      { numRuns: Number(process.env.FUZZ_RUNS ?? 60), endOnFailure: true },
+    );
+  });
 });

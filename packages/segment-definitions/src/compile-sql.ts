@@ -189,7 +189,8 @@ interface EventTest {
 
 /**
  * An aggregate over the contact's events of one type in a window: `v` the test's result, `n` the next time an event
- * enters (occurred_at + to_days_ago) or leaves (occurred_at + from_days_ago) the window. Every atom of a statement
+ * enters (occurred_at + to_days_ago) or leaves (occurred_at + from_days_ago) the window in a way that can flip `v`
+ * (NULL: time alone cannot; the contact needs no row while it is not a member). Every atom of a statement
  * is a column of one aggregate over one index scan of the contact's events, each FILTERed on its own events (one
  * scan per contact instead of one per atom: the index is on contact_id alone, so each scan read every event).
  */
@@ -213,29 +214,49 @@ function eventCondition(b: Builder, test: EventTest, none: boolean): Compiled {
   b.eventTypes.push(type);
   b.oldest.push(`${b.now} - ${fromSpan}`);
   const inWindow = `${mine} AND e.occurred_at <= ${upper}`;
+  // The measure grows when an event enters the window and shrinks when one leaves it (counts, and sums of values
+  // that are all >= 0); `grows` is the SQL condition under which that holds, `rises` says whether the test is
+  // true for large measures (>, >=) or small ones (<, <=, and "no event": count = 0). Then time alone can flip a
+  // true result only one way and a false one only the other: only those events' times are next checks. Without
+  // it (=, !=, min, max, avg, sums with negative values) both enter and leave times are.
   let v: string;
-  if (none) v = `count(*) FILTER (WHERE ${inWindow}) = 0`;
-  else {
+  let grows = "false";
+  let rises = false;
+  const num = (key: string) =>
+    `(CASE WHEN jsonb_typeof(e.props -> ${key}) = 'number' THEN (e.props ->> ${key})::numeric END)`;
+  if (none) {
+    v = `count(*) FILTER (WHERE ${inWindow}) = 0`;
+    grows = "true";
+  } else {
     const op = test.op!;
     if (!COMPARISONS.has(op) || typeof test.value !== "number") throw new CompileError("bad comparison");
     const k = numberParam(b, test.value);
-    if (test.measure === "count") v = `count(*) FILTER (WHERE ${inWindow}) ${op} ${k}`;
-    else {
-      const key = b.params.add(test.property, "text");
-      const num = `(CASE WHEN jsonb_typeof(e.props -> ${key}) = 'number' THEN (e.props ->> ${key})::numeric END)`;
+    rises = op === ">" || op === ">=";
+    const ordered = ORDERINGS.has(op);
+    if (test.measure === "count") {
+      v = `count(*) FILTER (WHERE ${inWindow}) ${op} ${k}`;
+      if (ordered) grows = "true";
+    } else {
+      const value = num(b.params.add(test.property, "text"));
       const fn = { sum: "sum", min: "min", max: "max", avg: "avg" }[test.measure ?? ""];
       if (!fn) throw new CompileError(`no measure ${test.measure}`);
       // A sum over no events is 0; min, max and avg over no number have no value, and a test of no value is false.
       v =
         fn === "sum"
-          ? `coalesce(sum(${num}) FILTER (WHERE ${inWindow}), 0) ${op} ${k}`
-          : `coalesce(${fn}(${num}) FILTER (WHERE ${inWindow}) ${op} ${k}, false)`;
+          ? `coalesce(sum(${value}) FILTER (WHERE ${inWindow}), 0) ${op} ${k}`
+          : `coalesce(${fn}(${value}) FILTER (WHERE ${inWindow}) ${op} ${k}, false)`;
+      if (fn === "sum" && ordered) grows = `coalesce(bool_and(${value} >= 0) FILTER (WHERE ${mine}), true)`;
     }
   }
+  // Entering can flip the result when it is false for a test of large measures, or true for one of small ones;
+  // leaving, the other way round.
+  const entering = `(NOT (${grows}) OR (${v}) = ${rises ? "false" : "true"})`;
+  const leaving = `(NOT (${grows}) OR (${v}) = ${rises ? "true" : "false"})`;
   const alias = `a${b.atoms.length}`;
   b.atoms.push(
     `ROW(${v},
-       min(CASE WHEN ${enters} > ${b.now} THEN ${enters} ELSE e.occurred_at + ${fromSpan} END) FILTER (WHERE ${mine})
+       least(CASE WHEN ${entering} THEN min(${enters}) FILTER (WHERE ${mine} AND ${enters} > ${b.now}) END,
+             CASE WHEN ${leaving} THEN min(e.occurred_at + ${fromSpan}) FILTER (WHERE ${mine}) END)
      )::app.segment_atom AS ${alias}`,
   );
   return { expr: `(atoms.${alias}).v`, next: [`(atoms.${alias}).n`] };

@@ -266,27 +266,29 @@ describe("compiled segment definitions", () => {
   // into and exit from the window: any later result that differs must come at or after next_check.
   it("next_check is never later than the first flip of the result with time alone", async () => {
     const DAY = 86_400_000;
-    const leafOf = fc.oneof(
-      fc.record({
-        no_event: fc.record({ type: fc.constant("purchase"), last_days: fc.constantFrom(1, 3, 7) }),
-      }),
-      fc.record({
-        event: fc.record({
-          type: fc.constant("purchase"),
-          window: fc.oneof(
-            fc.constantFrom(1, 3, 7).map((d) => ({ last_days: d })),
-            fc.constant({ from_days_ago: 7, to_days_ago: 2 }),
-          ),
-          measure: fc.constantFrom("count", "sum", "min", "max", "avg"),
-          op: fc.constantFrom("=", "!=", "<", "<=", ">", ">="),
-          value: fc.constantFrom(0, 1, 2, 10, 50),
+    const leafOf = fc
+      .oneof(
+        fc.record({
+          no_event: fc.record({ type: fc.constant("purchase"), last_days: fc.constantFrom(1, 3, 7) }),
         }),
-      }),
-    ).map((leaf) =>
-      "event" in leaf && leaf.event.measure !== "count"
-        ? { event: { ...leaf.event, property: "amount" } }
-        : leaf,
-    );
+        fc.record({
+          event: fc.record({
+            type: fc.constant("purchase"),
+            window: fc.oneof(
+              fc.constantFrom(1, 3, 7).map((d) => ({ last_days: d })),
+              fc.constant({ from_days_ago: 7, to_days_ago: 2 }),
+            ),
+            measure: fc.constantFrom("count", "sum", "min", "max", "avg"),
+            op: fc.constantFrom("=", "!=", "<", "<=", ">", ">="),
+            value: fc.constantFrom(0, 1, 2, 10, 50),
+          }),
+        }),
+      )
+      .map((leaf) =>
+        "event" in leaf && leaf.event.measure !== "count"
+          ? { event: { ...leaf.event, property: "amount" } }
+          : leaf,
+      );
     const history = fc.array(
       fc.record({
         daysAgo: fc.double({ min: -3, max: 10, noNaN: true }),
@@ -299,10 +301,17 @@ describe("compiled segment definitions", () => {
         const name = `t${randomUUID().slice(0, 8)}`;
         await contact(name);
         for (const e of events) {
-          await event(name, "purchase", daysAgo(e.daysAgo), e.amount === undefined ? {} : { amount: e.amount });
+          await event(
+            name,
+            "purchase",
+            daysAgo(e.daysAgo),
+            e.amount === undefined ? {} : { amount: e.amount },
+          );
         }
         const target = randomUUID();
-        const segments = new Map([[target, { id: target, version: 1, definition: leaf as SegmentDefinition }]]);
+        const segments = new Map([
+          [target, { id: target, version: 1, definition: leaf as SegmentDefinition }],
+        ]);
         const at = (when: Date) =>
           transaction(
             pool,

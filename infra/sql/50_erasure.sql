@@ -110,8 +110,9 @@ END $$;
  * holds its ids or identifiers, in the caller's transaction and under step 1's locks:
  *   crm_events of the tree (and their idempotency records), identity_conflicts naming a contact, an event or an
  *   identifier of the tree (the identifier is also removed from the other events those conflicts name), the
- *   tree's outbox rows, rejected Segment messages of the business that contain one of its identifiers, its
- *   identities and contacts (tables of other areas that reference crm_contacts go by ON DELETE CASCADE);
+ *   tree's outbox rows, its segment memberships and membership changes (under the segments service's contact
+ *   locks), rejected Segment messages of the business that contain one of its identifiers, its identities and
+ *   contacts (tables of other areas that reference crm_contacts go by ON DELETE CASCADE);
  *   then adds `p_hashes` to the suppression list, writes ONE outbox row `erased` (ids only: contact_id = root,
  *   merged_from = the other erased contacts, cause_event_id = the audit id) and the audit row.
  * Returns the audit row's id and the counts.
@@ -178,6 +179,14 @@ BEGIN
       AND o.created_at >= (SELECT min(c.created_at) FROM crm_contacts c WHERE c.id = ANY (p_contacts));
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_counts := v_counts || jsonb_build_object('outbox_rows', v_n);
+
+    -- Segment memberships and unstreamed membership changes (no foreign key cascades them: 057). The segments
+    -- service's lock of each contact first (its key and order, services/segments/src/apply-results.ts): an
+    -- evaluation in flight commits before these deletes, and a later one no longer finds the contacts.
+    PERFORM pg_advisory_xact_lock(hashtextextended('segments:' || u.id::text, 0))
+    FROM (SELECT id FROM unnest(p_contacts) AS id ORDER BY id::text COLLATE "C") u;
+    DELETE FROM segment_memberships m WHERE m.business_id = p_business AND m.contact_id = ANY (p_contacts);
+    DELETE FROM segment_outbox o WHERE o.business_id = p_business AND o.contact_id = ANY (p_contacts);
 
     DELETE FROM contact_identities i WHERE i.contact_id = ANY (p_contacts);
     GET DIAGNOSTICS v_n = ROW_COUNT;

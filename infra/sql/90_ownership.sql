@@ -30,6 +30,7 @@ GRANT SELECT, UPDATE, DELETE ON crm_contacts, crm_events TO crm_definer;
 GRANT SELECT, DELETE ON contact_identities, identity_conflicts TO crm_definer;
 GRANT SELECT, INSERT, DELETE ON outbox, suppressed_identifiers TO crm_definer;
 GRANT INSERT ON erasure_audit TO crm_definer;
+GRANT SELECT, DELETE ON segment_memberships, segment_outbox TO crm_definer;
 -- services/segments (40_segments.sql): which segments need a job, which memberships are due
 GRANT SELECT ON segment_definitions, segment_jobs, segment_memberships TO crm_definer;
 GRANT SELECT, UPDATE ON automation_deliveries TO crm_definer;

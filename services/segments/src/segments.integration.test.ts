@@ -322,4 +322,45 @@ describe("segments service", () => {
       /does not exist in this business/,
     );
   });
+
+  it("erasure removes a member's memberships and membership changes, and no evaluation brings them back", async () => {
+    const { businessId } = await createBusiness(admin);
+    const bought = await defineSegment(pool, businessId, "bought", countIn("purchase", 30, 1));
+    await jobsDone(admin, [bought]);
+    const gone = await applyEvent(pool, businessId, { type: "purchase", email: email() });
+    await until("the contact a member", async () =>
+      (await storedMembers(pool, businessId)).length === 1 ? true : undefined,
+    );
+    const rowsOf = async (contactId: string) =>
+      (
+        await admin.query<{ n: number }>(
+          `SELECT (SELECT count(*) FROM segment_memberships WHERE contact_id = $1)
+                + (SELECT count(*) FROM segment_outbox WHERE contact_id = $1) AS n`,
+          [contactId],
+        )
+      ).rows[0]!.n;
+    expect(Number(await rowsOf(gone))).toBeGreaterThan(0);
+    // the erasure's second step, as the API runs it (the tenant set); its triggers may still be in flight
+    const client = await admin.connect();
+    try {
+      await client.query("BEGIN");
+      await client.query("SELECT set_config('app.business_id', $1, true)", [businessId]);
+      await client.query(
+        "SELECT * FROM app.erase_contacts($1, ARRAY[$2]::uuid[], '[]'::jsonb, ARRAY[]::text[], 'test', 'contact_id')",
+        [businessId, gone],
+      );
+      await client.query("COMMIT");
+    } finally {
+      client.release();
+    }
+    expect(Number(await rowsOf(gone))).toBe(0);
+    // another contact's entry is handled after the erased contact's triggers: still nothing for it
+    const other = await applyEvent(pool, businessId, { type: "purchase", email: email() });
+    await until("the other contact a member", async () =>
+      JSON.stringify(await storedMembers(pool, businessId)) === JSON.stringify([`${bought}/${other}`])
+        ? true
+        : undefined,
+    );
+    expect(Number(await rowsOf(gone))).toBe(0);
+  });
 });

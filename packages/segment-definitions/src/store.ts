@@ -33,8 +33,8 @@ export interface SegmentVersionRecord {
 // accepts only that business's rows, so an id of another business is simply not found. Each statement names the
 // business too: the operator CLI runs as the admin role, which RLS does not restrict.
 
-// member_count reads the partial index of members (migration 041); with the tenant set, RLS agrees with the
-// business named here.
+// member_count is an index-only scan of the primary key, which includes business_id and is_member (migration
+// 058); with the tenant set, RLS agrees with the business named here.
 const COLUMNS = `id, business_id, name, version, definition, status, created_at, updated_at,
   (SELECT count(*)::int FROM segment_memberships m
    WHERE m.segment_id = segment_definitions.id AND m.business_id = segment_definitions.business_id AND m.is_member)

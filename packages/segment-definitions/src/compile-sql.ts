@@ -222,8 +222,6 @@ function eventCondition(b: Builder, test: EventTest, none: boolean): Compiled {
   let v: string;
   let grows = "false";
   let rises = false;
-  const num = (key: string) =>
-    `(CASE WHEN jsonb_typeof(e.props -> ${key}) = 'number' THEN (e.props ->> ${key})::numeric END)`;
   if (none) {
     v = `count(*) FILTER (WHERE ${inWindow}) = 0`;
     grows = "true";
@@ -237,7 +235,8 @@ function eventCondition(b: Builder, test: EventTest, none: boolean): Compiled {
       v = `count(*) FILTER (WHERE ${inWindow}) ${op} ${k}`;
       if (ordered) grows = "true";
     } else {
-      const value = num(b.params.add(test.property, "text"));
+      const key = b.params.add(test.property, "text");
+      const value = `(CASE WHEN jsonb_typeof(e.props -> ${key}) = 'number' THEN (e.props ->> ${key})::numeric END)`;
       const fn = { sum: "sum", min: "min", max: "max", avg: "avg" }[test.measure ?? ""];
       if (!fn) throw new CompileError(`no measure ${test.measure}`);
       // A sum over no events is 0; min, max and avg over no number have no value, and a test of no value is false.

@@ -15,6 +15,7 @@ import { FastDefaultPartitioner } from "./partitioner.ts";
 
 export type { Admin, Consumer, EachBatchPayload, KafkaMessage } from "kafkajs";
 export * from "./framing.ts";
+export * from "./ordered-commits.ts";
 // kafkajs is CommonJS and Node cannot see these through a named import.
 export const { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } = kafkajs;
 const { ConfigResourceTypes, ConfigSource } = kafkajs;

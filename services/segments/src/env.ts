@@ -28,9 +28,11 @@ export const SegmentsEnv = z.object({
   SEGMENTS_BACKFILL_PAGE: envInt.positive().default(500),
   // contacts per trigger or sweep transaction (one business each): bounds the work one business does in a turn
   SEGMENTS_CHUNK: envInt.positive().default(100),
-  // partition batches in flight at once: each waits for the round that evaluates its triggers, so this bounds how
-  // many partitions share a round (both topics' partitions: more is cheaper per trigger)
+  // partition batches kafkajs hands over at once (each only decodes its triggers for the next round and returns)
   SEGMENTS_PARTITION_CONCURRENCY: envInt.positive().default(32),
+  // triggers waiting for a round beyond which fetching pauses until the next round takes them (memory bound of a
+  // backlog; a trigger is a contact id and a few names)
+  SEGMENTS_MAX_PENDING: envInt.positive().default(20_000),
   // how long a round's first trigger waits for others (ms): larger rounds are fewer, larger transactions
   SEGMENTS_LINGER_MS: envInt.default(100),
   // transactions a round runs at once (one business chunk each); bounded by DATABASE_POOL_SIZE. Bench scenario 8

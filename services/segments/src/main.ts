@@ -52,6 +52,7 @@ const consumer = new TriggerConsumer({
   topics: { contacts: env.SEGMENTS_CONTACTS_TOPIC, events: env.SEGMENTS_EVENTS_TOPIC },
   chunk: env.SEGMENTS_CHUNK,
   partitionConcurrency: env.SEGMENTS_PARTITION_CONCURRENCY,
+  maxPending: env.SEGMENTS_MAX_PENDING,
   lingerMs: env.SEGMENTS_LINGER_MS,
   evaluationConcurrency: env.SEGMENTS_EVALUATION_CONCURRENCY,
   sessionTimeoutMs: env.SEGMENTS_SESSION_TIMEOUT_MS,

@@ -82,4 +82,36 @@ describe("TriggerRounds", () => {
     await Promise.all([first, second, third]);
     expect(seen).toEqual([[x], [y, z]]);
   });
+
+  it("room() holds a caller while more triggers than the limit wait, until a round takes them", async () => {
+    let release: () => void = () => {};
+    const rounds = new TriggerRounds({
+      chunk: 100,
+      lingerMs: 1,
+      evaluationConcurrency: 1,
+      reevaluate: async () => {
+        await new Promise<void>((resolve) => (release = resolve));
+      },
+    });
+    const business = randomUUID();
+    const first = rounds.add(new Map([[business, [event(randomUUID(), "a")]]]));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // the first round runs; three more triggers wait for the next one
+    const second = rounds.add(
+      new Map([[business, [event(randomUUID(), "a"), event(randomUUID(), "a"), event(randomUUID(), "a")]]]),
+    );
+    await rounds.room(3);
+    let roomy = false;
+    const held = rounds.room(2).then(() => {
+      roomy = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(roomy).toBe(false);
+    release();
+    await held;
+    expect(roomy).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    release();
+    await Promise.all([first, second]);
+  });
 });

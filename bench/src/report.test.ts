@@ -78,6 +78,13 @@ describe("buildReport", () => {
           evaluatedMs: summarize([500, 600]),
           streamedMs: summarize([300, 400]),
           entries: 3,
+          contactUpdated: {
+            latencyMs: summarize([100, 200, 300]),
+            expected: 3,
+            unmatched: 0,
+            ackToCommitMs: summarize([50]),
+            commitToMessageMs: summarize([50]),
+          },
         },
       },
       {},
@@ -88,6 +95,9 @@ describe("buildReport", () => {
     expect(report).toMatch(/\| 8 segments +\| 202 -> segment\.membership\.v1 entered .*p95 < 2 s: not met/);
     expect(report).toMatch(
       /\| 8 segments +\| of which 202 -> evaluated \/ evaluated -> on the topic, p95 ms +\| 600 \/ 400/,
+    );
+    expect(report).toMatch(
+      /\| 8 segments +\| the same events' 202 -> contact\.updated\.v1 .*\(3 of 3 matched\).*p95 < 500 ms: met/,
     );
   });
 

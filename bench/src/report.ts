@@ -94,6 +94,8 @@ export interface BenchResults {
     evaluatedMs?: Summary;
     streamedMs?: Summary;
     entries: number;
+    /** The same events' 202 -> contact.updated.v1 with the segments service running (issue 16: "cost on the ingest path"). */
+    contactUpdated?: E2eLatency;
   };
   errors?: Record<string, string>;
 }
@@ -300,6 +302,15 @@ export function buildReport(results: BenchResults, phases: Record<string, Phase>
         "",
         "",
         "",
+      ]);
+    if (sl.contactUpdated)
+      rows.push([
+        "8 segments",
+        `the same events' 202 -> contact.updated.v1 p50/p95/p99 ms, the segments service running (${sl.contactUpdated.expected - sl.contactUpdated.unmatched} of ${sl.contactUpdated.expected} matched)`,
+        pct(sl.contactUpdated.latencyMs),
+        "",
+        "",
+        `p95 < 500 ms: ${verdict(sl.contactUpdated.latencyMs.p95, 500, "lower")}`,
       ]);
   }
   const split = (name: string, e2e: E2eLatency) =>

@@ -5,6 +5,7 @@ import { createSegment } from "@crm/segment-definitions";
 import { moveGroupToTopicEnd } from "@crm/testing";
 import type { BenchRun, Scenario } from "../bench-run.ts";
 import { say } from "../config.ts";
+import { ContactUpdates } from "../contact-updates.ts";
 import { fmt } from "../report.ts";
 import { type BenchService, startBenchService } from "../services.ts";
 import { summarize } from "../stats.ts";
@@ -232,6 +233,14 @@ async function latency(bench: BenchRun, service: BenchService): Promise<void> {
   say(
     `scenario 8b: API -> segment.membership.v1 entered at ${cfg.e2eRate} events/s, 50 segments per business`,
   );
+  // The ingest path's own figure in the same run (issue 16: its cost on the ingest path): 202 -> contact.updated.v1.
+  const updates = new ContactUpdates(
+    bench.kafka.kafka,
+    await bench.kafka.groupAtEnd(TOPICS.contactUpdated, "bench-e2e"),
+    new Set(tenants.map((t) => t.businessId)),
+    bench.admin,
+  );
+  await updates.start();
   const services = [await bench.startApi("api-s7"), (await bench.startWorker("worker-s7")).worker];
   try {
     // The segments service is sampled with the phase but keeps running: entries arrive after the load ends.
@@ -246,6 +255,7 @@ async function latency(bench: BenchRun, service: BenchService): Promise<void> {
         }),
       [service],
     );
+    const contactUpdated = await updates.latency(load.records, undefined);
     const accepted = new Map<string, number>();
     for (const record of load.records) {
       if (record.warmup || record.status !== 202) continue;
@@ -282,8 +292,13 @@ async function latency(bench: BenchRun, service: BenchService): Promise<void> {
       evaluatedMs: evaluated,
       streamedMs: streamed,
       entries: latencies.length,
+      contactUpdated,
     };
+    say(
+      `  the same events' 202 -> contact.updated.v1 p50 ${fmt(contactUpdated.latencyMs.p50)} / p95 ${fmt(contactUpdated.latencyMs.p95)} ms`,
+    );
   } finally {
+    await updates.stop();
     await consumer.disconnect();
   }
 }

@@ -35,6 +35,17 @@ EXCEPTION WHEN others THEN
 END $$;
 GRANT EXECUTE ON FUNCTION app.segment_time(jsonb) TO crm_service;
 
+-- The segments service's lock of each contact: transaction advisory locks, taken in one order (the ids as text,
+-- C collation) so two lockers never deadlock. Every evaluation takes them (services/segments/src/apply-results.ts),
+-- and erasure (infra/sql/50_erasure.sql) before it deletes a contact's memberships: an evaluation in flight commits
+-- first, a later one no longer finds the contact. Returns how many contacts it locked.
+CREATE OR REPLACE FUNCTION app.lock_segment_contacts(p_contacts text[]) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
+  SELECT count(pg_advisory_xact_lock(hashtextextended('segments:' || s.id, 0)))
+  FROM (SELECT DISTINCT u.id COLLATE "C" AS id FROM unnest(p_contacts) AS u(id) ORDER BY 1) s
+$$;
+GRANT EXECUTE ON FUNCTION app.lock_segment_contacts(text[]) TO crm_service, crm_definer;
+
 -- Segments whose memberships are not at their current definition: no job yet, a job for an older version, or an
 -- unfinished one. The service then works in the segment's business as tenant.
 CREATE OR REPLACE FUNCTION app.segments_needing_jobs(p_limit int)

@@ -181,10 +181,9 @@ BEGIN
     v_counts := v_counts || jsonb_build_object('outbox_rows', v_n);
 
     -- Segment memberships and unstreamed membership changes (no foreign key cascades them: 057). The segments
-    -- service's lock of each contact first (its key and order, services/segments/src/apply-results.ts): an
+    -- service's lock of each contact first (app.lock_segment_contacts, as every evaluation takes it): an
     -- evaluation in flight commits before these deletes, and a later one no longer finds the contacts.
-    PERFORM pg_advisory_xact_lock(hashtextextended('segments:' || u.id::text, 0))
-    FROM (SELECT id FROM unnest(p_contacts) AS id ORDER BY id::text COLLATE "C") u;
+    PERFORM app.lock_segment_contacts(p_contacts::text[]);
     DELETE FROM segment_memberships m WHERE m.business_id = p_business AND m.contact_id = ANY (p_contacts);
     DELETE FROM segment_outbox o WHERE o.business_id = p_business AND o.contact_id = ANY (p_contacts);
 

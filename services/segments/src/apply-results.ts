@@ -142,8 +142,8 @@ export function exitAll(contactIds: readonly string[], segmentId: string): Evalu
 }
 
 /**
- * Takes the segments service's lock of each contact (transaction-scoped advisory locks, in one order so two
- * transactions never wait on each other in a cycle). Every writer of a contact's memberships holds it, so results
+ * Takes the segments service's lock of each contact (`app.lock_segment_contacts`, infra/sql/40_segments.sql:
+ * transaction-scoped advisory locks in one order, the same function erasure takes them with). Every writer of a contact's memberships holds it, so results
  * are written in the order they were computed, each from a snapshot taken after the previous writer committed.
  * `then`, a statement without parameters, runs in the same message right after the locks are held (its own
  * snapshot, taken after them): its first row is returned. One round trip for both.
@@ -153,11 +153,9 @@ export async function lockContacts(
   contactIds: readonly string[],
   then?: string,
 ): Promise<Record<string, unknown> | undefined> {
-  const sorted = [...new Set(contactIds)].sort();
-  const ids = sorted.length === 0 ? "ARRAY[]::text[]" : `ARRAY[${sorted.map(sqlLiteral).join(", ")}]::text[]`;
-  const lock = `SELECT count(pg_advisory_xact_lock(k)) FROM (
-       SELECT hashtextextended('segments:' || id, 0) AS k FROM unnest(${ids}) WITH ORDINALITY AS u(id, n)
-       ORDER BY n) s`;
+  const ids =
+    contactIds.length === 0 ? "ARRAY[]::text[]" : `ARRAY[${contactIds.map(sqlLiteral).join(", ")}]::text[]`;
+  const lock = `SELECT app.lock_segment_contacts(${ids})`;
   if (!then) {
     await client.query(lock);
     return undefined;

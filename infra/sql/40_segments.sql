@@ -44,7 +44,9 @@ LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
   SELECT count(pg_advisory_xact_lock(hashtextextended('segments:' || s.id, 0)))
   FROM (SELECT DISTINCT u.id COLLATE "C" AS id FROM unnest(p_contacts) AS u(id) ORDER BY 1) s
 $$;
-GRANT EXECUTE ON FUNCTION app.lock_segment_contacts(text[]) TO crm_service, crm_definer;
+-- SECURITY INVOKER, and PUBLIC keeps EXECUTE (the default), so erasure's definer role can call it too (that role
+-- is created later, in 90_ownership.sql).
+GRANT EXECUTE ON FUNCTION app.lock_segment_contacts(text[]) TO crm_service;
 
 -- Segments whose memberships are not at their current definition: no job yet, a job for an older version, or an
 -- unfinished one. The service then works in the segment's business as tenant.

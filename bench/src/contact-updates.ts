@@ -64,8 +64,9 @@ export class ContactUpdates {
       intervalMs: 250,
       throwOnTimeout: false,
     });
-    // Where the time went: the outbox row's created_at is the worker's transaction time (now()), on the same
-    // machine's clock, so 202 -> commit is the API + Kafka + worker part and commit -> message is Debezium's.
+    // Where the time went: the outbox row's created_at is now(), the START of the worker's transaction, on the same
+    // machine's clock, so 202 -> start is the API + Kafka + the worker's wait, and start -> message is the
+    // transaction (statements, COMMIT) then Debezium and Connect.
     const since = Math.min(...records.map((record) => record.dueAt));
     const { rows } = await this.admin.query<{ id: string; at: number }>(
       `SELECT payload->>'cause_event_id' AS id, extract(epoch FROM min(created_at)) * 1000 AS at

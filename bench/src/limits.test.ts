@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  floorScript,
   parsePgbenchLatency,
   parsePgbenchProgress,
   parseProducerPerfWindows,
@@ -100,5 +101,21 @@ describe("pgbench script of chunked transactions", () => {
   it("covers chunk sizes that do not divide the cycle", () => {
     const odd = pgbenchScript({ businessId: "b1", runTag: "abcd", occurredAt: "x", eventsPerTransaction: 3 });
     expect(odd.split("\n").filter((line) => line.startsWith("BEGIN"))).toHaveLength(20);
+  });
+});
+
+describe("floor script (the rows alone)", () => {
+  const script = floorScript({ businessId: "b1", runTag: "abcd", perTransaction: 50 });
+  const call = script.split("\n").find((line) => line.startsWith("BEGIN")) ?? "";
+
+  it("writes, in one tenant-scoped transaction, what half new contacts and half repeats store", () => {
+    expect(call).toMatch(/^BEGIN \/\* floor \*\/ \\; SELECT set_config\('app\.business_id', 'b1', true\)/);
+    expect(call).toMatch(/\\; COMMIT$/);
+    for (const table of ["crm_contacts", "contact_identities", "outbox", "crm_events"])
+      expect(call).toContain(`INSERT INTO ${table} `);
+    expect(call.match(/generate_series\(1, 25\)/g)).toHaveLength(2);
+    // repeats update by primary key only, and contact ids stay unique per client, sequence and position
+    expect(call).toMatch(/UPDATE crm_contacts AS c SET last_seen_at = now\(\) WHERE c\.id = ANY \(ARRAY\(/);
+    expect(call).toContain("':cid-abcd-4000-8000-:uid' || lpad(g::text, 2, '0')");
   });
 });

@@ -206,6 +206,49 @@ function chunkScript(options: {
   return lines.join("\n");
 }
 
+/**
+ * The floor under the resolve transaction: the rows a chunk of the mix writes, written directly by set-based
+ * INSERTs and one UPDATE, with no lookup, lock or resolution logic. Per transaction of `perTransaction` events
+ * (even): half are new contacts (contact, email identity, outbox row of the payload's shape and size, event row),
+ * half are repeat events of those contacts (last_seen_at update, event row), close to the mix's 10 new contacts,
+ * ~12 outbox rows and 20 event rows per 20 events. Same tables, indexes, RLS, WAL and Debezium publication as
+ * the worker's writes: what Postgres spends storing an event, whatever the SQL that decides what to store.
+ */
+export function floorScript(options: { businessId: string; runTag: string; perTransaction: number }): string {
+  const biz = options.businessId;
+  const half = Math.max(1, Math.floor(options.perTransaction / 2));
+  const ids = `SELECT g, (':cid-${options.runTag}-4000-8000-:uid' || lpad(g::text, 2, '0'))::uuid AS id, 'f${options.runTag}.:cid.:uid.' || g || '@bench.example' AS email FROM generate_series(1, ${half}) AS g`;
+  const payload = (id: string, email: string) =>
+    `jsonb_build_object('contact_id', ${id}, 'business_id', '${biz}', 'version', 1, 'change', 'created', 'changed_fields', jsonb_build_array('email', 'identities.email', 'name'), 'contact', jsonb_build_object('email', ${email}, 'name', 'Bench floor', 'first_seen_at', now(), 'last_seen_at', now()), 'identities', jsonb_build_array(jsonb_build_object('type', 'email', 'value', ${email})), 'cause_event_id', gen_random_uuid(), 'occurred_at', now())`;
+  const event = (kind: string) =>
+    `SELECT gen_random_uuid(), '${biz}'::uuid, n.id, 'bench.${kind}', '${PROPS}'::jsonb, jsonb_build_object('email', n.email), now() FROM n`;
+  const created = [
+    `WITH n AS (${ids}),`,
+    `c AS (INSERT INTO crm_contacts (id, business_id, email, name, name_at, first_seen_at, last_seen_at) SELECT n.id, '${biz}', n.email, 'Bench floor', now(), now(), now() FROM n),`,
+    `i AS (INSERT INTO contact_identities (business_id, type, value, contact_id) SELECT '${biz}', 'email', n.email, n.id FROM n),`,
+    `o AS (INSERT INTO outbox (aggregatetype, aggregateid, type, payload, business_id) SELECT 'contact', n.id::text, 'contact.created', ${payload("n.id", "n.email")}, '${biz}' FROM n)`,
+    `INSERT INTO crm_events (id, business_id, contact_id, type, props, contact, occurred_at) ${event("new")}`,
+  ].join(" ");
+  const repeated = [
+    // by primary key (an array, so the planner never hashes the whole table against the ids)
+    `WITH n AS (UPDATE crm_contacts AS c SET last_seen_at = now() WHERE c.id = ANY (ARRAY(SELECT x.id FROM (${ids}) AS x)) RETURNING c.id, c.email)`,
+    `INSERT INTO crm_events (id, business_id, contact_id, type, props, contact, occurred_at) ${event("repeat")}`,
+  ].join(" ");
+  return [
+    "\\set seq :seq + 1",
+    "\\set cid 10000000 + :client_id",
+    "\\set uid 1000000000 + :seq",
+    [
+      "BEGIN /* floor */",
+      `SELECT set_config('app.business_id', '${biz}', true)`,
+      created,
+      repeated,
+      "COMMIT",
+    ].join(" \\; "),
+    "",
+  ].join("\n");
+}
+
 /** PGBENCH, else the newest /usr/lib/postgresql/<v>/bin/pgbench (Debian's layout), else pgbench on PATH. */
 export function pgbenchBinary(): string {
   if (process.env.PGBENCH) return process.env.PGBENCH;
@@ -228,7 +271,7 @@ export interface PgbenchResult {
   windows: RateWindow[];
 }
 
-/** Runs pgbench with the resolve script for warmup + duration seconds and returns its steady tps. */
+/** Runs pgbench with the resolve (or floor) script for warmup + duration seconds and returns its steady tps. */
 export async function runPgbench(options: {
   databaseUrl: string;
   businessId: string;
@@ -237,20 +280,25 @@ export async function runPgbench(options: {
   warmupS: number;
   durationS: number;
   scriptDir: string;
+  /** resolve (default): the worker's transaction; floor: the same rows written directly (floorScript). */
+  kind?: "resolve" | "floor";
   onSpawn?: (pid: number) => void;
 }): Promise<PgbenchResult> {
-  const script = join(options.scriptDir, "bench-resolve.pgbench");
+  const kind = options.kind ?? "resolve";
+  const script = join(options.scriptDir, `bench-${kind}.pgbench`);
   const runTag = Math.floor(Math.random() * 0xffff)
     .toString(16)
     .padStart(4, "0");
   writeFileSync(
     script,
-    pgbenchScript({
-      businessId: options.businessId,
-      runTag,
-      occurredAt: new Date().toISOString(),
-      eventsPerTransaction: options.eventsPerTransaction,
-    }),
+    kind === "floor"
+      ? floorScript({ businessId: options.businessId, runTag, perTransaction: options.eventsPerTransaction })
+      : pgbenchScript({
+          businessId: options.businessId,
+          runTag,
+          occurredAt: new Date().toISOString(),
+          eventsPerTransaction: options.eventsPerTransaction,
+        }),
   );
   const bin = pgbenchBinary();
   const args = [

@@ -35,5 +35,23 @@ export const pgbenchLimit: Scenario = {
       `  ${fmt(pgbench.eventsPerSec)} events/s (${fmt(pgbench.tps)} transactions/s of ${pgbench.eventsPerTransaction} events, ${clients} clients)`,
     );
     bench.limits.pgbench = pgbench;
+
+    say("limits: pgbench of the same rows written directly (the storage alone, no resolution logic)");
+    const floorTenant = await createTenant(bench.admin, bench.runId, "pgbench-floor");
+    const floor = await bench.phases.run("6 pgbench floor", [], () =>
+      runPgbench({
+        databaseUrl: bench.env.DATABASE_URL!,
+        businessId: floorTenant.businessId,
+        clients,
+        eventsPerTransaction: worker.WORKER_BACKLOG_EVENTS_PER_TRANSACTION,
+        warmupS: bench.cfg.warmupS,
+        durationS: bench.cfg.durationS,
+        scriptDir: bench.logDir,
+        kind: "floor",
+        onSpawn: bench.phases.onLoadSpawn,
+      }),
+    );
+    say(`  ${fmt(floor.eventsPerSec)} events/s (${fmt(floor.tps)} transactions/s)`);
+    bench.limits.pgbenchFloor = floor;
   },
 };

@@ -13,45 +13,34 @@ export const pgbenchLimit: Scenario = {
   name: "limit: pgbench",
   selectedBy: [6],
   async run(bench) {
-    say("limits: pgbench of the resolve transaction (same identity mix, the worker's role)");
-    const tenant = await createTenant(bench.admin, bench.runId, "pgbench");
     // As the worker runs: its pool size and events per transaction, from its own config schema.
     const worker = WorkerEnv.parse(stackEnv());
     const clients = worker.DATABASE_POOL_SIZE;
-    const pgbench = await bench.phases.run("6 pgbench", [], () =>
-      runPgbench({
-        databaseUrl: bench.env.DATABASE_URL!,
-        businessId: tenant.businessId,
-        clients,
-        // the applied scenario is a backlog (lag growing): the worker's chunks are the backlog's
-        eventsPerTransaction: worker.WORKER_BACKLOG_EVENTS_PER_TRANSACTION,
-        warmupS: bench.cfg.warmupS,
-        durationS: bench.cfg.durationS,
-        scriptDir: bench.logDir,
-        onSpawn: bench.phases.onLoadSpawn,
-      }),
-    );
-    say(
-      `  ${fmt(pgbench.eventsPerSec)} events/s (${fmt(pgbench.tps)} transactions/s of ${pgbench.eventsPerTransaction} events, ${clients} clients)`,
-    );
-    bench.limits.pgbench = pgbench;
-
+    // Each script on a business of its own, in its own phase (its CPU per process is the limit's evidence).
+    const measure = async (kind: "resolve" | "floor", phase: string) => {
+      const tenant = await createTenant(bench.admin, bench.runId, `pgbench-${kind}`);
+      const result = await bench.phases.run(phase, [], () =>
+        runPgbench({
+          databaseUrl: bench.env.DATABASE_URL!,
+          businessId: tenant.businessId,
+          clients,
+          // the applied scenario is a backlog (lag growing): the worker's chunks are the backlog's
+          eventsPerTransaction: worker.WORKER_BACKLOG_EVENTS_PER_TRANSACTION,
+          warmupS: bench.cfg.warmupS,
+          durationS: bench.cfg.durationS,
+          scriptDir: bench.logDir,
+          kind,
+          onSpawn: bench.phases.onLoadSpawn,
+        }),
+      );
+      say(
+        `  ${fmt(result.eventsPerSec)} events/s (${fmt(result.tps)} transactions/s of ${result.eventsPerTransaction} events, ${clients} clients)`,
+      );
+      return result;
+    };
+    say("limits: pgbench of the resolve transaction (same identity mix, the worker's role)");
+    bench.limits.pgbench = await measure("resolve", "6 pgbench");
     say("limits: pgbench of the same rows written directly (the storage alone, no resolution logic)");
-    const floorTenant = await createTenant(bench.admin, bench.runId, "pgbench-floor");
-    const floor = await bench.phases.run("6 pgbench floor", [], () =>
-      runPgbench({
-        databaseUrl: bench.env.DATABASE_URL!,
-        businessId: floorTenant.businessId,
-        clients,
-        eventsPerTransaction: worker.WORKER_BACKLOG_EVENTS_PER_TRANSACTION,
-        warmupS: bench.cfg.warmupS,
-        durationS: bench.cfg.durationS,
-        scriptDir: bench.logDir,
-        kind: "floor",
-        onSpawn: bench.phases.onLoadSpawn,
-      }),
-    );
-    say(`  ${fmt(floor.eventsPerSec)} events/s (${fmt(floor.tps)} transactions/s)`);
-    bench.limits.pgbenchFloor = floor;
+    bench.limits.pgbenchFloor = await measure("floor", "6 pgbench floor");
   },
 };

@@ -101,6 +101,63 @@ describe("buildReport", () => {
     );
   });
 
+  it("sets the Postgres cost per applied event beside pgbench and the rows alone, and names the accepted rate", () => {
+    const e2e = {
+      latencyMs: summarize([100, 200]),
+      expected: 2,
+      unmatched: 0,
+      ackToCommitMs: summarize([10]),
+      commitToMessageMs: summarize([90]),
+    };
+    const cores = (postgres: number): SampleReport => ({
+      ...sample,
+      processes: { postgres: { pid: 2, maxRssMb: 300, cpuCores: postgres } },
+    });
+    const pg = (eventsPerSec: number) => ({
+      tps: eventsPerSec / 50,
+      eventsPerSec,
+      eventsPerTransaction: 50,
+      meanLatencyMs: 10,
+      clients: 8,
+      windows: [],
+    });
+    const report = buildReport(
+      {
+        scenario4LatencyHigh: {
+          rate: 2_500,
+          tenants: 10,
+          apiLatencyMs: summarize([5]),
+          statuses: { 202: 2 },
+          e2e: { all: e2e, othersOnly: e2e },
+        },
+        scenario4Throughput: {
+          offeredAcceptedPerSec: 8_000,
+          appliedPerSec: 3_000,
+          contactUpdatesPerSec: 1_500,
+          lagSlopePerSec: 5_000,
+          saturated: true,
+          points: [],
+          statuses: { 202: 1 },
+        },
+        limits: { pgbench: pg(5_000), pgbenchFloor: pg(15_000) },
+      },
+      {
+        "4 applied": { sample: cores(0.9), rawTopicInPerSec: 8_000, profiles: {} },
+        "4 latency high": { sample: cores(0.9), rawTopicInPerSec: 1_800, profiles: {} },
+        "6 pgbench": { sample: cores(1.5), rawTopicInPerSec: 0, profiles: {} },
+        "6 pgbench floor": { sample: cores(1.2), rawTopicInPerSec: 0, profiles: {} },
+      },
+    );
+    // 0.9 cores / 3,000 applied/s = 300 µs; pgbench 1.5 / 5,000 = 300; the rows alone 1.2 / 15,000 = 80
+    expect(report).toMatch(
+      /Postgres CPU µs per applied event \(saturated run\) +\| 300 +\| pgbench 300 µs\/event; its rows alone 80 +\|/,
+    );
+    expect(report).toMatch(
+      /\| 6 limit +\| pgbench of the same rows written directly.*\| 15,000 events\/s +\|/,
+    );
+    expect(report).toContain("at 2,500 events/s offered (1,800/s accepted) (2 of 2 matched)");
+  });
+
   it("says n/a when a limit is missing", () => {
     const report = buildReport({ scenario2: results.scenario2 }, {});
     expect(report).toMatch(/\| 2 batch.*\| n\/a +\|/);

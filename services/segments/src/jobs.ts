@@ -80,8 +80,10 @@ export async function runJobPage(deps: JobDeps, businessId: string, segmentId: s
           ? `SELECT contact_id::text AS id FROM segment_memberships
              WHERE business_id = $1 AND segment_id = $4 AND ($2::uuid IS NULL OR contact_id > $2::uuid)
              ORDER BY contact_id LIMIT $3`
-          : `SELECT id::text FROM crm_contacts WHERE business_id = $1 AND ($2::uuid IS NULL OR id > $2::uuid)
-             ORDER BY id LIMIT $3`,
+          : // ordered by the uuid column (the text alias would sort the text form), along (business_id, id)
+            `SELECT c.id::text AS id FROM crm_contacts c
+             WHERE c.business_id = $1 AND ($2::uuid IS NULL OR c.id > $2::uuid)
+             ORDER BY c.business_id, c.id LIMIT $3`,
         job.kind === "archive"
           ? [businessId, job.cursor, deps.pageSize, segmentId]
           : [businessId, job.cursor, deps.pageSize],

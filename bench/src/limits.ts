@@ -218,15 +218,15 @@ export function floorScript(options: { businessId: string; runTag: string; perTr
   const biz = options.businessId;
   const half = Math.max(1, Math.floor(options.perTransaction / 2));
   const ids = `SELECT g, (':cid-${options.runTag}-4000-8000-:uid' || lpad(g::text, 2, '0'))::uuid AS id, 'f${options.runTag}.:cid.:uid.' || g || '@bench.example' AS email FROM generate_series(1, ${half}) AS g`;
-  const payload = (id: string, email: string) =>
-    `jsonb_build_object('contact_id', ${id}, 'business_id', '${biz}', 'version', 1, 'change', 'created', 'changed_fields', jsonb_build_array('email', 'identities.email', 'name'), 'contact', jsonb_build_object('email', ${email}, 'name', 'Bench floor', 'first_seen_at', now(), 'last_seen_at', now()), 'identities', jsonb_build_array(jsonb_build_object('type', 'email', 'value', ${email})), 'cause_event_id', gen_random_uuid(), 'occurred_at', now())`;
+  // a contact.created payload of the worker's shape and size (~600 B)
+  const payload = `jsonb_build_object('contact_id', n.id, 'business_id', '${biz}', 'version', 1, 'change', 'created', 'changed_fields', jsonb_build_array('email', 'identities.email', 'name'), 'contact', jsonb_build_object('email', n.email, 'name', 'Bench floor', 'first_seen_at', now(), 'last_seen_at', now()), 'identities', jsonb_build_array(jsonb_build_object('type', 'email', 'value', n.email)), 'cause_event_id', gen_random_uuid(), 'occurred_at', now())`;
   const event = (kind: string) =>
     `SELECT gen_random_uuid(), '${biz}'::uuid, n.id, 'bench.${kind}', '${PROPS}'::jsonb, jsonb_build_object('email', n.email), now() FROM n`;
   const created = [
     `WITH n AS (${ids}),`,
     `c AS (INSERT INTO crm_contacts (id, business_id, email, name, name_at, first_seen_at, last_seen_at) SELECT n.id, '${biz}', n.email, 'Bench floor', now(), now(), now() FROM n),`,
     `i AS (INSERT INTO contact_identities (business_id, type, value, contact_id) SELECT '${biz}', 'email', n.email, n.id FROM n),`,
-    `o AS (INSERT INTO outbox (aggregatetype, aggregateid, type, payload, business_id) SELECT 'contact', n.id::text, 'contact.created', ${payload("n.id", "n.email")}, '${biz}' FROM n)`,
+    `o AS (INSERT INTO outbox (aggregatetype, aggregateid, type, payload, business_id) SELECT 'contact', n.id::text, 'contact.created', ${payload}, '${biz}' FROM n)`,
     `INSERT INTO crm_events (id, business_id, contact_id, type, props, contact, occurred_at) ${event("new")}`,
   ].join(" ");
   const repeated = [

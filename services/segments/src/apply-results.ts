@@ -143,8 +143,9 @@ export function exitAll(contactIds: readonly string[], segmentId: string): Evalu
 
 /**
  * Takes the segments service's lock of each contact (`app.lock_segment_contacts`, infra/sql/40_segments.sql:
- * transaction-scoped advisory locks in one order, the same function erasure takes them with). Every writer of a contact's memberships holds it, so results
- * are written in the order they were computed, each from a snapshot taken after the previous writer committed.
+ * transaction-scoped advisory locks in one order, the same function erasure takes them with). Every writer of a
+ * contact's memberships holds it, so results are written in the order they were computed, each from a snapshot
+ * taken after the previous writer committed.
  * `then`, a statement without parameters, runs in the same message right after the locks are held (its own
  * snapshot, taken after them): its first row is returned. One round trip for both.
  */
